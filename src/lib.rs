@@ -1,0 +1,6 @@
+//! hasync: keeps the standby node of a two-node HA pair in step with its master.
+//!
+//! The library plans and applies; the binary (`main.rs`) only parses arguments,
+//! calls in here and maps errors to exit codes. See `docs/ARCHITECTURE.md`.
+
+pub mod transport;
