@@ -8,6 +8,7 @@
 //! stderr into an error that says what went wrong on the other side.
 
 pub mod local;
+pub mod ssh;
 
 use std::io::{Read, Write};
 

@@ -1,0 +1,278 @@
+//! The SSH transport: russh client, host keys pinned in a known_hosts file,
+//! `hasync serve` exec'd on the peer, its stdin/stdout bridged to the engine.
+//!
+//! One tokio runtime (two worker threads, created on first use) carries every
+//! SSH session of the process; the engine only sees blocking `Read`/`Write`.
+//! Because the transport calls `block_on`, call it from plain threads (or
+//! `spawn_blocking`), never from inside another tokio runtime.
+
+mod location;
+mod session;
+mod stream;
+
+pub use location::{SshTarget, command_line, parse_location, shell_quote};
+pub use session::{Auth, load_identity};
+
+use super::{Connection, Transport, TransportError};
+use session::HostKeyVerdict;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::runtime::Runtime;
+
+/// How to reach and trust the peer.
+#[derive(Debug, Clone)]
+pub struct SshOptions {
+    /// Private key file; `None`: ssh-agent (`SSH_AUTH_SOCK`), then ~/.ssh/id_{ed25519,ecdsa,rsa}.
+    pub identity: Option<PathBuf>,
+    /// The pinned host keys (hasync's own file, not ~/.ssh/known_hosts unless told so).
+    pub known_hosts: PathBuf,
+    /// Trust and record an unknown host key (never a changed one).
+    pub accept_new: bool,
+    /// The hasync program on the peer, used verbatim as the start of the command line.
+    pub remote_path: String,
+    /// Deadline for TCP connect + handshake + authentication.
+    pub connect_timeout: Duration,
+    /// The session dies after this long without any traffic.
+    pub idle_timeout: Duration,
+    /// Keepalive interval; three unanswered keepalives end the session.
+    pub keepalive: Duration,
+}
+
+impl Default for SshOptions {
+    fn default() -> Self {
+        SshOptions {
+            identity: None,
+            known_hosts: PathBuf::from("/var/lib/hasync/known_hosts"),
+            accept_new: false,
+            remote_path: "hasync".to_string(),
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            keepalive: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Everything that can go wrong reaching the peer over SSH. All map to exit code 3.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("cannot connect to {target}: {reason}")]
+    Connect { target: String, reason: String },
+    #[error(
+        "timed out after {secs}s connecting to {target} (connect, handshake and authentication)"
+    )]
+    Timeout { target: String, secs: f64 },
+    #[error(
+        "the host key of {host} is not known: {key_type} {fingerprint} (not in {}); \
+         if this is really your peer, re-run with --accept-new (or `hasync init`) to trust it",
+        known_hosts.display()
+    )]
+    HostKeyUnknown {
+        host: String,
+        key_type: String,
+        fingerprint: String,
+        known_hosts: PathBuf,
+    },
+    #[error(
+        "REFUSED: THE HOST KEY OF {host} HAS CHANGED! It now presents {key_type} {fingerprint}, \
+         which differs from the key pinned in {} line {line}. Someone may be intercepting the \
+         connection (man-in-the-middle), or the peer was reinstalled. If you know the new key is \
+         right, remove line {line} from {} and run `hasync init` again.",
+        known_hosts.display(), known_hosts.display()
+    )]
+    HostKeyChanged {
+        host: String,
+        key_type: String,
+        fingerprint: String,
+        known_hosts: PathBuf,
+        line: usize,
+    },
+    #[error("known_hosts: {0}")]
+    KnownHosts(String),
+    #[error("authentication failed for {user} on {host}: {detail}")]
+    AuthFailed {
+        user: String,
+        host: String,
+        detail: String,
+    },
+    #[error("cannot use the identity {}: {reason}", path.display())]
+    Identity { path: PathBuf, reason: String },
+    #[error("ssh: {0}")]
+    Protocol(String),
+}
+
+impl From<SshError> for TransportError {
+    fn from(e: SshError) -> Self {
+        match e {
+            SshError::Connect { .. } | SshError::Timeout { .. } => {
+                TransportError::Start(e.to_string())
+            }
+            other => TransportError::Other(other.to_string()),
+        }
+    }
+}
+
+/// The process-wide runtime for SSH sessions.
+pub(crate) fn runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("hasync-ssh")
+            .enable_all()
+            .build()
+            .expect("cannot start the SSH runtime")
+    })
+}
+
+/// What `exec` captured.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOutput {
+    pub status: Option<u32>,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+/// An authenticated SSH session kept open (for `init`, probes, several commands).
+pub struct SshSession {
+    inner: session::Session,
+    target: SshTarget,
+    timeout: Duration,
+}
+
+impl SshSession {
+    /// Opens and authenticates. `auth` selects password or keys/agent.
+    pub fn open(
+        target: &SshTarget,
+        opts: &SshOptions,
+        auth: &Auth,
+    ) -> Result<SshSession, SshError> {
+        let inner = runtime().block_on(session::open(target, opts, auth))?;
+        Ok(SshSession {
+            inner,
+            target: target.clone(),
+            timeout: opts.idle_timeout,
+        })
+    }
+
+    /// True when the host key was unknown and has just been recorded.
+    pub fn host_key_learned(&self) -> bool {
+        self.inner.verdict == HostKeyVerdict::Learned
+    }
+
+    /// Runs `command` (no pty), feeds it `stdin`, and collects its output,
+    /// within the idle timeout.
+    pub fn exec(&self, command: &str, stdin: &[u8]) -> Result<ExecOutput, SshError> {
+        let handle = &self.inner.handle;
+        let fut = async move {
+            let mut ch = handle
+                .channel_open_session()
+                .await
+                .map_err(|e| SshError::Protocol(e.to_string()))?;
+            ch.exec(true, command)
+                .await
+                .map_err(|e| SshError::Protocol(e.to_string()))?;
+            if !stdin.is_empty() {
+                ch.data_bytes(stdin.to_vec())
+                    .await
+                    .map_err(|e| SshError::Protocol(e.to_string()))?;
+            }
+            ch.eof()
+                .await
+                .map_err(|e| SshError::Protocol(e.to_string()))?;
+            let mut out = ExecOutput::default();
+            while let Some(msg) = ch.wait().await {
+                match msg {
+                    russh::ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+                    russh::ChannelMsg::ExtendedData { data, .. } => {
+                        out.stderr.push_str(&String::from_utf8_lossy(&data))
+                    }
+                    russh::ChannelMsg::ExitStatus { exit_status } => out.status = Some(exit_status),
+                    russh::ChannelMsg::Failure => {
+                        return Err(SshError::Protocol(
+                            "the server refused to run the command".into(),
+                        ));
+                    }
+                    russh::ChannelMsg::Close => break,
+                    _ => {}
+                }
+            }
+            Ok(out)
+        };
+        match runtime().block_on(tokio::time::timeout(self.timeout, fut)) {
+            Ok(r) => r,
+            Err(_) => Err(SshError::Timeout {
+                target: self.target.to_string(),
+                secs: self.timeout.as_secs_f64(),
+            }),
+        }
+    }
+
+    /// Ends the session politely.
+    pub fn close(self) {
+        let h = self.inner.handle;
+        let _ = runtime().block_on(tokio::time::timeout(
+            Duration::from_secs(2),
+            h.disconnect(russh::Disconnect::ByApplication, "", "en"),
+        ));
+    }
+}
+
+/// Starts `hasync serve` on the peer over SSH.
+pub struct SshTransport {
+    pub target: SshTarget,
+    pub options: SshOptions,
+}
+
+impl SshTransport {
+    pub fn new(target: SshTarget, options: SshOptions) -> Self {
+        SshTransport { target, options }
+    }
+
+    /// Like `Transport::connect`, with the SSH-specific error kept whole
+    /// (host key unknown / changed, authentication failed...).
+    pub fn connect_ssh(&self, serve_args: &[String]) -> Result<Connection, SshError> {
+        let rt = runtime();
+        let mut args = vec!["serve".to_string()];
+        args.extend(serve_args.iter().cloned());
+        let cmd = command_line(&self.options.remote_path, &args);
+        let opts = &self.options;
+        let target = &self.target;
+        let (sess, channel) = rt.block_on(async {
+            let sess = session::open(target, opts, &Auth::Default).await?;
+            let open = async {
+                let ch = sess.handle.channel_open_session().await?;
+                ch.exec(true, cmd.as_str()).await?;
+                Ok::<_, russh::Error>(ch)
+            };
+            match tokio::time::timeout(opts.connect_timeout, open).await {
+                Ok(Ok(ch)) => Ok((sess, ch)),
+                Ok(Err(e)) => Err(SshError::Protocol(format!("cannot start `{cmd}`: {e}"))),
+                Err(_) => Err(SshError::Timeout {
+                    target: target.to_string(),
+                    secs: opts.connect_timeout.as_secs_f64(),
+                }),
+            }
+        })?;
+        let session::Session { handle, state, .. } = sess;
+        stream::start(
+            rt,
+            handle,
+            state,
+            channel,
+            self.target.to_string(),
+            self.options.remote_path.clone(),
+        )
+        .map_err(|e| SshError::Protocol(e.to_string()))
+    }
+}
+
+impl Transport for SshTransport {
+    fn connect(&self, serve_args: &[String]) -> Result<Connection, TransportError> {
+        self.connect_ssh(serve_args).map_err(TransportError::from)
+    }
+
+    fn describe(&self) -> String {
+        self.target.to_string()
+    }
+}

@@ -1,0 +1,405 @@
+//! Bridges an exec'd SSH channel to the engine's blocking `Read`/`Write`.
+//!
+//! The engine gets one end of a `UnixStream` pair; two tasks on the SSH
+//! runtime pump the other end to and from the channel. The download task also
+//! collects the remote's stderr and exit status (which `into_stream()` would
+//! drop) and notices when the session dies, so that a blocked read or write
+//! ends with an error instead of hanging.
+
+use super::session::{ClientHandler, SessionState};
+use crate::transport::{Closer, Connection, TransportError};
+use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client};
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::runtime::Runtime;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+const STDERR_CAP: usize = 64 * 1024;
+/// How long `finish` waits for the peer to exit once our side is done.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the channel told us, shared between the pump tasks and the engine side.
+#[derive(Default)]
+struct ChanState {
+    stderr: String,
+    exit_status: Option<u32>,
+    exit_signal: Option<String>,
+    /// The channel is over (closed by the peer, or the session died).
+    closed: bool,
+    /// Set when the session died instead of the channel closing normally.
+    failure: Option<String>,
+}
+
+struct Shared {
+    st: Mutex<ChanState>,
+    cv: Condvar,
+    /// "root@host:port", for messages.
+    describe: String,
+    remote_path: String,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, ChanState> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait_closed(&self, timeout: Duration) -> MutexGuard<'_, ChanState> {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.lock();
+        while !g.closed {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            g = self
+                .cv
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        g
+    }
+
+    /// The error the peer's end amounts to, if any.
+    fn peer_error(&self, st: &ChanState) -> Option<TransportError> {
+        let stderr = st.stderr.clone();
+        if let Some(sig) = &st.exit_signal {
+            return Some(TransportError::PeerFailed {
+                status: format!("killed by signal {sig}"),
+                stderr,
+            });
+        }
+        match st.exit_status {
+            Some(0) => None,
+            Some(n) => {
+                let prog = self
+                    .remote_path
+                    .split_whitespace()
+                    .last()
+                    .unwrap_or("hasync");
+                let missing = n == 127
+                    || n == 126
+                    || stderr.contains("command not found")
+                    || (stderr.contains(prog) && stderr.contains("not found"));
+                let status = if missing {
+                    format!(
+                        "exit status {n}: `{}` could not be run on {}; install hasync there, or point \
+                         --remote-path (remote_path in the config) at it",
+                        self.remote_path, self.describe
+                    )
+                } else {
+                    format!("exit status {n}")
+                };
+                Some(TransportError::PeerFailed { status, stderr })
+            }
+            None => Some(match &st.failure {
+                Some(f) => {
+                    TransportError::Other(format!("ssh connection to {} lost: {f}", self.describe))
+                }
+                None => TransportError::PeerFailed {
+                    status: "no exit status".into(),
+                    stderr,
+                },
+            }),
+        }
+    }
+
+    /// Turns an I/O failure (or an early end of stream) on the engine side into
+    /// an error that says why: the link died, or the peer exited with an error.
+    fn explain(&self, fallback: io::Error) -> io::Error {
+        let st = self.wait_closed(Duration::from_secs(5));
+        match (st.closed, self.peer_error(&st)) {
+            (true, Some(e)) => {
+                let kind = match e {
+                    TransportError::Other(_) => io::ErrorKind::ConnectionAborted,
+                    _ => io::ErrorKind::Other,
+                };
+                io::Error::new(kind, e.to_string())
+            }
+            _ => fallback,
+        }
+    }
+}
+
+/// Starts the pumps and returns the engine's view of the connection.
+pub(crate) fn start(
+    rt: &'static Runtime,
+    handle: client::Handle<ClientHandler>,
+    session_state: Arc<Mutex<SessionState>>,
+    channel: russh::Channel<client::Msg>,
+    describe: String,
+    remote_path: String,
+) -> Result<Connection, TransportError> {
+    let io_err = |e: io::Error| TransportError::Other(format!("local socket pair: {e}"));
+    let (engine, pump) = UnixStream::pair().map_err(io_err)?;
+    pump.set_nonblocking(true).map_err(io_err)?;
+    let pump = {
+        let _guard = rt.enter();
+        tokio::net::UnixStream::from_std(pump).map_err(io_err)?
+    };
+    let (sock_r, sock_w) = pump.into_split();
+    let (read_half, write_half) = channel.split();
+    let shared = Arc::new(Shared {
+        st: Mutex::new(ChanState::default()),
+        cv: Condvar::new(),
+        describe,
+        remote_path,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let up = rt.spawn(upload(sock_r, write_half, stop_rx));
+    let down = rt.spawn(download(
+        read_half,
+        sock_w,
+        shared.clone(),
+        session_state,
+        stop_tx.clone(),
+    ));
+    let reader = engine.try_clone().map_err(io_err)?;
+    Ok(Connection {
+        reader: Box::new(SshReader {
+            sock: reader,
+            shared: shared.clone(),
+        }),
+        writer: Box::new(SshWriter {
+            sock: engine,
+            shared: shared.clone(),
+        }),
+        closer: Box::new(SshCloser {
+            rt,
+            shared,
+            handle: Some(handle),
+            stop: stop_tx,
+            tasks: vec![up, down],
+        }),
+    })
+}
+
+/// Engine -> channel.
+async fn upload(
+    mut sock: tokio::net::unix::OwnedReadHalf,
+    chan: ChannelWriteHalf<client::Msg>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            r = sock.read(&mut buf) => match r {
+                Ok(n) => n,
+                Err(_) => 0,
+            },
+        };
+        if n == 0 {
+            let _ = chan.eof().await;
+            return;
+        }
+        let data = buf[..n].to_vec();
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            r = chan.data_bytes(data) => if r.is_err() { return },
+        }
+    }
+}
+
+/// Channel -> engine, plus stderr, exit status and the channel's end.
+async fn download(
+    mut chan: ChannelReadHalf,
+    mut sock: tokio::net::unix::OwnedWriteHalf,
+    shared: Arc<Shared>,
+    session_state: Arc<Mutex<SessionState>>,
+    stop: watch::Sender<bool>,
+) {
+    let mut sock_ok = true;
+    let mut failure = None;
+    loop {
+        match chan.wait().await {
+            Some(ChannelMsg::Data { data }) => {
+                if sock_ok && sock.write_all(&data).await.is_err() {
+                    // The engine stopped reading; keep draining for stderr and status.
+                    sock_ok = false;
+                }
+            }
+            Some(ChannelMsg::ExtendedData { data, .. }) => {
+                let mut st = shared.lock();
+                if st.stderr.len() < STDERR_CAP {
+                    st.stderr.push_str(&String::from_utf8_lossy(&data));
+                }
+            }
+            Some(ChannelMsg::Eof) => {
+                let _ = sock.shutdown().await;
+                sock_ok = false;
+            }
+            Some(ChannelMsg::ExitStatus { exit_status }) => {
+                shared.lock().exit_status = Some(exit_status)
+            }
+            Some(ChannelMsg::ExitSignal {
+                signal_name,
+                error_message,
+                ..
+            }) => {
+                let mut s = format!("{signal_name:?}");
+                if !error_message.is_empty() {
+                    s.push_str(&format!(" ({error_message})"));
+                }
+                shared.lock().exit_signal = Some(s);
+            }
+            Some(ChannelMsg::Failure) => {
+                failure = Some("the server refused to run the command".to_string());
+                break;
+            }
+            Some(ChannelMsg::Close) => break,
+            Some(_) => {}
+            None => {
+                // The session ended under us; the handler records why, just after.
+                let mut why = None;
+                for _ in 0..20 {
+                    why = session_state
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .disconnect
+                        .clone();
+                    if why.is_some() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                failure = Some(why.unwrap_or_else(|| "the connection closed".to_string()));
+                break;
+            }
+        }
+    }
+    {
+        let mut st = shared.lock();
+        if st.exit_status.is_none() && st.exit_signal.is_none() {
+            st.failure = failure;
+        }
+        st.closed = true;
+    }
+    shared.cv.notify_all();
+    // Stop the upload side; dropping both socket halves ends the engine's reads and writes.
+    let _ = stop.send(true);
+}
+
+struct SshReader {
+    sock: UnixStream,
+    shared: Arc<Shared>,
+}
+
+impl Read for SshReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.sock.read(buf) {
+                Ok(0) if !buf.is_empty() => {
+                    // End of stream: clean only if the peer exited well.
+                    let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "end of stream");
+                    let e = self.shared.explain(eof);
+                    return if e.kind() == io::ErrorKind::UnexpectedEof {
+                        Ok(0)
+                    } else {
+                        Err(e)
+                    };
+                }
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.shared.explain(e)),
+            }
+        }
+    }
+}
+
+impl Drop for SshReader {
+    fn drop(&mut self) {
+        let _ = self.sock.shutdown(Shutdown::Read);
+    }
+}
+
+struct SshWriter {
+    sock: UnixStream,
+    shared: Arc<Shared>,
+}
+
+impl Write for SshWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match self.sock.write(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.shared.explain(e)),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for SshWriter {
+    fn drop(&mut self) {
+        // Tells the pump (and so the peer) that no more input comes.
+        let _ = self.sock.shutdown(Shutdown::Write);
+    }
+}
+
+struct SshCloser {
+    rt: &'static Runtime,
+    shared: Arc<Shared>,
+    handle: Option<client::Handle<ClientHandler>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl SshCloser {
+    fn shutdown(&mut self) {
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(h) = self.handle.take() {
+            self.rt.spawn(async move {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    h.disconnect(russh::Disconnect::ByApplication, "", "en"),
+                )
+                .await;
+            });
+        }
+    }
+}
+
+impl Closer for SshCloser {
+    fn finish(mut self: Box<Self>) -> Result<(), TransportError> {
+        let result = {
+            let st = self.shared.wait_closed(FINISH_TIMEOUT);
+            if st.closed {
+                match self.shared.peer_error(&st) {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                }
+            } else {
+                Err(TransportError::Other(format!(
+                    "the peer on {} did not finish within {}s",
+                    self.shared.describe,
+                    FINISH_TIMEOUT.as_secs()
+                )))
+            }
+        };
+        self.shutdown();
+        result
+    }
+
+    fn stderr(&self) -> String {
+        self.shared.lock().stderr.clone()
+    }
+}
+
+impl Drop for SshCloser {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
