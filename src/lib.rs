@@ -3,4 +3,5 @@
 //! The library plans and applies; the binary (`main.rs`) only parses arguments,
 //! calls in here and maps errors to exit codes. See `docs/ARCHITECTURE.md`.
 
+pub mod config;
 pub mod transport;
