@@ -4,4 +4,5 @@
 //! calls in here and maps errors to exit codes. See `docs/ARCHITECTURE.md`.
 
 pub mod config;
+pub mod init;
 pub mod transport;
