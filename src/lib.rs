@@ -4,5 +4,14 @@
 //! calls in here and maps errors to exit codes. See `docs/ARCHITECTURE.md`.
 
 pub mod config;
+pub mod delta;
+pub mod engine;
+pub mod fsops;
 pub mod init;
+pub mod manifest;
+pub mod path;
+pub mod plan;
+pub mod protocol;
+pub mod report;
+pub mod scan;
 pub mod transport;

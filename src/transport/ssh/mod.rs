@@ -199,7 +199,8 @@ impl SshSession {
             }
             Ok(out)
         };
-        match runtime().block_on(tokio::time::timeout(self.timeout, fut)) {
+        let limit = self.timeout;
+        match runtime().block_on(async move { tokio::time::timeout(limit, fut).await }) {
             Ok(r) => r,
             Err(_) => Err(SshError::Timeout {
                 target: self.target.to_string(),
@@ -211,10 +212,13 @@ impl SshSession {
     /// Ends the session politely.
     pub fn close(self) {
         let h = self.inner.handle;
-        let _ = runtime().block_on(tokio::time::timeout(
-            Duration::from_secs(2),
-            h.disconnect(russh::Disconnect::ByApplication, "", "en"),
-        ));
+        let _ = runtime().block_on(async move {
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                h.disconnect(russh::Disconnect::ByApplication, "", "en"),
+            )
+            .await
+        });
     }
 }
 

@@ -78,13 +78,32 @@ impl ClientHandler {
             Err(keys::Error::KeyChanged { line }) => HostKeyVerdict::Changed {
                 key_type,
                 fingerprint,
-                line,
+                line: physical_line(&self.known_hosts, line),
             },
             Err(e) => {
                 HostKeyVerdict::Error(format!("cannot read {}: {e}", self.known_hosts.display()))
             }
         }
     }
+}
+
+/// russh numbers known_hosts lines without counting `#` comments; users need
+/// the line as their editor shows it.
+fn physical_line(path: &Path, russh_line: usize) -> usize {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return russh_line;
+    };
+    let mut counted = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if l.starts_with('#') {
+            continue;
+        }
+        counted += 1;
+        if counted == russh_line {
+            return i + 1;
+        }
+    }
+    russh_line
 }
 
 impl client::Handler for ClientHandler {

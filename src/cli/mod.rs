@@ -1,0 +1,132 @@
+//! Command-line interface: argument definitions and dispatch.
+//!
+//! Each subcommand lives in its own file and only turns arguments into
+//! library calls. Errors come back as [`CliError`], which carries the exit
+//! code; `main` prints the message once and exits with it.
+
+mod output;
+mod push;
+mod serve;
+mod sync;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the run finished but some items failed (each is named)
+  2  usage or configuration error
+  3  peer, transport or authentication failure
+  4  refused by a safety guard (e.g. the source is missing or empty and would wipe the mirror,
+     or more deletions than --max-delete)";
+
+/// Keep the standby node of an HA pair in step with its master.
+#[derive(Parser, Debug)]
+#[command(name = "hasync", version, about, after_help = EXIT_CODES, max_term_width = 100)]
+pub struct Cli {
+    /// Config file [default: /etc/hasync/hasync.toml]
+    #[arg(long, short = 'c', global = true, env = "HASYNC_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More output (repeat for debug logs)
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors
+    #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Mirror a local directory to a destination, like `rsync -a SRC/ DEST/`
+    #[command(after_help = push::PUSH_HELP)]
+    Push(push::PushArgs),
+    /// Mirror a (remote) source into a local directory
+    #[command(after_help = push::PUSH_HELP)]
+    Pull(push::PushArgs),
+    /// Run the config's [[sync]] jobs now (all, or the named ones)
+    Sync(sync::SyncArgs),
+    /// The peer side of a connection, started over SSH or as a local child; not for people
+    #[command(hide = true)]
+    Serve(serve::ServeArgs),
+}
+
+/// An error for the user, with the exit code it maps to.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn usage(message: impl Into<String>) -> Self {
+        CliError { code: 2, message: message.into() }
+    }
+}
+
+impl From<hasync::engine::SyncError> for CliError {
+    fn from(e: hasync::engine::SyncError) -> Self {
+        CliError { code: e.exit_code(), message: e.to_string() }
+    }
+}
+
+impl From<hasync::config::ConfigError> for CliError {
+    fn from(e: hasync::config::ConfigError) -> Self {
+        CliError::usage(e.to_string())
+    }
+}
+
+/// Parse, run, and return the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => 2,
+            };
+        }
+    };
+    init_logging(&cli);
+    let result = match &cli.command {
+        Command::Push(a) => push::run(&cli, a, push::Direction::Push),
+        Command::Pull(a) => push::run(&cli, a, push::Direction::Pull),
+        Command::Sync(a) => sync::run(&cli, a),
+        Command::Serve(a) => serve::run(&cli, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hasync: {}", e.message);
+            e.code
+        }
+    }
+}
+
+/// Logs go to stderr (stdout may carry the protocol or JSON). Under systemd
+/// (JOURNAL_STREAM set) no timestamps or colours: journald adds its own.
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "info",
+        (_, _) => "debug",
+    };
+    let filter = EnvFilter::try_from_env("HASYNC_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let _ = if journald {
+        builder.without_time().with_ansi(false).try_init()
+    } else {
+        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init()
+    };
+}
+
+/// The config file to use: --config, $HASYNC_CONFIG, or the default path.
+pub fn config_path(cli: &Cli) -> PathBuf {
+    cli.config.clone().unwrap_or_else(|| PathBuf::from(hasync::config::DEFAULT_PATH))
+}

@@ -1,0 +1,97 @@
+//! How a run is shown: itemized changes, a progress bar on a terminal, a summary, JSON.
+
+use hasync::report::{Item, Reporter, Stats};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+
+/// Prints items as they happen and drives the progress bar.
+pub struct Console {
+    /// Print every change (else only failures).
+    pub itemize: bool,
+    /// Failures seen (exit code 1).
+    pub failed: u64,
+    bar: Option<ProgressBar>,
+}
+
+impl Console {
+    pub fn new(itemize: bool, progress: bool) -> Self {
+        let bar = (progress && std::io::stderr().is_terminal()).then(|| {
+            let b = ProgressBar::new(0);
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} {bytes_per_sec} {wide_bar} {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            b
+        });
+        Console { itemize, failed: 0, bar }
+    }
+
+    fn print(&self, line: String, to_stderr: bool) {
+        match (&self.bar, to_stderr) {
+            (Some(b), _) => b.println(line),
+            (None, true) => eprintln!("{line}"),
+            (None, false) => println!("{line}"),
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Reporter for Console {
+    fn item(&mut self, item: &Item) {
+        if item.error.is_some() {
+            if item.code.starts_with("*warning") {
+                self.print(format!("hasync: warning: {}", item.error.as_deref().unwrap_or("")), true);
+                return;
+            }
+            self.failed += 1;
+            self.print(format!("hasync: error: {}", item.line()), true);
+        } else if self.itemize {
+            self.print(item.line(), false);
+        }
+    }
+
+    fn progress(&mut self, bytes: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(bytes);
+        }
+    }
+
+    fn total(&mut self, bytes: u64) {
+        if let Some(b) = &self.bar {
+            b.set_length(bytes);
+        }
+    }
+}
+
+/// Human-readable byte count.
+pub fn human(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < units.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", units[u]) }
+}
+
+/// One-line summary of a run, like rsync's closing lines.
+pub fn summary(s: &Stats) -> String {
+    format!(
+        "{} entries, {} transferred ({} literal, {} matched), {} deleted, {} failed; sent {}, received {} in {:.2}s",
+        s.files_total,
+        s.files_transferred,
+        human(s.bytes_literal),
+        human(s.bytes_matched),
+        s.files_deleted,
+        s.files_failed,
+        human(s.bytes_sent),
+        human(s.bytes_received),
+        s.duration_ms as f64 / 1000.0
+    )
+}

@@ -1,0 +1,276 @@
+//! Applying changes on the receiver: rebuilding files, committing them
+//! atomically, and the local actions (directories, symlinks, metadata, deletions).
+//!
+//! A file is rebuilt into a temporary file in its final directory, from
+//! `Data` (new bytes) and `Copy` (ranges of the old copy, read with `pread`
+//! and bounds-checked), hashed as it is written, checked against the sender's
+//! BLAKE3 and size, given its metadata, and only then renamed over the old
+//! name. Renames are committed in groups: one `syncfs` makes a whole group of
+//! temp files durable before any of them replaces an old file, which costs one
+//! flush per group instead of one `fsync` per file.
+
+use crate::fsops::{self, DirCache, Meta, SafeRoot, TempFile};
+use crate::manifest::Entry;
+use crate::path::RelPath;
+use crate::report::Item;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+/// Most files or bytes waiting in one commit group.
+const GROUP_FILES: usize = 512;
+const GROUP_BYTES: u64 = 256 * 1024 * 1024;
+
+/// A file being rebuilt.
+pub struct Rebuild {
+    pub idx: u32,
+    pub delta: bool,
+    temp: Option<TempFile>,
+    base: Option<File>,
+    base_len: u64,
+    expected: u64,
+    written: u64,
+    hasher: blake3::Hasher,
+    pub literal: u64,
+    pub matched: u64,
+    copy_buf: Vec<u8>,
+}
+
+impl Rebuild {
+    /// Start rebuilding `entry` into a temp file; `base` is the old copy for a delta.
+    pub fn start(root: &SafeRoot, dirs: &mut DirCache, entry: &Entry, idx: u32, delta: bool) -> io::Result<Rebuild> {
+        let (parent, name) = entry.path.split_last().ok_or_else(|| io::Error::other("cannot write the root as a file"))?;
+        let dir = dirs.get(root, &parent)?;
+        let (base, base_len) = if delta {
+            let f = root.open_file(&entry.path)?;
+            let len = f.metadata()?.len();
+            (Some(f), len)
+        } else {
+            (None, 0)
+        };
+        let temp = fsops::create_temp(dir, name)?;
+        Ok(Rebuild {
+            idx,
+            delta,
+            temp: Some(temp),
+            base,
+            base_len,
+            expected: entry.size,
+            written: 0,
+            hasher: blake3::Hasher::new(),
+            literal: 0,
+            matched: 0,
+            copy_buf: Vec::new(),
+        })
+    }
+
+    fn out(&mut self) -> &mut File {
+        &mut self.temp.as_mut().expect("temp file present until finished").file
+    }
+
+    fn check_room(&self, n: u64) -> Result<(), String> {
+        if self.written.checked_add(n).is_none_or(|w| w > self.expected) {
+            return Err(format!("the sender sent more than the file's {} bytes", self.expected));
+        }
+        Ok(())
+    }
+
+    /// New bytes from the sender.
+    pub fn data(&mut self, d: &[u8]) -> Result<(), RebuildError> {
+        self.check_room(d.len() as u64).map_err(RebuildError::Protocol)?;
+        self.out().write_all(d).map_err(RebuildError::Io)?;
+        self.hasher.update(d);
+        self.written += d.len() as u64;
+        self.literal += d.len() as u64;
+        Ok(())
+    }
+
+    /// A range of the old copy.
+    pub fn copy(&mut self, offset: u64, len: u64) -> Result<(), RebuildError> {
+        if self.base.is_none() {
+            return Err(RebuildError::Protocol("copy instruction for a file sent whole".into()));
+        }
+        if len == 0 || offset.checked_add(len).is_none_or(|end| end > self.base_len) {
+            return Err(RebuildError::Protocol(format!(
+                "copy of {len} bytes at {offset} lies outside the old file ({} bytes)",
+                self.base_len
+            )));
+        }
+        self.check_room(len).map_err(RebuildError::Protocol)?;
+        let mut buf = std::mem::take(&mut self.copy_buf);
+        buf.resize((len as usize).min(1 << 20), 0);
+        let mut done = 0u64;
+        while done < len {
+            let n = ((len - done) as usize).min(buf.len());
+            let base = self.base.as_ref().expect("checked above");
+            base.read_exact_at(&mut buf[..n], offset + done).map_err(RebuildError::Io)?;
+            self.out().write_all(&buf[..n]).map_err(RebuildError::Io)?;
+            self.hasher.update(&buf[..n]);
+            done += n as u64;
+        }
+        self.copy_buf = buf;
+        self.written += len;
+        self.matched += len;
+        Ok(())
+    }
+
+    /// The sender's end marker: check size and hash, then set metadata.
+    /// On success the temp file is ready to be renamed over the final name.
+    pub fn finish(mut self, size: u64, hash: &[u8; 32], meta: &Meta) -> Result<TempFile, RebuildError> {
+        if size != self.expected || self.written != size {
+            let msg = format!("size mismatch: expected {}, got {}", self.expected, self.written);
+            self.discard();
+            return Err(RebuildError::Verify(msg));
+        }
+        if self.hasher.finalize().as_bytes() != hash {
+            self.discard();
+            return Err(RebuildError::Verify("BLAKE3 of the rebuilt file does not match the sender's".into()));
+        }
+        let temp = self.temp.take().expect("temp present");
+        if let Err(e) = fsops::set_meta_fd(&temp.file, meta) {
+            let _ = fsops::remove(&temp.dir, &temp.name, false);
+            return Err(RebuildError::Io(e));
+        }
+        Ok(temp)
+    }
+
+    /// Drop the temp file (abort, verification failure, error).
+    pub fn discard(&mut self) {
+        if let Some(t) = self.temp.take() {
+            let _ = fsops::remove(&t.dir, &t.name, false);
+        }
+    }
+}
+
+impl Drop for Rebuild {
+    fn drop(&mut self) {
+        self.discard();
+    }
+}
+
+/// What went wrong while rebuilding one file.
+#[derive(Debug)]
+pub enum RebuildError {
+    /// The sender broke the protocol: the session ends.
+    Protocol(String),
+    /// A local I/O error (disk full, permissions): this file fails, the run goes on.
+    Io(io::Error),
+    /// The result did not verify: retried whole once, then this file fails.
+    Verify(String),
+}
+
+/// A verified temp file waiting for its rename.
+struct Ready {
+    dir: Arc<OwnedFd>,
+    temp_name: Vec<u8>,
+    final_name: Vec<u8>,
+    item: Item,
+    size: u64,
+}
+
+/// Commit groups of verified files: make them durable, then rename them over.
+pub struct Committer {
+    ready: Vec<Ready>,
+    bytes: u64,
+    pub fsync: bool,
+}
+
+impl Committer {
+    pub fn new(fsync: bool) -> Self {
+        Committer { ready: Vec::new(), bytes: 0, fsync }
+    }
+
+    /// Queue a verified file; returns finished items if the group was committed.
+    pub fn push(&mut self, root: &SafeRoot, temp: TempFile, path: &RelPath, item: Item, size: u64) -> Vec<Item> {
+        let final_name = path.split_last().map(|(_, n)| n.to_vec()).unwrap_or_default();
+        let TempFile { dir, name, file } = temp;
+        drop(file);
+        self.ready.push(Ready { dir, temp_name: name, final_name, item, size });
+        self.bytes += size;
+        if self.ready.len() >= GROUP_FILES || self.bytes >= GROUP_BYTES { self.commit(root) } else { Vec::new() }
+    }
+
+    /// Make every queued file durable and rename it over its final name.
+    pub fn commit(&mut self, root: &SafeRoot) -> Vec<Item> {
+        if self.ready.is_empty() {
+            return Vec::new();
+        }
+        let sync_err = if self.fsync { root.sync_all().err() } else { None };
+        let mut done = Vec::with_capacity(self.ready.len());
+        for mut r in self.ready.drain(..) {
+            let res = match &sync_err {
+                Some(e) => Err(io::Error::new(e.kind(), format!("sync failed: {e}"))),
+                None => fsops::rename(&r.dir, &r.temp_name, &r.final_name),
+            };
+            if let Err(e) = res {
+                let _ = fsops::remove(&r.dir, &r.temp_name, false);
+                r.item.error = Some(format!("cannot install: {e}"));
+            }
+            let _ = r.size;
+            done.push(r.item);
+        }
+        self.bytes = 0;
+        done
+    }
+
+    /// Remove every queued temp file (the run is failing).
+    pub fn abandon(&mut self) {
+        for r in self.ready.drain(..) {
+            let _ = fsops::remove(&r.dir, &r.temp_name, false);
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.abandon();
+    }
+}
+
+/// Create a directory (no-op for the root, which exists by now).
+pub fn make_dir(root: &SafeRoot, dirs: &mut DirCache, path: &RelPath) -> io::Result<()> {
+    let Some((parent, name)) = path.split_last() else { return Ok(()) };
+    let dir = dirs.get(root, &parent)?;
+    fsops::mkdir(&dir, name)
+}
+
+/// Create or atomically replace a symlink.
+pub fn make_symlink(root: &SafeRoot, dirs: &mut DirCache, entry: &Entry, meta: &Meta) -> io::Result<()> {
+    let (parent, name) = entry.path.split_last().ok_or_else(|| io::Error::other("root cannot be a symlink"))?;
+    let dir = dirs.get(root, &parent)?;
+    let tmp = fsops::create_temp_symlink(&dir, name, &entry.target)?;
+    let res = fsops::set_symlink_meta(&dir, &tmp, meta).and_then(|_| fsops::rename(&dir, &tmp, name));
+    if res.is_err() {
+        let _ = fsops::remove(&dir, &tmp, false);
+    }
+    res
+}
+
+/// Apply metadata to an existing file, directory or symlink.
+pub fn set_meta(root: &SafeRoot, dirs: &mut DirCache, entry: &Entry, meta: &Meta) -> io::Result<()> {
+    use crate::manifest::Kind;
+    match entry.kind {
+        Kind::Dir => {
+            let fd = root.open_dir(&entry.path)?;
+            fsops::set_meta_fd(&*fd, meta)
+        }
+        Kind::File => {
+            let f = root.open_file(&entry.path)?;
+            fsops::set_meta_fd(&f, meta)
+        }
+        Kind::Symlink => {
+            let (parent, name) = entry.path.split_last().ok_or_else(|| io::Error::other("root"))?;
+            let dir = dirs.get(root, &parent)?;
+            fsops::set_symlink_meta(&dir, name, meta)
+        }
+    }
+}
+
+/// Remove an entry (a directory must be empty by now).
+pub fn remove(root: &SafeRoot, dirs: &mut DirCache, path: &RelPath, is_dir: bool) -> io::Result<()> {
+    let (parent, name) = path.split_last().ok_or_else(|| io::Error::other("refusing to remove the root"))?;
+    let dir = dirs.get(root, &parent)?;
+    fsops::remove(&dir, name, is_dir)
+}

@@ -1,0 +1,204 @@
+//! Connections: the client side (push, pull) and the `serve` side.
+//!
+//! The client starts the peer through a [`Transport`], exchanges
+//! `Hello`/`HelloOk`, then runs one session per directory pair over the same
+//! connection (`Open` ... `Done`), and ends with `Bye`. The server answers one
+//! connection on its stdin/stdout and serves sessions until `Bye` or end of
+//! input, refusing roots outside what its policy allows.
+
+use super::SyncError;
+use super::receiver::{ReceiverConfig, receive_tree};
+use super::sender::send_tree;
+use crate::protocol::message::{PROTO_MAJOR, PROTO_MINOR};
+use crate::protocol::{self, FrameReader, FrameWriter, Msg, Open, ServerRole, SessionOptions, recv, send};
+use crate::report::{Reporter, Stats};
+use crate::transport::{Closer, Transport};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::Instant;
+
+type BoxRead = BufReader<Box<dyn Read + Send>>;
+type BoxWrite = BufWriter<Box<dyn Write + Send>>;
+
+/// The initiating side of a connection.
+pub struct Client {
+    rd: FrameReader<BoxRead>,
+    wr: FrameWriter<BoxWrite>,
+    closer: Option<Box<dyn Closer>>,
+    peer: String,
+    pub cfg: ReceiverConfig,
+}
+
+impl Client {
+    /// Start the peer and shake hands.
+    pub fn connect(transport: &dyn Transport, serve_args: &[String]) -> Result<Client, SyncError> {
+        let conn = transport.connect(serve_args)?;
+        let mut client = Client {
+            rd: FrameReader::new(BufReader::with_capacity(256 * 1024, conn.reader)),
+            wr: FrameWriter::new(BufWriter::with_capacity(256 * 1024, conn.writer)),
+            closer: Some(conn.closer),
+            peer: transport.describe(),
+            cfg: ReceiverConfig::default(),
+        };
+        let hello = Msg::Hello { major: PROTO_MAJOR, minor: PROTO_MINOR, software: protocol::software() };
+        let res = send(&mut client.wr, &hello).map_err(SyncError::from).and_then(|_| {
+            client.wr.flush().map_err(|e| SyncError::Peer(e.to_string()))?;
+            match recv(&mut client.rd)? {
+                Msg::HelloOk { major, software, .. } => protocol::check_version(major, &software).map_err(SyncError::Peer),
+                Msg::Error { code, message } => Err(SyncError::from_wire(code, message)),
+                m => Err(SyncError::Peer(format!("protocol error: the peer answered {} to Hello", m.name()))),
+            }
+        });
+        match res {
+            Ok(()) => Ok(client),
+            Err(e) => Err(client.explain(e)),
+        }
+    }
+
+    /// Add what the peer printed on stderr to a connection error; that is usually the real cause.
+    fn explain(&mut self, e: SyncError) -> SyncError {
+        if let SyncError::Peer(msg) = &e {
+            if let Some(c) = self.closer.take() {
+                drop(std::mem::replace(&mut self.wr, FrameWriter::new(BufWriter::new(Box::new(std::io::sink())))));
+                let stderr = c.stderr();
+                let finished = c.finish();
+                let detail = match finished {
+                    Err(fe) => fe.to_string(),
+                    Ok(()) => stderr.trim().to_string(),
+                };
+                if !detail.is_empty() && !msg.contains(detail.as_str()) {
+                    return SyncError::Peer(format!("{msg} ({} said: {detail})", self.peer));
+                }
+            }
+        }
+        e
+    }
+
+    fn open(&mut self, role: ServerRole, root: &[u8], opts: &SessionOptions) -> Result<(), SyncError> {
+        send(&mut self.wr, &Msg::Open(Open { role, root: root.to_vec(), options: opts.clone() }))?;
+        self.wr.flush().map_err(|e| SyncError::Peer(e.to_string()))?;
+        match recv(&mut self.rd)? {
+            Msg::OpenOk => Ok(()),
+            Msg::Error { code, message } => Err(SyncError::from_wire(code, message)),
+            m => Err(SyncError::Peer(format!("protocol error: the peer answered {} to Open", m.name()))),
+        }
+    }
+
+    fn measured(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<Stats, SyncError>,
+    ) -> Result<Stats, SyncError> {
+        let (r0, w0, t0) = (self.rd.bytes, self.wr.bytes, Instant::now());
+        let res = f(self);
+        match res {
+            Ok(mut s) => {
+                s.bytes_received = self.rd.bytes - r0;
+                s.bytes_sent = self.wr.bytes - w0;
+                s.duration_ms = t0.elapsed().as_millis() as u64;
+                Ok(s)
+            }
+            Err(e) => Err(self.explain(e)),
+        }
+    }
+
+    /// Mirror the local `src` into `dest` on the peer.
+    pub fn push(&mut self, src: &Path, dest: &Path, opts: &SessionOptions, rep: &mut dyn Reporter) -> Result<Stats, SyncError> {
+        self.measured(|c| {
+            c.open(ServerRole::Receive, dest.as_os_str().as_bytes(), opts)?;
+            send_tree(&mut c.rd, &mut c.wr, src, opts, rep, true)
+        })
+    }
+
+    /// Mirror `src` on the peer into the local `dest`.
+    pub fn pull(&mut self, src: &Path, dest: &Path, opts: &SessionOptions, rep: &mut dyn Reporter) -> Result<Stats, SyncError> {
+        let cfg = self.cfg;
+        self.measured(|c| {
+            c.open(ServerRole::Send, src.as_os_str().as_bytes(), opts)?;
+            receive_tree(&mut c.rd, &mut c.wr, dest, opts, cfg, rep, true)
+        })
+    }
+
+    /// Say goodbye and wait for the peer to exit.
+    pub fn close(mut self) -> Result<(), SyncError> {
+        let _ = send(&mut self.wr, &Msg::Bye);
+        let _ = self.wr.flush();
+        drop(self.wr);
+        drop(self.rd);
+        match self.closer.take() {
+            Some(c) => c.finish().map_err(SyncError::from),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What a `serve` process may do.
+#[derive(Debug, Clone, Default)]
+pub struct ServePolicy {
+    /// When set, only these directories (and what is beneath them) may be opened.
+    pub allowed_roots: Option<Vec<PathBuf>>,
+    pub cfg: ReceiverConfig,
+}
+
+impl ServePolicy {
+    fn check_root(&self, raw: &[u8]) -> Result<PathBuf, SyncError> {
+        let p = PathBuf::from(std::ffi::OsStr::from_bytes(raw));
+        if !p.is_absolute() || raw.contains(&0) {
+            return Err(SyncError::Usage(format!("{} is not an absolute path", p.display())));
+        }
+        if p.components().any(|c| c == Component::ParentDir) {
+            return Err(SyncError::Usage(format!("{} contains '..'", p.display())));
+        }
+        if let Some(allowed) = &self.allowed_roots {
+            if !allowed.iter().any(|a| p.starts_with(a)) {
+                return Err(SyncError::Usage(format!(
+                    "{} is outside the directories this peer serves; allowed: {}",
+                    p.display(),
+                    allowed.iter().map(|a| a.display().to_string()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// Serve one connection on `input`/`output` (the peer side).
+pub fn serve<R: Read + Send, W: Write + Send>(input: R, output: W, policy: &ServePolicy) -> Result<(), SyncError> {
+    let mut rd = FrameReader::new(BufReader::with_capacity(256 * 1024, input));
+    let mut wr = FrameWriter::new(BufWriter::with_capacity(256 * 1024, output));
+    let flush = |wr: &mut FrameWriter<BufWriter<W>>| wr.flush().map_err(|e| SyncError::Peer(e.to_string()));
+    match recv(&mut rd)? {
+        Msg::Hello { major, software, .. } => {
+            if let Err(msg) = protocol::check_version(major, &software) {
+                let _ = send(&mut wr, &Msg::Error { code: protocol::message::code::PEER, message: msg.clone() });
+                let _ = flush(&mut wr);
+                return Err(SyncError::Peer(msg));
+            }
+        }
+        m => return Err(SyncError::Peer(format!("protocol error: expected Hello, got {}", m.name()))),
+    }
+    send(&mut wr, &Msg::HelloOk { major: PROTO_MAJOR, minor: PROTO_MINOR, software: protocol::software() })?;
+    flush(&mut wr)?;
+    loop {
+        let open = match recv(&mut rd) {
+            Ok(Msg::Open(o)) => o,
+            Ok(Msg::Bye) | Err(protocol::ProtocolError::Closed) => return Ok(()),
+            Ok(m) => return Err(SyncError::Peer(format!("protocol error: expected Open, got {}", m.name()))),
+            Err(e) => return Err(e.into()),
+        };
+        let root = match policy.check_root(&open.root) {
+            Ok(r) => r,
+            Err(e) => return Err(super::sender::fail(&mut wr, e)),
+        };
+        send(&mut wr, &Msg::OpenOk)?;
+        flush(&mut wr)?;
+        let mut silent = crate::report::Silent;
+        let res = match open.role {
+            ServerRole::Send => send_tree(&mut rd, &mut wr, &root, &open.options, &mut silent, false),
+            ServerRole::Receive => receive_tree(&mut rd, &mut wr, &root, &open.options, policy.cfg, &mut silent, false),
+        };
+        if let Err(e) = res {
+            return Err(super::sender::fail(&mut wr, e));
+        }
+    }
+}

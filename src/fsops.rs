@@ -1,0 +1,235 @@
+//! File system access confined beneath a root directory.
+//!
+//! Every open, create, rename and delete goes through a [`SafeRoot`]: paths are
+//! resolved with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, so a symlink
+//! anywhere along the way (planted earlier in the same run, or swapped in by a
+//! racing process) makes the operation fail instead of escaping the root, and
+//! the final component is always handled with `O_NOFOLLOW` / `AT_SYMLINK_NOFOLLOW`
+//! semantics through its parent directory's file descriptor. This is the second
+//! line of defence after path validation in `path.rs`.
+
+use crate::path::RelPath;
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timestamps};
+use rustix::io::Errno;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Prefix of the temporary files the receiver writes before renaming them over.
+pub const TEMP_PREFIX: &[u8] = b".hasync-tmp.";
+
+/// True for names of our own temporary files (left behind only by a killed run).
+pub fn is_temp_name(name: &[u8]) -> bool {
+    name.starts_with(TEMP_PREFIX)
+}
+
+fn resolve() -> ResolveFlags {
+    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS
+}
+
+fn name_os(name: &[u8]) -> &OsStr {
+    OsStr::from_bytes(name)
+}
+
+/// A directory that everything is kept beneath.
+pub struct SafeRoot {
+    fd: Arc<OwnedFd>,
+    path: PathBuf,
+}
+
+impl SafeRoot {
+    /// Open an existing root directory. Symlinks in `path` itself are followed
+    /// (the user named it); nothing beneath it is.
+    pub fn open(path: &Path) -> io::Result<SafeRoot> {
+        let fd = rustix::fs::open(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(SafeRoot { fd: Arc::new(fd), path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Open a directory beneath the root (the root itself for the empty path).
+    pub fn open_dir(&self, rel: &RelPath) -> io::Result<Arc<OwnedFd>> {
+        if rel.is_root() {
+            return Ok(self.fd.clone());
+        }
+        let fd = rustix::fs::openat2(
+            self.fd.as_fd(),
+            rel.as_path(),
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+            resolve(),
+        )?;
+        Ok(Arc::new(fd))
+    }
+
+    /// Open a regular file beneath the root for reading.
+    pub fn open_file(&self, rel: &RelPath) -> io::Result<File> {
+        let fd = rustix::fs::openat2(
+            self.fd.as_fd(),
+            rel.as_path(),
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK,
+            Mode::empty(),
+            resolve(),
+        )?;
+        let st = rustix::fs::fstat(&fd)?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(io::Error::other("not a regular file"));
+        }
+        Ok(File::from(fd))
+    }
+
+    /// Flush the whole file system holding the root to disk.
+    pub fn sync_all(&self) -> io::Result<()> {
+        rustix::fs::syncfs(self.fd.as_fd())?;
+        Ok(())
+    }
+}
+
+/// Keeps the last directory opened, since entries arrive grouped by directory.
+pub struct DirCache {
+    last: Option<(RelPath, Arc<OwnedFd>)>,
+}
+
+impl DirCache {
+    pub fn new() -> Self {
+        DirCache { last: None }
+    }
+
+    pub fn get(&mut self, root: &SafeRoot, dir: &RelPath) -> io::Result<Arc<OwnedFd>> {
+        if let Some((p, fd)) = &self.last {
+            if p == dir {
+                return Ok(fd.clone());
+            }
+        }
+        let fd = root.open_dir(dir)?;
+        self.last = Some((dir.clone(), fd.clone()));
+        Ok(fd)
+    }
+
+    /// Forget cached handles (after directories were removed or replaced).
+    pub fn clear(&mut self) {
+        self.last = None;
+    }
+}
+
+impl Default for DirCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A temporary file being written in its final directory.
+pub struct TempFile {
+    pub dir: Arc<OwnedFd>,
+    pub name: Vec<u8>,
+    pub file: File,
+}
+
+/// Create a fresh temporary file next to `final_name` in `dir` (mode 0600, never following a symlink).
+pub fn create_temp(dir: Arc<OwnedFd>, final_name: &[u8]) -> io::Result<TempFile> {
+    // Keep a recognisable piece of the final name, within NAME_MAX.
+    let keep = &final_name[..final_name.len().min(200)];
+    for _ in 0..16 {
+        let mut name = TEMP_PREFIX.to_vec();
+        name.extend_from_slice(keep);
+        name.extend_from_slice(format!(".{:016x}", rand::random::<u64>()).as_bytes());
+        match rustix::fs::openat(
+            dir.as_fd(),
+            name_os(&name),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        ) {
+            Ok(fd) => return Ok(TempFile { dir, name, file: File::from(fd) }),
+            Err(Errno::EXIST) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(io::Error::other("cannot create a unique temporary file"))
+}
+
+/// Create a symlink under a temporary name (to be renamed over the final name).
+pub fn create_temp_symlink(dir: &Arc<OwnedFd>, final_name: &[u8], target: &[u8]) -> io::Result<Vec<u8>> {
+    let keep = &final_name[..final_name.len().min(200)];
+    let mut name = TEMP_PREFIX.to_vec();
+    name.extend_from_slice(keep);
+    name.extend_from_slice(format!(".{:016x}", rand::random::<u64>()).as_bytes());
+    rustix::fs::symlinkat(name_os(target), dir.as_fd(), name_os(&name))?;
+    Ok(name)
+}
+
+/// Atomically replace `to` with `from`, both in `dir`.
+pub fn rename(dir: &impl AsFd, from: &[u8], to: &[u8]) -> io::Result<()> {
+    rustix::fs::renameat(dir.as_fd(), name_os(from), dir.as_fd(), name_os(to))?;
+    Ok(())
+}
+
+/// Remove a file or symlink (`is_dir` false) or an empty directory.
+pub fn remove(dir: &impl AsFd, name: &[u8], is_dir: bool) -> io::Result<()> {
+    let flags = if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() };
+    rustix::fs::unlinkat(dir.as_fd(), name_os(name), flags)?;
+    Ok(())
+}
+
+/// Create a directory (mode 0700 until its own metadata is applied at the end).
+pub fn mkdir(dir: &impl AsFd, name: &[u8]) -> io::Result<()> {
+    rustix::fs::mkdirat(dir.as_fd(), name_os(name), Mode::from_raw_mode(0o700))?;
+    Ok(())
+}
+
+/// lstat of `name` in `dir`; `None` if it does not exist.
+pub fn lstat(dir: &impl AsFd, name: &[u8]) -> io::Result<Option<rustix::fs::Stat>> {
+    match rustix::fs::statat(dir.as_fd(), name_os(name), AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn timestamps(mtime_ns: i64) -> Timestamps {
+    let ts = rustix::fs::Timespec { tv_sec: mtime_ns.div_euclid(1_000_000_000), tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _ };
+    Timestamps { last_access: rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT as _ }, last_modification: ts }
+}
+
+/// Metadata to put on a created entry.
+pub struct Meta {
+    pub mode: u32,
+    pub mtime_ns: i64,
+    /// Owner to set, when mirroring owners as root.
+    pub owner: Option<(u32, u32)>,
+}
+
+/// Apply owner, mode and mtime to an open file or directory (owner first: chown clears setuid).
+pub fn set_meta_fd(fd: &impl AsFd, meta: &Meta) -> io::Result<()> {
+    if let Some((uid, gid)) = meta.owner {
+        rustix::fs::fchown(fd.as_fd(), Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))?;
+    }
+    rustix::fs::fchmod(fd.as_fd(), Mode::from_raw_mode(meta.mode & 0o7777))?;
+    rustix::fs::futimens(fd.as_fd(), &timestamps(meta.mtime_ns))?;
+    Ok(())
+}
+
+/// Apply owner and mtime to a symlink itself (symlinks have no mode of their own on Linux).
+pub fn set_symlink_meta(dir: &impl AsFd, name: &[u8], meta: &Meta) -> io::Result<()> {
+    if let Some((uid, gid)) = meta.owner {
+        rustix::fs::chownat(
+            dir.as_fd(),
+            name_os(name),
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+    }
+    rustix::fs::utimensat(dir.as_fd(), name_os(name), &timestamps(meta.mtime_ns), AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}
+
+/// True when this process can set file owners.
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}

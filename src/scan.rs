@@ -1,0 +1,198 @@
+//! Scanning a tree into a manifest, with gitignore-style exclusions.
+//!
+//! The walk (walkdir) never follows symlinks and yields entries in wire order
+//! (a depth-first pre-order with siblings sorted by name bytes), so the
+//! manifest needs no sort afterwards. Excluded directories are not descended
+//! into. The receiver's own temporary files (`.hasync-tmp.*`, left only by a
+//! killed run) are reported separately so they can be cleaned up, never
+//! synced or compared. Unreadable entries are collected as errors: a sender
+//! with scan errors tells the receiver, which then skips deletions rather
+//! than delete what it could not see.
+
+use crate::fsops::is_temp_name;
+use crate::manifest::{Entry, Kind};
+use crate::path::RelPath;
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+/// Compiled exclusion patterns.
+pub struct Excludes {
+    gi: Gitignore,
+}
+
+impl Excludes {
+    /// Compile gitignore-style patterns (see README: `*.swp`, `cache/`, `/top-only`, `**/tmp`, `!keep.me`).
+    pub fn new(patterns: &[String]) -> Result<Excludes, String> {
+        let mut b = GitignoreBuilder::new("/");
+        for p in patterns {
+            b.add_line(None, p).map_err(|e| format!("bad exclude pattern {p:?}: {e}"))?;
+        }
+        Ok(Excludes { gi: b.build().map_err(|e| format!("bad exclude patterns: {e}"))? })
+    }
+
+    /// Whether a relative path is excluded.
+    pub fn excluded(&self, rel: &RelPath, is_dir: bool) -> bool {
+        if rel.is_root() {
+            return false;
+        }
+        // Matched against "/<rel>" so that anchored patterns ("/top") work relative to the sync root.
+        let mut abs = b"/".to_vec();
+        abs.extend_from_slice(rel.as_bytes());
+        self.gi.matched(Path::new(std::ffi::OsStr::from_bytes(&abs)), is_dir).is_ignore()
+    }
+}
+
+/// What a scan found.
+#[derive(Default)]
+pub struct Scan {
+    pub entries: Vec<Entry>,
+    /// Leftover temporary files of an earlier, killed run.
+    pub stale_temps: Vec<RelPath>,
+    /// Paths that could not be read, with the reason.
+    pub errors: Vec<(String, String)>,
+    /// Special files (fifos, devices, sockets) that were skipped.
+    pub skipped: Vec<RelPath>,
+}
+
+/// Scan `root`. A missing root gives `Ok(None)`.
+pub fn scan(root: &Path, excludes: &Excludes) -> std::io::Result<Option<Scan>> {
+    match std::fs::symlink_metadata(root) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+        Ok(m) if !m.is_dir() => {
+            return Err(std::io::Error::other(format!("{} is not a directory", root.display())));
+        }
+        Ok(_) => {}
+    }
+    let mut out = Scan::default();
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .follow_root_links(true)
+        .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
+    let mut it = walker.into_iter();
+    while let Some(next) = it.next() {
+        let dent = match next {
+            Ok(d) => d,
+            Err(e) => {
+                let p = e.path().map(|p| p.display().to_string()).unwrap_or_default();
+                out.errors.push((p, e.to_string()));
+                continue;
+            }
+        };
+        let relp = dent.path().strip_prefix(root).unwrap_or(Path::new(""));
+        let rel = match RelPath::from_path(relp) {
+            Ok(r) => r,
+            Err(e) => {
+                out.errors.push((dent.path().display().to_string(), e.to_string()));
+                if dent.file_type().is_dir() {
+                    it.skip_current_dir();
+                }
+                continue;
+            }
+        };
+        let ft = dent.file_type();
+        if !rel.is_root() && is_temp_name(dent.file_name().as_bytes()) && !ft.is_dir() {
+            out.stale_temps.push(rel);
+            continue;
+        }
+        if excludes.excluded(&rel, ft.is_dir()) {
+            if ft.is_dir() {
+                it.skip_current_dir();
+            }
+            continue;
+        }
+        let md = match dent.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                out.errors.push((rel.to_string(), e.to_string()));
+                continue;
+            }
+        };
+        let kind = if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_file() {
+            Kind::File
+        } else if ft.is_symlink() {
+            Kind::Symlink
+        } else {
+            if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
+                out.skipped.push(rel);
+            }
+            continue;
+        };
+        let target = if kind == Kind::Symlink {
+            match std::fs::read_link(dent.path()) {
+                Ok(t) => t.into_os_string().as_bytes().to_vec(),
+                Err(e) => {
+                    out.errors.push((rel.to_string(), e.to_string()));
+                    continue;
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        out.entries.push(Entry {
+            path: rel,
+            kind,
+            size: if kind == Kind::File { md.len() } else { 0 },
+            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            mode: md.mode() & 0o7777,
+            uid: md.uid(),
+            gid: md.gid(),
+            target,
+            hash: None,
+        });
+    }
+    Ok(Some(out))
+}
+
+/// BLAKE3 of a file's content, read beneath `root` without following symlinks.
+pub fn hash_file(root: &crate::fsops::SafeRoot, rel: &RelPath) -> std::io::Result<[u8; 32]> {
+    let f = root.open_file(rel)?;
+    let mut h = blake3::Hasher::new();
+    h.update_reader(f)?;
+    Ok(*h.finalize().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(p: &[&str]) -> Excludes {
+        Excludes::new(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+    fn r(s: &str) -> RelPath {
+        RelPath::from_wire(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn gitignore_semantics() {
+        let e = ex(&["*.swp", "cache/", "/top", "**/tmp", "logs/*.log", "!keep.swp"]);
+        assert!(e.excluded(&r("a/b.swp"), false));
+        assert!(!e.excluded(&r("a/keep.swp"), false));
+        assert!(e.excluded(&r("x/cache"), true));
+        assert!(!e.excluded(&r("x/cache"), false));
+        assert!(e.excluded(&r("top"), false));
+        assert!(!e.excluded(&r("a/top"), false));
+        assert!(e.excluded(&r("a/b/tmp"), true));
+        assert!(e.excluded(&r("logs/x.log"), false));
+        assert!(!e.excluded(&r("logs/sub/x.log"), false));
+    }
+
+    #[test]
+    fn scan_is_in_wire_order() {
+        let d = tempfile::tempdir().unwrap();
+        for p in ["a/b", "a-b", "a/c/d", "b"] {
+            std::fs::create_dir_all(d.path().join(p)).unwrap();
+        }
+        std::fs::write(d.path().join("a/file"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc", d.path().join("link")).unwrap();
+        let s = scan(d.path(), &ex(&[])).unwrap().unwrap();
+        crate::manifest::validate(&s.entries).unwrap();
+        let link = s.entries.iter().find(|e| e.path == r("link")).unwrap();
+        assert_eq!(link.kind, Kind::Symlink);
+        assert_eq!(link.target, b"/etc");
+    }
+}
