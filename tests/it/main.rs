@@ -1,0 +1,2 @@
+mod ssh;
+mod sshd;
