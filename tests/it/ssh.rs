@@ -179,7 +179,7 @@ fn accept_new_records_the_host_key_then_it_is_known() {
         .unwrap();
     drop(c);
     let text = std::fs::read_to_string(&o.known_hosts).unwrap();
-    assert_eq!(text.trim(), sshd.known_hosts_line(), "{text}");
+    assert_eq!(text, format!("{}\n", sshd.known_hosts_line()));
     o.accept_new = false;
     let Connection {
         reader,
@@ -492,4 +492,191 @@ fn init_installs_one_restricted_line_idempotently() {
         "{stdout}"
     );
     assert!(!stdout.contains("root:"), "{stdout}");
+}
+
+// ---- The hasync binary over SSH (push / pull end to end) ----
+
+fn hasync() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_hasync"))
+}
+
+fn tree(root: &Path) {
+    std::fs::create_dir_all(root.join("sub/deeper")).unwrap();
+    std::fs::write(root.join("a.txt"), "hello\n").unwrap();
+    std::fs::write(root.join("sub/deeper/b.bin"), vec![7u8; 300_000]).unwrap();
+}
+
+fn same_tree(a: &Path, b: &Path) {
+    let out = std::process::Command::new("diff")
+        .arg("-r")
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "trees differ: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {:?}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn push_and_pull_over_ssh_with_the_binary() {
+    let sshd = Sshd::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    tree(&src);
+    let kh = dir.path().join("known_hosts");
+    let bin = env!("CARGO_BIN_EXE_hasync");
+    let common = |c: &mut std::process::Command| {
+        c.arg("--identity")
+            .arg(&sshd.client_key)
+            .arg("--known-hosts")
+            .arg(&kh);
+        c.args(["--remote-path", bin]);
+    };
+    // First contact: --accept-new pins the key (scp-style location, port via ssh:// form).
+    let dest = dir.path().join("dest");
+    let url = format!("ssh://root@127.0.0.1:{}{}", sshd.port, dest.display());
+    let mut c = hasync();
+    c.arg("push").arg(&src).arg(&url).arg("--accept-new");
+    common(&mut c);
+    run_ok(&mut c);
+    same_tree(&src, &dest);
+    assert_eq!(
+        std::fs::read_to_string(&kh).unwrap(),
+        format!("{}\n", sshd.known_hosts_line())
+    );
+
+    // Pull back a changed tree, now with the pinned key.
+    std::fs::write(src.join("a.txt"), "changed\n").unwrap();
+    let back = dir.path().join("back");
+    let mut c = hasync();
+    c.arg("pull")
+        .arg(format!(
+            "ssh://root@127.0.0.1:{}{}",
+            sshd.port,
+            src.display()
+        ))
+        .arg(&back);
+    common(&mut c);
+    run_ok(&mut c);
+    same_tree(&src, &back);
+}
+
+#[test]
+fn binary_exits_3_with_clear_ssh_errors() {
+    let sshd = Sshd::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    tree(&src);
+    let bin = env!("CARGO_BIN_EXE_hasync");
+    let url = format!(
+        "ssh://root@127.0.0.1:{}{}",
+        sshd.port,
+        dir.path().join("d").display()
+    );
+    // Unknown host key.
+    let out = hasync()
+        .arg("push")
+        .arg(&src)
+        .arg(&url)
+        .arg("--identity")
+        .arg(&sshd.client_key)
+        .arg("--known-hosts")
+        .arg(dir.path().join("kh"))
+        .args(["--remote-path", bin])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("--accept-new") && err.contains("SHA256:"),
+        "{err}"
+    );
+    // Missing remote program.
+    let kh = dir.path().join("pinned");
+    sshd.write_known_hosts(&kh);
+    let out = hasync()
+        .arg("push")
+        .arg(&src)
+        .arg(&url)
+        .arg("--identity")
+        .arg(&sshd.client_key)
+        .arg("--known-hosts")
+        .arg(&kh)
+        .args(["--remote-path", "/nonexistent/hasync"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("--remote-path"), "{err}");
+}
+
+#[test]
+fn push_authenticates_through_ssh_agent() {
+    let sshd = Sshd::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent (openssh-client)");
+    let t0 = Instant::now();
+    while !sock.exists() && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let added = std::process::Command::new("ssh-add")
+        .arg(&sshd.client_key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    let src = dir.path().join("src");
+    tree(&src);
+    let kh = dir.path().join("kh");
+    sshd.write_known_hosts(&kh);
+    let dest = dir.path().join("dest");
+    let out = hasync()
+        .arg("push")
+        .arg(&src)
+        .arg(format!(
+            "ssh://root@127.0.0.1:{}{}",
+            sshd.port,
+            dest.display()
+        ))
+        .arg("--known-hosts")
+        .arg(&kh)
+        .args(["--remote-path", env!("CARGO_BIN_EXE_hasync")])
+        .env("SSH_AUTH_SOCK", &sock)
+        .env("HOME", dir.path()) // no ~/.ssh/id_* to fall back on
+        .output()
+        .unwrap();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(
+        added.status.success(),
+        "ssh-add: {}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    same_tree(&src, &dest);
 }

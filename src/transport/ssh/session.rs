@@ -58,12 +58,7 @@ impl ClientHandler {
         match keys::check_known_hosts_path(&self.host, self.port, key, &self.known_hosts) {
             Ok(true) => HostKeyVerdict::Known,
             Ok(false) if self.accept_new => {
-                match keys::known_hosts::learn_known_hosts_path(
-                    &self.host,
-                    self.port,
-                    key,
-                    &self.known_hosts,
-                ) {
+                match learn(&self.host, self.port, key, &self.known_hosts) {
                     Ok(()) => HostKeyVerdict::Learned,
                     Err(e) => HostKeyVerdict::Error(format!(
                         "cannot record the host key in {}: {e}",
@@ -85,6 +80,28 @@ impl ClientHandler {
             }
         }
     }
+}
+
+/// Records a host key. russh's `learn_known_hosts_path` starts a new file
+/// with a blank line; write the first line ourselves.
+fn learn(host: &str, port: u16, key: &PublicKey, path: &Path) -> Result<(), String> {
+    let empty = std::fs::metadata(path)
+        .map(|m| m.len() == 0)
+        .unwrap_or(true);
+    if !empty {
+        return keys::known_hosts::learn_known_hosts_path(host, port, key, path)
+            .map_err(|e| e.to_string());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    let name = if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    };
+    let key = key.to_openssh().map_err(|e| e.to_string())?;
+    std::fs::write(path, format!("{name} {key}\n")).map_err(|e| e.to_string())
 }
 
 /// russh numbers known_hosts lines without counting `#` comments; users need
