@@ -680,3 +680,48 @@ fn push_authenticates_through_ssh_agent() {
     );
     same_tree(&src, &dest);
 }
+
+#[test]
+fn dead_link_while_the_engine_does_not_read_ends_writes() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(&sshd, dir.path());
+    o.keepalive = Duration::from_millis(500);
+    o.idle_timeout = Duration::from_secs(3);
+    let Connection {
+        reader,
+        mut writer,
+        closer,
+    } = SshTransport::new(target(&sshd, "root"), o)
+        .connect(&[])
+        .unwrap();
+    // Write without ever reading: the echo backs up through every buffer.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let chunk = vec![1u8; 256 * 1024];
+        let mut sent = 0usize;
+        let r = loop {
+            match writer.write_all(&chunk) {
+                Ok(()) => sent += chunk.len(),
+                Err(e) => break e,
+            }
+            if sent > 4 << 30 {
+                panic!("4 GiB accepted without anyone reading");
+            }
+        };
+        let _ = tx.send(r);
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        rx.try_recv().is_err(),
+        "the writer failed before the link died"
+    );
+    assert!(sshd.freeze_sessions() > 0);
+    let e = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the blocked write did not end within 20s of the link dying");
+    assert!(e.to_string().contains("lost"), "{e}");
+    drop(reader);
+    assert!(closer.finish().is_err());
+    sshd.kill_sessions();
+}

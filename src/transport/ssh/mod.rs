@@ -266,6 +266,7 @@ impl SshTransport {
             channel,
             self.target.to_string(),
             self.options.remote_path.clone(),
+            self.options.idle_timeout,
         )
         .map_err(|e| SshError::Protocol(e.to_string()))
     }

@@ -12,6 +12,7 @@ use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client};
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -38,6 +39,11 @@ struct ChanState {
 struct Shared {
     st: Mutex<ChanState>,
     cv: Condvar,
+    /// Bytes moved either way (for stall detection).
+    progress: AtomicU64,
+    /// The download task waits for the engine to read; the upload task waits for the channel.
+    down_blocked: AtomicBool,
+    up_blocked: AtomicBool,
     /// "root@host:port", for messages.
     describe: String,
     remote_path: String,
@@ -134,6 +140,7 @@ pub(crate) fn start(
     channel: russh::Channel<client::Msg>,
     describe: String,
     remote_path: String,
+    stall_limit: Duration,
 ) -> Result<Connection, TransportError> {
     let io_err = |e: io::Error| TransportError::Other(format!("local socket pair: {e}"));
     let (engine, pump) = UnixStream::pair().map_err(io_err)?;
@@ -147,17 +154,29 @@ pub(crate) fn start(
     let shared = Arc::new(Shared {
         st: Mutex::new(ChanState::default()),
         cv: Condvar::new(),
+        progress: AtomicU64::new(0),
+        down_blocked: AtomicBool::new(false),
+        up_blocked: AtomicBool::new(false),
         describe,
         remote_path,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let up = rt.spawn(upload(sock_r, write_half, stop_rx));
+    let up = rt.spawn(upload(sock_r, write_half, shared.clone(), stop_rx));
     let down = rt.spawn(download(
         read_half,
         sock_w,
         shared.clone(),
+        session_state.clone(),
+        stop_tx.clone(),
+    ));
+    let handle = Arc::new(handle);
+    let watch = rt.spawn(monitor(
+        handle.clone(),
+        shared.clone(),
         session_state,
         stop_tx.clone(),
+        down.abort_handle(),
+        stall_limit,
     ));
     let reader = engine.try_clone().map_err(io_err)?;
     Ok(Connection {
@@ -174,7 +193,7 @@ pub(crate) fn start(
             shared,
             handle: Some(handle),
             stop: stop_tx,
-            tasks: vec![up, down],
+            tasks: vec![up, down, watch],
         }),
     })
 }
@@ -183,6 +202,7 @@ pub(crate) fn start(
 async fn upload(
     mut sock: tokio::net::unix::OwnedReadHalf,
     chan: ChannelWriteHalf<client::Msg>,
+    shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut buf = vec![0u8; 256 * 1024];
@@ -199,10 +219,16 @@ async fn upload(
             return;
         }
         let data = buf[..n].to_vec();
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            r = chan.data_bytes(data) => if r.is_err() { return },
+        shared.up_blocked.store(true, Ordering::Relaxed);
+        let ok = tokio::select! {
+            _ = stop.wait_for(|s| *s) => false,
+            r = chan.data_bytes(data) => r.is_ok(),
+        };
+        shared.up_blocked.store(false, Ordering::Relaxed);
+        if !ok {
+            return;
         }
+        shared.progress.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -219,9 +245,17 @@ async fn download(
     loop {
         match chan.wait().await {
             Some(ChannelMsg::Data { data }) => {
-                if sock_ok && sock.write_all(&data).await.is_err() {
-                    // The engine stopped reading; keep draining for stderr and status.
-                    sock_ok = false;
+                if sock_ok {
+                    shared.down_blocked.store(true, Ordering::Relaxed);
+                    let r = sock.write_all(&data).await;
+                    shared.down_blocked.store(false, Ordering::Relaxed);
+                    shared
+                        .progress
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    if r.is_err() {
+                        // The engine stopped reading; keep draining for stderr and status.
+                        sock_ok = false;
+                    }
                 }
             }
             Some(ChannelMsg::ExtendedData { data, .. }) => {
@@ -255,34 +289,99 @@ async fn download(
             Some(ChannelMsg::Close) => break,
             Some(_) => {}
             None => {
-                // The session ended under us; the handler records why, just after.
-                let mut why = None;
-                for _ in 0..20 {
-                    why = session_state
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .disconnect
-                        .clone();
-                    if why.is_some() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                failure = Some(why.unwrap_or_else(|| "the connection closed".to_string()));
+                failure = Some(disconnect_reason(&session_state).await);
                 break;
             }
         }
     }
+    finalize(&shared, failure);
+    // Stop the upload side; dropping both socket halves ends the engine's reads and writes.
+    let _ = stop.send(true);
+}
+
+/// Why the session ended (the handler records it just after the channels go).
+async fn disconnect_reason(session_state: &Mutex<SessionState>) -> String {
+    for _ in 0..20 {
+        let why = session_state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .disconnect
+            .clone();
+        if let Some(w) = why {
+            return w;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    "the connection closed".to_string()
+}
+
+/// Marks the channel over (once) and wakes whoever waits for it.
+fn finalize(shared: &Shared, failure: Option<String>) {
     {
         let mut st = shared.lock();
+        if st.closed {
+            return;
+        }
         if st.exit_status.is_none() && st.exit_signal.is_none() {
             st.failure = failure;
         }
         st.closed = true;
     }
     shared.cv.notify_all();
-    // Stop the upload side; dropping both socket halves ends the engine's reads and writes.
-    let _ = stop.send(true);
+}
+
+/// Watches the session itself. If it dies while the download task is stuck
+/// (the engine not reading), or if nothing moves either way for `stall_limit`
+/// while both directions wait (russh stops its whole event loop, keepalives
+/// included, while a channel's queue is full), end everything so that no read
+/// or write blocks forever.
+async fn monitor(
+    handle: Arc<client::Handle<ClientHandler>>,
+    shared: Arc<Shared>,
+    session_state: Arc<Mutex<SessionState>>,
+    stop: watch::Sender<bool>,
+    download: tokio::task::AbortHandle,
+    stall_limit: Duration,
+) {
+    let mut last = (
+        shared.progress.load(Ordering::Relaxed),
+        tokio::time::Instant::now(),
+    );
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if shared.lock().closed {
+            return;
+        }
+        let why = if handle.is_closed() {
+            // Give the download task a moment to see the end itself.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if shared.lock().closed {
+                return;
+            }
+            disconnect_reason(&session_state).await
+        } else {
+            let now = tokio::time::Instant::now();
+            let p = shared.progress.load(Ordering::Relaxed);
+            let both_wait = shared.down_blocked.load(Ordering::Relaxed)
+                && shared.up_blocked.load(Ordering::Relaxed);
+            if p != last.0 || !both_wait {
+                last = (p, now);
+                continue;
+            }
+            if now - last.1 < stall_limit {
+                continue;
+            }
+            format!(
+                "stalled: no data moved either way for {}s while both sides waited \
+                 (the peer stopped reading, or the link is down)",
+                stall_limit.as_secs()
+            )
+        };
+        download.abort();
+        finalize(&shared, Some(why));
+        let _ = stop.send(true);
+        return;
+    }
 }
 
 struct SshReader {
@@ -349,7 +448,7 @@ impl Drop for SshWriter {
 struct SshCloser {
     rt: &'static Runtime,
     shared: Arc<Shared>,
-    handle: Option<client::Handle<ClientHandler>>,
+    handle: Option<Arc<client::Handle<ClientHandler>>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
