@@ -313,10 +313,17 @@ pub fn run_init(opts: &InitOptions) -> Result<InitReport, InitError> {
                 Some(n) => format!("exit status {n}"),
                 None => "no exit status".into(),
             };
+            let mut stderr = format!("{}{stdout}", out.stderr.trim_end());
+            if opts.password.is_none() {
+                stderr.push_str(
+                    "\n(logged in with ssh-agent or ~/.ssh/id_*: if that key is restricted to a \
+                     forced command, e.g. hasync's own, give the password instead)",
+                );
+            }
             return Err(InitError::Remote {
                 peer,
                 status,
-                stderr: format!("{}{stdout}", out.stderr),
+                stderr,
             });
         }
     };
