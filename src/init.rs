@@ -170,11 +170,12 @@ pub fn authorized_line(
 }
 
 fn write_key(path: &Path, key: &PrivateKey) -> Result<(), String> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
-        }
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
     }
     // Write beside, then rename over: a crash never leaves half a key.
     let tmp = path.with_extension("hasync-new");

@@ -209,10 +209,7 @@ async fn upload(
     loop {
         let n = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            r = sock.read(&mut buf) => match r {
-                Ok(n) => n,
-                Err(_) => 0,
-            },
+            r = sock.read(&mut buf) => r.unwrap_or_default(),
         };
         if n == 0 {
             let _ = chan.eof().await;
