@@ -232,7 +232,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         reason: error::io_reason(&source),
         source,
     })?;
-    parse(&text, path)
+    // Relative paths in the file are resolved against its directory: make that absolute.
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    parse(&text, &path)
 }
 
 /// Parses and validates config `text`. `path` is used in messages and to resolve the

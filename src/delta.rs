@@ -35,7 +35,9 @@ pub const WINDOW: usize = 8 * 1024 * 1024;
 pub fn block_size_for(len: u64) -> u32 {
     let root = (len as f64).sqrt() as u64 / 2;
     let mut b = root.next_power_of_two().clamp(1024, 32 * 1024);
-    while len / b * (4 + HASH_SIZE as u64) > (MAX_SIGNATURE - SIG_HEADER) as u64 && b < MAX_BLOCK as u64 {
+    while len / b * (4 + HASH_SIZE as u64) > (MAX_SIGNATURE - SIG_HEADER) as u64
+        && b < MAX_BLOCK as u64
+    {
         b *= 2;
     }
     b as u32
@@ -44,7 +46,10 @@ pub fn block_size_for(len: u64) -> u32 {
 /// Compute the signature of a whole file, reading it in chunks.
 pub fn file_signature(file: &File, len: u64) -> io::Result<Vec<u8>> {
     let block = block_size_for(len);
-    let opts = SignatureOptions { block_size: block, crypto_hash_size: HASH_SIZE };
+    let opts = SignatureOptions {
+        block_size: block,
+        crypto_hash_size: HASH_SIZE,
+    };
     let chunk = (4 * 1024 * 1024 / block as usize).max(1) * block as usize;
     let mut buf = vec![0u8; chunk];
     let nblocks = len.div_ceil(block as u64) as usize;
@@ -66,7 +71,10 @@ pub fn file_signature(file: &File, len: u64) -> io::Result<Vec<u8>> {
 /// Check a signature from the wire; returns it parsed, ready to index.
 pub fn parse_signature(bytes: Vec<u8>) -> Result<Signature, String> {
     if bytes.len() < SIG_HEADER || bytes.len() > MAX_SIGNATURE {
-        return Err(format!("signature of {} bytes is out of bounds", bytes.len()));
+        return Err(format!(
+            "signature of {} bytes is out of bounds",
+            bytes.len()
+        ));
     }
     let magic = u32::from_be_bytes(bytes[0..4].try_into().expect("4"));
     let block = u32::from_be_bytes(bytes[4..8].try_into().expect("4"));
@@ -162,9 +170,19 @@ pub fn diff_file(
             continue;
         }
         delta.clear();
-        fast_rsync::diff(sig, buf, &mut *delta).map_err(|e| io::Error::other(format!("diff failed: {e}")))?;
+        fast_rsync::diff(sig, buf, &mut *delta)
+            .map_err(|e| io::Error::other(format!("diff failed: {e}")))?;
         let ops = parse_delta(delta).map_err(io::Error::other)?;
-        let matched: u64 = ops.iter().map(|o| if let Op::Copy { len, .. } = o { *len } else { 0 }).sum();
+        let matched: u64 = ops
+            .iter()
+            .map(|o| {
+                if let Op::Copy { len, .. } = o {
+                    *len
+                } else {
+                    0
+                }
+            })
+            .sum();
         if matched == 0 && !last {
             skip_windows = 3;
         }
@@ -229,7 +247,10 @@ mod tests {
         new.drain(9_000_000..9_000_100); // deletion
         let dir = tempfile::tempdir().unwrap();
         let (bp, np) = (dir.path().join("b"), dir.path().join("n"));
-        std::fs::File::create(&bp).unwrap().write_all(&base).unwrap();
+        std::fs::File::create(&bp)
+            .unwrap()
+            .write_all(&base)
+            .unwrap();
         std::fs::File::create(&np).unwrap().write_all(&new).unwrap();
         let sigb = file_signature(&File::open(&bp).unwrap(), base.len() as u64).unwrap();
         let sig = parse_signature(sigb).unwrap();

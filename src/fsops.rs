@@ -45,8 +45,15 @@ impl SafeRoot {
     /// Open an existing root directory. Symlinks in `path` itself are followed
     /// (the user named it); nothing beneath it is.
     pub fn open(path: &Path) -> io::Result<SafeRoot> {
-        let fd = rustix::fs::open(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
-        Ok(SafeRoot { fd: Arc::new(fd), path: path.to_path_buf() })
+        let fd = rustix::fs::open(
+            path,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(SafeRoot {
+            fd: Arc::new(fd),
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -145,7 +152,13 @@ pub fn create_temp(dir: Arc<OwnedFd>, final_name: &[u8]) -> io::Result<TempFile>
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         ) {
-            Ok(fd) => return Ok(TempFile { dir, name, file: File::from(fd) }),
+            Ok(fd) => {
+                return Ok(TempFile {
+                    dir,
+                    name,
+                    file: File::from(fd),
+                });
+            }
             Err(Errno::EXIST) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -154,7 +167,11 @@ pub fn create_temp(dir: Arc<OwnedFd>, final_name: &[u8]) -> io::Result<TempFile>
 }
 
 /// Create a symlink under a temporary name (to be renamed over the final name).
-pub fn create_temp_symlink(dir: &Arc<OwnedFd>, final_name: &[u8], target: &[u8]) -> io::Result<Vec<u8>> {
+pub fn create_temp_symlink(
+    dir: &Arc<OwnedFd>,
+    final_name: &[u8],
+    target: &[u8],
+) -> io::Result<Vec<u8>> {
     let keep = &final_name[..final_name.len().min(200)];
     let mut name = TEMP_PREFIX.to_vec();
     name.extend_from_slice(keep);
@@ -171,7 +188,11 @@ pub fn rename(dir: &impl AsFd, from: &[u8], to: &[u8]) -> io::Result<()> {
 
 /// Remove a file or symlink (`is_dir` false) or an empty directory.
 pub fn remove(dir: &impl AsFd, name: &[u8], is_dir: bool) -> io::Result<()> {
-    let flags = if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() };
+    let flags = if is_dir {
+        AtFlags::REMOVEDIR
+    } else {
+        AtFlags::empty()
+    };
     rustix::fs::unlinkat(dir.as_fd(), name_os(name), flags)?;
     Ok(())
 }
@@ -192,8 +213,17 @@ pub fn lstat(dir: &impl AsFd, name: &[u8]) -> io::Result<Option<rustix::fs::Stat
 }
 
 fn timestamps(mtime_ns: i64) -> Timestamps {
-    let ts = rustix::fs::Timespec { tv_sec: mtime_ns.div_euclid(1_000_000_000), tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _ };
-    Timestamps { last_access: rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT as _ }, last_modification: ts }
+    let ts = rustix::fs::Timespec {
+        tv_sec: mtime_ns.div_euclid(1_000_000_000),
+        tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
+    };
+    Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT as _,
+        },
+        last_modification: ts,
+    }
 }
 
 /// Metadata to put on a created entry.
@@ -207,7 +237,11 @@ pub struct Meta {
 /// Apply owner, mode and mtime to an open file or directory (owner first: chown clears setuid).
 pub fn set_meta_fd(fd: &impl AsFd, meta: &Meta) -> io::Result<()> {
     if let Some((uid, gid)) = meta.owner {
-        rustix::fs::fchown(fd.as_fd(), Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))?;
+        rustix::fs::fchown(
+            fd.as_fd(),
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )?;
     }
     rustix::fs::fchmod(fd.as_fd(), Mode::from_raw_mode(meta.mode & 0o7777))?;
     rustix::fs::futimens(fd.as_fd(), &timestamps(meta.mtime_ns))?;
@@ -225,7 +259,12 @@ pub fn set_symlink_meta(dir: &impl AsFd, name: &[u8], meta: &Meta) -> io::Result
             AtFlags::SYMLINK_NOFOLLOW,
         )?;
     }
-    rustix::fs::utimensat(dir.as_fd(), name_os(name), &timestamps(meta.mtime_ns), AtFlags::SYMLINK_NOFOLLOW)?;
+    rustix::fs::utimensat(
+        dir.as_fd(),
+        name_os(name),
+        &timestamps(meta.mtime_ns),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
     Ok(())
 }
 

@@ -75,7 +75,9 @@ pub enum ManifestError {
 /// Sort order used on the wire: parents before children, siblings by name bytes.
 /// Comparing component by component gives exactly a depth-first pre-order.
 pub fn wire_order(a: &RelPath, b: &RelPath) -> std::cmp::Ordering {
-    a.as_bytes().split(|&c| c == b'/').cmp(b.as_bytes().split(|&c| c == b'/'))
+    a.as_bytes()
+        .split(|&c| c == b'/')
+        .cmp(b.as_bytes().split(|&c| c == b'/'))
 }
 
 /// Check a received manifest (see the module docs).
@@ -124,20 +126,34 @@ mod tests {
             mode: 0o644,
             uid: 0,
             gid: 0,
-            target: if kind == Kind::Symlink { b"/outside".to_vec() } else { vec![] },
+            target: if kind == Kind::Symlink {
+                b"/outside".to_vec()
+            } else {
+                vec![]
+            },
             hash: None,
         }
     }
 
     #[test]
     fn accepts_a_tree() {
-        let m = vec![e("", Kind::Dir), e("a", Kind::Dir), e("a/b", Kind::File), e("a-b", Kind::File), e("l", Kind::Symlink)];
+        let m = vec![
+            e("", Kind::Dir),
+            e("a", Kind::Dir),
+            e("a/b", Kind::File),
+            e("a-b", Kind::File),
+            e("l", Kind::Symlink),
+        ];
         validate(&m).unwrap();
     }
 
     #[test]
     fn refuses_entries_beneath_a_symlink() {
-        let m = vec![e("", Kind::Dir), e("d", Kind::Symlink), e("d/file", Kind::File)];
+        let m = vec![
+            e("", Kind::Dir),
+            e("d", Kind::Symlink),
+            e("d/file", Kind::File),
+        ];
         assert!(matches!(validate(&m), Err(ManifestError::BeneathNonDir(_))));
     }
 

@@ -85,7 +85,11 @@ impl RelPath {
 
     /// The path as an OS path (relative; `.` for the root).
     pub fn as_path(&self) -> &Path {
-        if self.0.is_empty() { Path::new(".") } else { Path::new(OsStr::from_bytes(&self.0)) }
+        if self.0.is_empty() {
+            Path::new(".")
+        } else {
+            Path::new(OsStr::from_bytes(&self.0))
+        }
     }
 
     /// The parent path and the last component; `None` for the root.
@@ -101,13 +105,18 @@ impl RelPath {
 
     /// Number of components (0 for the root).
     pub fn depth(&self) -> usize {
-        if self.0.is_empty() { 0 } else { 1 + self.0.iter().filter(|&&b| b == b'/').count() }
+        if self.0.is_empty() {
+            0
+        } else {
+            1 + self.0.iter().filter(|&&b| b == b'/').count()
+        }
     }
 
     /// True if `self` is `other` or lies beneath it.
     pub fn starts_with(&self, other: &RelPath) -> bool {
         other.0.is_empty()
-            || (self.0.starts_with(&other.0) && (self.0.len() == other.0.len() || self.0[other.0.len()] == b'/'))
+            || (self.0.starts_with(&other.0)
+                && (self.0.len() == other.0.len() || self.0[other.0.len()] == b'/'))
     }
 
     /// `self/name`.
@@ -182,7 +191,10 @@ mod tests {
         assert_eq!(RelPath::from_wire(b"a//b"), Err(PathError::EmptyComponent));
         assert_eq!(RelPath::from_wire(b"a/./b"), Err(PathError::EmptyComponent));
         assert_eq!(RelPath::from_wire(b"a/"), Err(PathError::EmptyComponent));
-        assert_eq!(RelPath::from_wire(&[b'a'; 256]), Err(PathError::NameTooLong));
+        assert_eq!(
+            RelPath::from_wire(&[b'a'; 256]),
+            Err(PathError::NameTooLong)
+        );
         assert_eq!(RelPath::from_wire(&[b'a'; 5000]), Err(PathError::TooLong));
     }
 
@@ -194,7 +206,11 @@ mod tests {
         assert_eq!(name, b"c");
         assert!(p.starts_with(&RelPath::from_wire(b"a/b").unwrap()));
         assert!(!p.starts_with(&RelPath::from_wire(b"a/bc").unwrap()) || false);
-        assert!(!RelPath::from_wire(b"a/bc").unwrap().starts_with(&RelPath::from_wire(b"a/b").unwrap()));
+        assert!(
+            !RelPath::from_wire(b"a/bc")
+                .unwrap()
+                .starts_with(&RelPath::from_wire(b"a/b").unwrap())
+        );
         assert_eq!(p.depth(), 3);
     }
 

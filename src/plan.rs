@@ -68,14 +68,42 @@ fn flags(new: &Entry, old: &Entry, checksum: bool, owners: bool) -> String {
         Kind::Dir => 'd',
         Kind::Symlink => 'L',
     };
-    let c = if checksum && new.kind == Kind::File && new.hash != old.hash { 'c' } else { '.' };
-    let c = if new.kind == Kind::Symlink && new.target != old.target { 'c' } else { c };
-    let s = if new.kind == Kind::File && new.size != old.size { 's' } else { '.' };
-    let t = if new.mtime_ns != old.mtime_ns { 't' } else { '.' };
-    let p = if new.kind != Kind::Symlink && new.mode != old.mode { 'p' } else { '.' };
-    let o = if owners && new.uid != old.uid { 'o' } else { '.' };
-    let g = if owners && new.gid != old.gid { 'g' } else { '.' };
-    format!("{ty}{c}{s}{t}{p}{o}{g}....")
+    let c = if checksum && new.kind == Kind::File && new.hash != old.hash {
+        'c'
+    } else {
+        '.'
+    };
+    let c = if new.kind == Kind::Symlink && new.target != old.target {
+        'c'
+    } else {
+        c
+    };
+    let s = if new.kind == Kind::File && new.size != old.size {
+        's'
+    } else {
+        '.'
+    };
+    let t = if new.mtime_ns != old.mtime_ns {
+        't'
+    } else {
+        '.'
+    };
+    let p = if new.kind != Kind::Symlink && new.mode != old.mode {
+        'p'
+    } else {
+        '.'
+    };
+    let o = if owners && new.uid != old.uid {
+        'o'
+    } else {
+        '.'
+    };
+    let g = if owners && new.gid != old.gid {
+        'g'
+    } else {
+        '.'
+    };
+    format!("{ty}{c}{s}{t}{p}{o}{g}...")
 }
 
 fn new_code(kind: Kind) -> String {
@@ -91,7 +119,8 @@ fn new_code(kind: Kind) -> String {
 pub fn make_plan(source: &[Entry], dest: &[Entry], opts: &PlanOptions) -> Result<Plan, GuardError> {
     let mut plan = Plan::default();
     let by_path: HashMap<&RelPath, &Entry> = dest.iter().map(|e| (&e.path, e)).collect();
-    let mut in_source: std::collections::HashSet<&RelPath> = std::collections::HashSet::with_capacity(source.len());
+    let mut in_source: std::collections::HashSet<&RelPath> =
+        std::collections::HashSet::with_capacity(source.len());
     let mut removed_dirs: Vec<&RelPath> = Vec::new();
 
     for (idx, new) in source.iter().enumerate() {
@@ -101,7 +130,10 @@ pub fn make_plan(source: &[Entry], dest: &[Entry], opts: &PlanOptions) -> Result
             Some(o) if o.kind != new.kind => {
                 // Something of another kind is in the way: remove it (and, for a directory, its subtree).
                 if o.kind == Kind::Dir {
-                    let sub: Vec<_> = dest.iter().filter(|d| d.path.starts_with(&o.path)).collect();
+                    let sub: Vec<_> = dest
+                        .iter()
+                        .filter(|d| d.path.starts_with(&o.path))
+                        .collect();
                     for d in sub.iter().rev() {
                         plan.removals.push((d.path.clone(), d.kind));
                     }
@@ -122,16 +154,25 @@ pub fn make_plan(source: &[Entry], dest: &[Entry], opts: &PlanOptions) -> Result
             if new.kind == Kind::Dir {
                 plan.dir_meta.push(idx);
             }
-            plan.steps.push(Step { idx, action, code: new_code(new.kind) });
+            plan.steps.push(Step {
+                idx,
+                action,
+                code: new_code(new.kind),
+            });
             continue;
         };
-        let meta_differs = new.mode != old.mode || (opts.owners && (new.uid != old.uid || new.gid != old.gid));
+        let meta_differs =
+            new.mode != old.mode || (opts.owners && (new.uid != old.uid || new.gid != old.gid));
         match new.kind {
             Kind::Dir => {
                 if meta_differs || new.mtime_ns != old.mtime_ns {
                     plan.dir_meta.push(idx);
                     if meta_differs {
-                        plan.steps.push(Step { idx, action: Action::Meta, code: format!(".{}", flags(new, old, false, opts.owners)) });
+                        plan.steps.push(Step {
+                            idx,
+                            action: Action::Meta,
+                            code: format!(".{}", flags(new, old, false, opts.owners)),
+                        });
                     }
                 }
             }
@@ -143,16 +184,34 @@ pub fn make_plan(source: &[Entry], dest: &[Entry], opts: &PlanOptions) -> Result
                 };
                 if !same {
                     let delta = old.size > 0 && new.size > 0;
-                    plan.steps.push(Step { idx, action: Action::Transfer { delta }, code: format!(">{}", flags(new, old, opts.checksum, opts.owners)) });
+                    plan.steps.push(Step {
+                        idx,
+                        action: Action::Transfer { delta },
+                        code: format!(">{}", flags(new, old, opts.checksum, opts.owners)),
+                    });
                 } else if meta_differs || new.mtime_ns != old.mtime_ns {
-                    plan.steps.push(Step { idx, action: Action::Meta, code: format!(".{}", flags(new, old, false, opts.owners)) });
+                    plan.steps.push(Step {
+                        idx,
+                        action: Action::Meta,
+                        code: format!(".{}", flags(new, old, false, opts.owners)),
+                    });
                 }
             }
             Kind::Symlink => {
                 if new.target != old.target {
-                    plan.steps.push(Step { idx, action: Action::Symlink, code: format!("c{}", flags(new, old, false, opts.owners)) });
-                } else if new.mtime_ns != old.mtime_ns || (opts.owners && (new.uid != old.uid || new.gid != old.gid)) {
-                    plan.steps.push(Step { idx, action: Action::Meta, code: format!(".{}", flags(new, old, false, opts.owners)) });
+                    plan.steps.push(Step {
+                        idx,
+                        action: Action::Symlink,
+                        code: format!("c{}", flags(new, old, false, opts.owners)),
+                    });
+                } else if new.mtime_ns != old.mtime_ns
+                    || (opts.owners && (new.uid != old.uid || new.gid != old.gid))
+                {
+                    plan.steps.push(Step {
+                        idx,
+                        action: Action::Meta,
+                        code: format!(".{}", flags(new, old, false, opts.owners)),
+                    });
                 }
             }
         }
@@ -194,15 +253,24 @@ pub fn make_plan(source: &[Entry], dest: &[Entry], opts: &PlanOptions) -> Result
     }
     // Creating, replacing or deleting an entry changes its directory's mtime:
     // those directories get their metadata re-applied at the end too.
-    let dir_index: HashMap<&RelPath, usize> =
-        source.iter().enumerate().filter(|(_, e)| e.kind == Kind::Dir).map(|(i, e)| (&e.path, i)).collect();
+    let dir_index: HashMap<&RelPath, usize> = source
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.kind == Kind::Dir)
+        .map(|(i, e)| (&e.path, i))
+        .collect();
     let mut touched: Vec<RelPath> = plan
         .steps
         .iter()
         .filter(|s| s.action != Action::Meta)
         .filter_map(|s| source[s.idx].path.split_last().map(|(p, _)| p))
         .collect();
-    touched.extend(plan.removals.iter().chain(plan.deletions.iter()).filter_map(|(p, _)| p.split_last().map(|(d, _)| d)));
+    touched.extend(
+        plan.removals
+            .iter()
+            .chain(plan.deletions.iter())
+            .filter_map(|(p, _)| p.split_last().map(|(d, _)| d)),
+    );
     let mut seen: std::collections::HashSet<usize> = plan.dir_meta.iter().copied().collect();
     for d in touched {
         if let Some(&i) = dir_index.get(&d) {
@@ -212,7 +280,8 @@ pub fn make_plan(source: &[Entry], dest: &[Entry], opts: &PlanOptions) -> Result
         }
     }
     // Directory metadata deepest first, so setting a parent's mtime comes after its children changed.
-    plan.dir_meta.sort_by_key(|&i| std::cmp::Reverse(source[i].path.depth()));
+    plan.dir_meta
+        .sort_by_key(|&i| std::cmp::Reverse(source[i].path.depth()));
 
     Ok(plan)
 }
@@ -230,12 +299,23 @@ mod tests {
             mode: if kind == Kind::Dir { 0o755 } else { 0o644 },
             uid: 0,
             gid: 0,
-            target: if kind == Kind::Symlink { b"t".to_vec() } else { vec![] },
+            target: if kind == Kind::Symlink {
+                b"t".to_vec()
+            } else {
+                vec![]
+            },
             hash: None,
         }
     }
     fn opts() -> PlanOptions {
-        PlanOptions { delete: true, checksum: false, owners: false, max_delete: None, allow_empty_source: false, sender_scan_errors: 0 }
+        PlanOptions {
+            delete: true,
+            checksum: false,
+            owners: false,
+            max_delete: None,
+            allow_empty_source: false,
+            sender_scan_errors: 0,
+        }
     }
 
     #[test]
@@ -247,8 +327,19 @@ mod tests {
 
     #[test]
     fn changes_deletions_and_kind_changes() {
-        let src = vec![e("", Kind::Dir, 0, 1), e("a", Kind::File, 4, 5), e("d", Kind::File, 1, 1), e("n", Kind::File, 1, 1)];
-        let dst = vec![e("", Kind::Dir, 0, 1), e("a", Kind::File, 3, 5), e("d", Kind::Dir, 0, 1), e("d/x", Kind::File, 1, 1), e("old", Kind::File, 1, 1)];
+        let src = vec![
+            e("", Kind::Dir, 0, 1),
+            e("a", Kind::File, 4, 5),
+            e("d", Kind::File, 1, 1),
+            e("n", Kind::File, 1, 1),
+        ];
+        let dst = vec![
+            e("", Kind::Dir, 0, 1),
+            e("a", Kind::File, 3, 5),
+            e("d", Kind::Dir, 0, 1),
+            e("d/x", Kind::File, 1, 1),
+            e("old", Kind::File, 1, 1),
+        ];
         let p = make_plan(&src, &dst, &opts()).unwrap();
         assert_eq!(p.removals.len(), 2);
         assert_eq!(p.removals[0].0.as_bytes(), b"d/x");

@@ -27,9 +27,14 @@ impl Excludes {
     pub fn new(patterns: &[String]) -> Result<Excludes, String> {
         let mut b = GitignoreBuilder::new("/");
         for p in patterns {
-            b.add_line(None, p).map_err(|e| format!("bad exclude pattern {p:?}: {e}"))?;
+            b.add_line(None, p)
+                .map_err(|e| format!("bad exclude pattern {p:?}: {e}"))?;
         }
-        Ok(Excludes { gi: b.build().map_err(|e| format!("bad exclude patterns: {e}"))? })
+        Ok(Excludes {
+            gi: b
+                .build()
+                .map_err(|e| format!("bad exclude patterns: {e}"))?,
+        })
     }
 
     /// Whether a relative path is excluded.
@@ -40,7 +45,9 @@ impl Excludes {
         // Matched against "/<rel>" so that anchored patterns ("/top") work relative to the sync root.
         let mut abs = b"/".to_vec();
         abs.extend_from_slice(rel.as_bytes());
-        self.gi.matched(Path::new(std::ffi::OsStr::from_bytes(&abs)), is_dir).is_ignore()
+        self.gi
+            .matched(Path::new(std::ffi::OsStr::from_bytes(&abs)), is_dir)
+            .is_ignore()
     }
 }
 
@@ -62,7 +69,10 @@ pub fn scan(root: &Path, excludes: &Excludes) -> std::io::Result<Option<Scan>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
         Ok(m) if !m.is_dir() => {
-            return Err(std::io::Error::other(format!("{} is not a directory", root.display())));
+            return Err(std::io::Error::other(format!(
+                "{} is not a directory",
+                root.display()
+            )));
         }
         Ok(_) => {}
     }
@@ -76,7 +86,10 @@ pub fn scan(root: &Path, excludes: &Excludes) -> std::io::Result<Option<Scan>> {
         let dent = match next {
             Ok(d) => d,
             Err(e) => {
-                let p = e.path().map(|p| p.display().to_string()).unwrap_or_default();
+                let p = e
+                    .path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
                 out.errors.push((p, e.to_string()));
                 continue;
             }
@@ -85,7 +98,8 @@ pub fn scan(root: &Path, excludes: &Excludes) -> std::io::Result<Option<Scan>> {
         let rel = match RelPath::from_path(relp) {
             Ok(r) => r,
             Err(e) => {
-                out.errors.push((dent.path().display().to_string(), e.to_string()));
+                out.errors
+                    .push((dent.path().display().to_string(), e.to_string()));
                 if dent.file_type().is_dir() {
                     it.skip_current_dir();
                 }
@@ -169,7 +183,14 @@ mod tests {
 
     #[test]
     fn gitignore_semantics() {
-        let e = ex(&["*.swp", "cache/", "/top", "**/tmp", "logs/*.log", "!keep.swp"]);
+        let e = ex(&[
+            "*.swp",
+            "cache/",
+            "/top",
+            "**/tmp",
+            "logs/*.log",
+            "!keep.swp",
+        ]);
         assert!(e.excluded(&r("a/b.swp"), false));
         assert!(!e.excluded(&r("a/keep.swp"), false));
         assert!(e.excluded(&r("x/cache"), true));

@@ -4,6 +4,14 @@
 //! library calls. Errors come back as [`CliError`], which carries the exit
 //! code; `main` prints the message once and exits with it.
 
+/// `println!` that ignores a closed stdout (`hasync ... | head` must not panic).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 mod output;
 mod push;
 mod serve;
@@ -26,7 +34,13 @@ Exit codes:
 #[command(name = "hasync", version, about, after_help = EXIT_CODES, max_term_width = 100)]
 pub struct Cli {
     /// Config file [default: /etc/hasync/hasync.toml]
-    #[arg(long, short = 'c', global = true, env = "HASYNC_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "HASYNC_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
     /// More output (repeat for debug logs)
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
@@ -62,13 +76,19 @@ pub struct CliError {
 
 impl CliError {
     pub fn usage(message: impl Into<String>) -> Self {
-        CliError { code: 2, message: message.into() }
+        CliError {
+            code: 2,
+            message: message.into(),
+        }
     }
 }
 
 impl From<hasync::engine::SyncError> for CliError {
     fn from(e: hasync::engine::SyncError) -> Self {
-        CliError { code: e.exit_code(), message: e.to_string() }
+        CliError {
+            code: e.exit_code(),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -118,15 +138,22 @@ fn init_logging(cli: &Cli) {
     };
     let filter = EnvFilter::try_from_env("HASYNC_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
     let _ = if journald {
         builder.without_time().with_ansi(false).try_init()
     } else {
-        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init()
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
     };
 }
 
 /// The config file to use: --config, $HASYNC_CONFIG, or the default path.
 pub fn config_path(cli: &Cli) -> PathBuf {
-    cli.config.clone().unwrap_or_else(|| PathBuf::from(hasync::config::DEFAULT_PATH))
+    cli.config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(hasync::config::DEFAULT_PATH))
 }

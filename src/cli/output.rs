@@ -10,6 +10,8 @@ pub struct Console {
     pub itemize: bool,
     /// Failures seen (exit code 1).
     pub failed: u64,
+    /// Shown before each item's path (the job's directory, in `hasync sync`).
+    pub prefix: String,
     bar: Option<ProgressBar>,
 }
 
@@ -18,19 +20,39 @@ impl Console {
         let bar = (progress && std::io::stderr().is_terminal()).then(|| {
             let b = ProgressBar::new(0);
             b.set_style(
-                ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} {bytes_per_sec} {wide_bar} {eta}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "{spinner} {bytes}/{total_bytes} {bytes_per_sec} {wide_bar} {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             b
         });
-        Console { itemize, failed: 0, bar }
+        Console {
+            itemize,
+            failed: 0,
+            prefix: String::new(),
+            bar,
+        }
     }
 
     fn print(&self, line: String, to_stderr: bool) {
         match (&self.bar, to_stderr) {
             (Some(b), _) => b.println(line),
             (None, true) => eprintln!("{line}"),
-            (None, false) => println!("{line}"),
+            (None, false) => outln!("{line}"),
+        }
+    }
+
+    fn line(&self, item: &Item) -> String {
+        let line = item.line();
+        if self.prefix.is_empty() {
+            return line;
+        }
+        // "code path..." -> "code prefix/path..."
+        match line.split_once(' ') {
+            Some((code, rest)) if rest == "./" => format!("{code} {}/", self.prefix),
+            Some((code, rest)) => format!("{code} {}/{rest}", self.prefix),
+            None => line,
         }
     }
 
@@ -45,13 +67,16 @@ impl Reporter for Console {
     fn item(&mut self, item: &Item) {
         if item.error.is_some() {
             if item.code.starts_with("*warning") {
-                self.print(format!("hasync: warning: {}", item.error.as_deref().unwrap_or("")), true);
+                self.print(
+                    format!("hasync: warning: {}", item.error.as_deref().unwrap_or("")),
+                    true,
+                );
                 return;
             }
             self.failed += 1;
-            self.print(format!("hasync: error: {}", item.line()), true);
+            self.print(format!("hasync: error: {}", self.line(item)), true);
         } else if self.itemize {
-            self.print(item.line(), false);
+            self.print(self.line(item), false);
         }
     }
 
@@ -77,7 +102,11 @@ pub fn human(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", units[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
 }
 
 /// One-line summary of a run, like rsync's closing lines.

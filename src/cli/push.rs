@@ -95,12 +95,15 @@ pub fn location(s: &str, args: &PushArgs) -> Result<Location, CliError> {
         let t = hasync::transport::ssh::SshTransport::new(target, opts);
         return Ok(Location::Remote(Box::new(t), PathBuf::from(dir)));
     }
-    let p = std::path::absolute(Path::new(s)).map_err(|e| CliError::usage(format!("bad path {s}: {e}")))?;
+    let p = std::path::absolute(Path::new(s))
+        .map_err(|e| CliError::usage(format!("bad path {s}: {e}")))?;
     Ok(Location::Local(p))
 }
 
 pub fn default_known_hosts() -> PathBuf {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".ssh/known_hosts")
 }
 
@@ -116,16 +119,31 @@ pub fn run(cli: &Cli, args: &PushArgs, dir: Direction) -> Result<i32, CliError> 
         max_delete: args.max_delete,
         excludes: args.exclude.clone(),
     };
-    let local = || -> Result<Box<dyn Transport>, CliError> { Ok(Box::new(LocalTransport::new().map_err(hasync::engine::SyncError::from)?)) };
+    let local = || -> Result<Box<dyn Transport>, CliError> {
+        Ok(Box::new(
+            LocalTransport::new().map_err(hasync::engine::SyncError::from)?,
+        ))
+    };
     let (transport, local_dir, peer_dir) = match (dir, src, dest) {
         (Direction::Push, Location::Local(s), Location::Remote(t, d)) => (t, s, d),
         (Direction::Push, Location::Local(s), Location::Local(d)) => (local()?, s, d),
         (Direction::Pull, Location::Remote(t, s), Location::Local(d)) => (t, d, s),
         (Direction::Pull, Location::Local(s), Location::Local(d)) => (local()?, d, s),
-        (Direction::Push, Location::Remote(..), _) => return Err(CliError::usage("push: SRC must be a local directory (use pull to fetch from a peer)")),
-        (Direction::Pull, _, Location::Remote(..)) => return Err(CliError::usage("pull: DEST must be a local directory (use push to send to a peer)")),
+        (Direction::Push, Location::Remote(..), _) => {
+            return Err(CliError::usage(
+                "push: SRC must be a local directory (use pull to fetch from a peer)",
+            ));
+        }
+        (Direction::Pull, _, Location::Remote(..)) => {
+            return Err(CliError::usage(
+                "pull: DEST must be a local directory (use push to send to a peer)",
+            ));
+        }
     };
-    let mut console = Console::new(!cli.quiet && (!args.json || cli.verbose > 0), !cli.quiet && !args.json);
+    let mut console = Console::new(
+        !cli.quiet && (!args.json || cli.verbose > 0),
+        !cli.quiet && !args.json,
+    );
     let mut client = Client::connect(transport.as_ref(), &[])?;
     client.cfg.fsync = !args.no_fsync;
     let result = match dir {
@@ -136,9 +154,20 @@ pub fn run(cli: &Cli, args: &PushArgs, dir: Direction) -> Result<i32, CliError> 
     let stats = result?;
     client.close()?;
     if args.json {
-        println!("{}", serde_json::to_string(&stats).expect("stats serialize"));
+        outln!(
+            "{}",
+            serde_json::to_string(&stats).expect("stats serialize")
+        );
     } else if !cli.quiet {
-        println!("{}{}", if args.dry_run { "(dry run) " } else { "" }, summary(&stats));
+        outln!(
+            "{}{}",
+            if args.dry_run { "(dry run) " } else { "" },
+            summary(&stats)
+        );
     }
-    Ok(if stats.files_failed > 0 || console.failed > 0 { 1 } else { 0 })
+    Ok(if stats.files_failed > 0 || console.failed > 0 {
+        1
+    } else {
+        0
+    })
 }

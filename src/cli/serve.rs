@@ -39,8 +39,10 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, CliError> {
     // Raw file handles: the protocol owns stdin/stdout (logs go to stderr).
     use std::os::fd::AsFd;
     let dup = |fd: std::os::fd::BorrowedFd| fd.try_clone_to_owned().map(std::fs::File::from);
-    let input = dup(std::io::stdin().as_fd()).map_err(|e| CliError::usage(format!("stdin: {e}")))?;
-    let output = dup(std::io::stdout().as_fd()).map_err(|e| CliError::usage(format!("stdout: {e}")))?;
+    let input =
+        dup(std::io::stdin().as_fd()).map_err(|e| CliError::usage(format!("stdin: {e}")))?;
+    let output =
+        dup(std::io::stdout().as_fd()).map_err(|e| CliError::usage(format!("stdout: {e}")))?;
     let res = serve(input, output, &policy);
     report_rss();
     res?;
@@ -49,11 +51,23 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, CliError> {
 
 /// For the benchmark: append this process's peak RSS (KiB) to $HASYNC_RSS_REPORT.
 fn report_rss() {
-    let Some(path) = std::env::var_os("HASYNC_RSS_REPORT") else { return };
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return };
-    if let Some(kb) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()) {
+    let Some(path) = std::env::var_os("HASYNC_RSS_REPORT") else {
+        return;
+    };
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return;
+    };
+    if let Some(kb) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+    {
         use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
             let _ = writeln!(f, "{kb}");
         }
     }

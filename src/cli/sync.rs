@@ -40,7 +40,9 @@ struct JobReport {
 /// The transport to this node's peer.
 pub fn peer_transport(cfg: &Config) -> Result<Box<dyn Transport>, CliError> {
     match &cfg.node.peer {
-        Peer::Local => Ok(Box::new(hasync::transport::local::LocalTransport::new().map_err(SyncError::from)?)),
+        Peer::Local => Ok(Box::new(
+            hasync::transport::local::LocalTransport::new().map_err(SyncError::from)?,
+        )),
         Peer::Ssh { user, host, port } => {
             let mut target = hasync::transport::ssh::SshTarget::new(host.clone());
             target.user = user.clone();
@@ -49,11 +51,17 @@ pub fn peer_transport(cfg: &Config) -> Result<Box<dyn Transport>, CliError> {
             }
             let opts = hasync::transport::ssh::SshOptions {
                 identity: cfg.node.identity.clone(),
-                known_hosts: cfg.node.known_hosts.clone().unwrap_or_else(super::push::default_known_hosts),
+                known_hosts: cfg
+                    .node
+                    .known_hosts
+                    .clone()
+                    .unwrap_or_else(super::push::default_known_hosts),
                 remote_path: cfg.node.remote_path.clone(),
                 ..Default::default()
             };
-            Ok(Box::new(hasync::transport::ssh::SshTransport::new(target, opts)))
+            Ok(Box::new(hasync::transport::ssh::SshTransport::new(
+                target, opts,
+            )))
         }
     }
 }
@@ -73,36 +81,45 @@ pub fn run(cli: &Cli, args: &SyncArgs) -> Result<i32, CliError> {
     for name in &args.jobs {
         if cfg.job(name).is_none() {
             let names: Vec<_> = cfg.sync.iter().map(|j| j.name.as_str()).collect();
-            return Err(CliError::usage(format!("no [[sync]] job named {name:?} in {}; jobs: {}", cfg.path.display(), names.join(", "))));
+            return Err(CliError::usage(format!(
+                "no [[sync]] job named {name:?} in {}; jobs: {}",
+                cfg.path.display(),
+                names.join(", ")
+            )));
         }
     }
-    let jobs: Vec<&SyncJob> = cfg.sync.iter().filter(|j| args.jobs.is_empty() || args.jobs.contains(&j.name)).collect();
+    let jobs: Vec<&SyncJob> = cfg
+        .sync
+        .iter()
+        .filter(|j| args.jobs.is_empty() || args.jobs.contains(&j.name))
+        .collect();
     if jobs.is_empty() {
-        return Err(CliError::usage(format!("{} has no [[sync]] jobs", cfg.path.display())));
+        return Err(CliError::usage(format!(
+            "{} has no [[sync]] jobs",
+            cfg.path.display()
+        )));
     }
-    let mut console = Console::new(!cli.quiet && (!args.json || cli.verbose > 0), !cli.quiet && !args.json);
+    let mut console = Console::new(
+        !cli.quiet && (!args.json || cli.verbose > 0),
+        !cli.quiet && !args.json,
+    );
     let mut reports = Vec::new();
     let mut worst = 0;
     let mut client: Option<Client> = None;
     for job in jobs {
         if let Some(why) = skip_reason(&cfg, job) {
             if !args.json && !cli.quiet {
-                println!("job {}: skipped ({why})", job.name);
+                outln!("job {}: skipped ({why})", job.name);
             }
-            reports.push(JobReport { name: job.name.clone(), ok: true, skipped: Some(why), error: None, stats: Stats::default() });
+            reports.push(JobReport {
+                name: job.name.clone(),
+                ok: true,
+                skipped: Some(why),
+                error: None,
+                stats: Stats::default(),
+            });
             continue;
         }
-        if client.is_none() {
-            let transport = peer_transport(&cfg)?;
-            match Client::connect(transport.as_ref(), &[]) {
-                Ok(c) => client = Some(c),
-                Err(e) => {
-                    let e: CliError = e.into();
-                    return Err(CliError { code: e.code, message: format!("cannot reach the peer {}: {}", cfg.node.peer, e.message) });
-                }
-            }
-        }
-        let c = client.as_mut().expect("connected above");
         let opts = SessionOptions {
             delete: job.delete,
             checksum: job.checksum,
@@ -113,12 +130,30 @@ pub fn run(cli: &Cli, args: &SyncArgs) -> Result<i32, CliError> {
             excludes: job.exclude.clone(),
         };
         let mut total = Stats::default();
-        let mut error = None;
+        let mut errors = Vec::new();
         for p in &job.paths {
             let (local, peer) = (cfg.local_path(p), cfg.peer_path(p));
             if !args.json && !cli.quiet && cli.verbose > 0 {
-                println!("job {}: {} -> {}", job.name, local.display(), peer.display());
+                outln!(
+                    "job {}: {} -> {}",
+                    job.name,
+                    local.display(),
+                    peer.display()
+                );
             }
+            if client.is_none() {
+                let transport = peer_transport(&cfg)?;
+                match Client::connect(transport.as_ref(), &[]) {
+                    Ok(c) => client = Some(c),
+                    Err(e) => {
+                        worst = worst.max(e.exit_code());
+                        errors.push(format!("cannot reach the peer {}: {e}", cfg.node.peer));
+                        break;
+                    }
+                }
+            }
+            let c = client.as_mut().expect("connected above");
+            console.prefix = p.display().to_string().trim_start_matches('/').to_string();
             let res = match job.direction {
                 Direction::Push => c.push(&local, &peer, &opts, &mut console),
                 Direction::Pull => c.pull(&peer, &local, &opts, &mut console),
@@ -127,36 +162,45 @@ pub fn run(cli: &Cli, args: &SyncArgs) -> Result<i32, CliError> {
                 Ok(s) => add(&mut total, &s),
                 Err(e) => {
                     worst = worst.max(e.exit_code());
-                    error = Some(format!("{}: {e}", p.display()));
-                    if matches!(e, SyncError::Peer(_)) {
-                        client = None; // the connection is gone
-                        break;
+                    errors.push(format!("{}: {e}", p.display()));
+                    // The peer ends the connection after an error: reconnect for the next path.
+                    if let Some(c) = client.take() {
+                        let _ = c.close();
                     }
                 }
             }
         }
+        let error = (!errors.is_empty()).then(|| errors.join("; "));
         if total.files_failed > 0 {
             worst = worst.max(1);
         }
         if !args.json && !cli.quiet {
             match &error {
-                None => println!("job {}: {}{}", job.name, if args.dry_run { "(dry run) " } else { "" }, summary(&total)),
+                None => outln!(
+                    "job {}: {}{}",
+                    job.name,
+                    if args.dry_run { "(dry run) " } else { "" },
+                    summary(&total)
+                ),
                 Some(e) => eprintln!("hasync: job {} failed: {e}", job.name),
             }
         } else if let Some(e) = &error {
             eprintln!("hasync: job {} failed: {e}", job.name);
         }
-        reports.push(JobReport { name: job.name.clone(), ok: error.is_none() && total.files_failed == 0, skipped: None, error, stats: total });
-        if client.is_none() {
-            break;
-        }
+        reports.push(JobReport {
+            name: job.name.clone(),
+            ok: error.is_none() && total.files_failed == 0,
+            skipped: None,
+            error,
+            stats: total,
+        });
     }
     console.finish();
     if let Some(c) = client {
         c.close()?;
     }
     if args.json {
-        println!("{}", serde_json::json!({ "jobs": reports }));
+        outln!("{}", serde_json::json!({ "jobs": reports }));
     }
     Ok(worst)
 }

@@ -265,7 +265,7 @@ impl Ctx<'_> {
         Ok(if p.is_absolute() {
             p.to_path_buf()
         } else {
-            self.base.join(p)
+            normalize(&self.base.join(p))
         })
     }
 
@@ -342,4 +342,21 @@ pub(super) fn build(text: &str, file: &Path) -> Res<Config> {
             metrics_listen: raw.daemon.metrics_listen,
         },
     })
+}
+
+/// Resolve `.` and `..` lexically (`/etc/hasync/../x` -> `/etc/x`), so that a
+/// relative path taken from the config file's directory is a plain absolute path.
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            c => out.push(c.as_os_str()),
+        }
+    }
+    out
 }

@@ -674,13 +674,22 @@ fn unparsable_peer_is_refused() {
 
 #[test]
 fn peer_root_may_not_escape() {
-    let msg = err_at(&format!("{NODE}peer_root = \"../slave\"\n"), 4, "peer_root");
+    const SSH: &str = "[node]\nrole = \"master\"\npeer = \"root@10.0.0.2\"\n";
+    let msg = err_at(
+        &format!("{SSH}peer_root = \"/srv/../etc\"\n"),
+        4,
+        "peer_root",
+    );
     assert!(msg.contains("escapes"), "{msg}");
+    let msg = err_at(&format!("{SSH}peer_root = \"slave\"\n"), 4, "peer_root");
+    assert!(msg.contains("relative"), "{msg}");
+    let c = ok(&format!("{NODE}peer_root = \"../slave\"\n"));
+    assert_eq!(c.node.peer_root, Path::new("/etc/slave"));
     err_at(&format!("{NODE}root = \"\"\n"), 4, "root");
     let c = ok(&format!(
         "{NODE}root = \"../master\"\npeer_root = \"slave\"\n"
     ));
-    assert_eq!(c.node.root, Path::new("/etc/hasync/../master"));
+    assert_eq!(c.node.root, Path::new("/etc/master"));
     assert_eq!(c.node.peer_root, Path::new("/etc/hasync/slave"));
 }
 

@@ -40,8 +40,17 @@ pub struct Rebuild {
 
 impl Rebuild {
     /// Start rebuilding `entry` into a temp file; `base` is the old copy for a delta.
-    pub fn start(root: &SafeRoot, dirs: &mut DirCache, entry: &Entry, idx: u32, delta: bool) -> io::Result<Rebuild> {
-        let (parent, name) = entry.path.split_last().ok_or_else(|| io::Error::other("cannot write the root as a file"))?;
+    pub fn start(
+        root: &SafeRoot,
+        dirs: &mut DirCache,
+        entry: &Entry,
+        idx: u32,
+        delta: bool,
+    ) -> io::Result<Rebuild> {
+        let (parent, name) = entry
+            .path
+            .split_last()
+            .ok_or_else(|| io::Error::other("cannot write the root as a file"))?;
         let dir = dirs.get(root, &parent)?;
         let (base, base_len) = if delta {
             let f = root.open_file(&entry.path)?;
@@ -67,19 +76,31 @@ impl Rebuild {
     }
 
     fn out(&mut self) -> &mut File {
-        &mut self.temp.as_mut().expect("temp file present until finished").file
+        &mut self
+            .temp
+            .as_mut()
+            .expect("temp file present until finished")
+            .file
     }
 
     fn check_room(&self, n: u64) -> Result<(), String> {
-        if self.written.checked_add(n).is_none_or(|w| w > self.expected) {
-            return Err(format!("the sender sent more than the file's {} bytes", self.expected));
+        if self
+            .written
+            .checked_add(n)
+            .is_none_or(|w| w > self.expected)
+        {
+            return Err(format!(
+                "the sender sent more than the file's {} bytes",
+                self.expected
+            ));
         }
         Ok(())
     }
 
     /// New bytes from the sender.
     pub fn data(&mut self, d: &[u8]) -> Result<(), RebuildError> {
-        self.check_room(d.len() as u64).map_err(RebuildError::Protocol)?;
+        self.check_room(d.len() as u64)
+            .map_err(RebuildError::Protocol)?;
         self.out().write_all(d).map_err(RebuildError::Io)?;
         self.hasher.update(d);
         self.written += d.len() as u64;
@@ -90,9 +111,15 @@ impl Rebuild {
     /// A range of the old copy.
     pub fn copy(&mut self, offset: u64, len: u64) -> Result<(), RebuildError> {
         if self.base.is_none() {
-            return Err(RebuildError::Protocol("copy instruction for a file sent whole".into()));
+            return Err(RebuildError::Protocol(
+                "copy instruction for a file sent whole".into(),
+            ));
         }
-        if len == 0 || offset.checked_add(len).is_none_or(|end| end > self.base_len) {
+        if len == 0
+            || offset
+                .checked_add(len)
+                .is_none_or(|end| end > self.base_len)
+        {
             return Err(RebuildError::Protocol(format!(
                 "copy of {len} bytes at {offset} lies outside the old file ({} bytes)",
                 self.base_len
@@ -105,7 +132,8 @@ impl Rebuild {
         while done < len {
             let n = ((len - done) as usize).min(buf.len());
             let base = self.base.as_ref().expect("checked above");
-            base.read_exact_at(&mut buf[..n], offset + done).map_err(RebuildError::Io)?;
+            base.read_exact_at(&mut buf[..n], offset + done)
+                .map_err(RebuildError::Io)?;
             self.out().write_all(&buf[..n]).map_err(RebuildError::Io)?;
             self.hasher.update(&buf[..n]);
             done += n as u64;
@@ -118,15 +146,25 @@ impl Rebuild {
 
     /// The sender's end marker: check size and hash, then set metadata.
     /// On success the temp file is ready to be renamed over the final name.
-    pub fn finish(mut self, size: u64, hash: &[u8; 32], meta: &Meta) -> Result<TempFile, RebuildError> {
+    pub fn finish(
+        mut self,
+        size: u64,
+        hash: &[u8; 32],
+        meta: &Meta,
+    ) -> Result<TempFile, RebuildError> {
         if size != self.expected || self.written != size {
-            let msg = format!("size mismatch: expected {}, got {}", self.expected, self.written);
+            let msg = format!(
+                "size mismatch: expected {}, got {}",
+                self.expected, self.written
+            );
             self.discard();
             return Err(RebuildError::Verify(msg));
         }
         if self.hasher.finalize().as_bytes() != hash {
             self.discard();
-            return Err(RebuildError::Verify("BLAKE3 of the rebuilt file does not match the sender's".into()));
+            return Err(RebuildError::Verify(
+                "BLAKE3 of the rebuilt file does not match the sender's".into(),
+            ));
         }
         let temp = self.temp.take().expect("temp present");
         if let Err(e) = fsops::set_meta_fd(&temp.file, meta) {
@@ -179,17 +217,41 @@ pub struct Committer {
 
 impl Committer {
     pub fn new(fsync: bool) -> Self {
-        Committer { ready: Vec::new(), bytes: 0, fsync }
+        Committer {
+            ready: Vec::new(),
+            bytes: 0,
+            fsync,
+        }
     }
 
     /// Queue a verified file; returns finished items if the group was committed.
-    pub fn push(&mut self, root: &SafeRoot, temp: TempFile, path: &RelPath, item: Item, size: u64) -> Vec<Item> {
-        let final_name = path.split_last().map(|(_, n)| n.to_vec()).unwrap_or_default();
+    pub fn push(
+        &mut self,
+        root: &SafeRoot,
+        temp: TempFile,
+        path: &RelPath,
+        item: Item,
+        size: u64,
+    ) -> Vec<Item> {
+        let final_name = path
+            .split_last()
+            .map(|(_, n)| n.to_vec())
+            .unwrap_or_default();
         let TempFile { dir, name, file } = temp;
         drop(file);
-        self.ready.push(Ready { dir, temp_name: name, final_name, item, size });
+        self.ready.push(Ready {
+            dir,
+            temp_name: name,
+            final_name,
+            item,
+            size,
+        });
         self.bytes += size;
-        if self.ready.len() >= GROUP_FILES || self.bytes >= GROUP_BYTES { self.commit(root) } else { Vec::new() }
+        if self.ready.len() >= GROUP_FILES || self.bytes >= GROUP_BYTES {
+            self.commit(root)
+        } else {
+            Vec::new()
+        }
     }
 
     /// Make every queued file durable and rename it over its final name.
@@ -197,7 +259,11 @@ impl Committer {
         if self.ready.is_empty() {
             return Vec::new();
         }
-        let sync_err = if self.fsync { root.sync_all().err() } else { None };
+        let sync_err = if self.fsync {
+            root.sync_all().err()
+        } else {
+            None
+        };
         let mut done = Vec::with_capacity(self.ready.len());
         for mut r in self.ready.drain(..) {
             let res = match &sync_err {
@@ -231,17 +297,28 @@ impl Drop for Committer {
 
 /// Create a directory (no-op for the root, which exists by now).
 pub fn make_dir(root: &SafeRoot, dirs: &mut DirCache, path: &RelPath) -> io::Result<()> {
-    let Some((parent, name)) = path.split_last() else { return Ok(()) };
+    let Some((parent, name)) = path.split_last() else {
+        return Ok(());
+    };
     let dir = dirs.get(root, &parent)?;
     fsops::mkdir(&dir, name)
 }
 
 /// Create or atomically replace a symlink.
-pub fn make_symlink(root: &SafeRoot, dirs: &mut DirCache, entry: &Entry, meta: &Meta) -> io::Result<()> {
-    let (parent, name) = entry.path.split_last().ok_or_else(|| io::Error::other("root cannot be a symlink"))?;
+pub fn make_symlink(
+    root: &SafeRoot,
+    dirs: &mut DirCache,
+    entry: &Entry,
+    meta: &Meta,
+) -> io::Result<()> {
+    let (parent, name) = entry
+        .path
+        .split_last()
+        .ok_or_else(|| io::Error::other("root cannot be a symlink"))?;
     let dir = dirs.get(root, &parent)?;
     let tmp = fsops::create_temp_symlink(&dir, name, &entry.target)?;
-    let res = fsops::set_symlink_meta(&dir, &tmp, meta).and_then(|_| fsops::rename(&dir, &tmp, name));
+    let res =
+        fsops::set_symlink_meta(&dir, &tmp, meta).and_then(|_| fsops::rename(&dir, &tmp, name));
     if res.is_err() {
         let _ = fsops::remove(&dir, &tmp, false);
     }
@@ -249,7 +326,12 @@ pub fn make_symlink(root: &SafeRoot, dirs: &mut DirCache, entry: &Entry, meta: &
 }
 
 /// Apply metadata to an existing file, directory or symlink.
-pub fn set_meta(root: &SafeRoot, dirs: &mut DirCache, entry: &Entry, meta: &Meta) -> io::Result<()> {
+pub fn set_meta(
+    root: &SafeRoot,
+    dirs: &mut DirCache,
+    entry: &Entry,
+    meta: &Meta,
+) -> io::Result<()> {
     use crate::manifest::Kind;
     match entry.kind {
         Kind::Dir => {
@@ -261,7 +343,10 @@ pub fn set_meta(root: &SafeRoot, dirs: &mut DirCache, entry: &Entry, meta: &Meta
             fsops::set_meta_fd(&f, meta)
         }
         Kind::Symlink => {
-            let (parent, name) = entry.path.split_last().ok_or_else(|| io::Error::other("root"))?;
+            let (parent, name) = entry
+                .path
+                .split_last()
+                .ok_or_else(|| io::Error::other("root"))?;
             let dir = dirs.get(root, &parent)?;
             fsops::set_symlink_meta(&dir, name, meta)
         }
@@ -269,8 +354,15 @@ pub fn set_meta(root: &SafeRoot, dirs: &mut DirCache, entry: &Entry, meta: &Meta
 }
 
 /// Remove an entry (a directory must be empty by now).
-pub fn remove(root: &SafeRoot, dirs: &mut DirCache, path: &RelPath, is_dir: bool) -> io::Result<()> {
-    let (parent, name) = path.split_last().ok_or_else(|| io::Error::other("refusing to remove the root"))?;
+pub fn remove(
+    root: &SafeRoot,
+    dirs: &mut DirCache,
+    path: &RelPath,
+    is_dir: bool,
+) -> io::Result<()> {
+    let (parent, name) = path
+        .split_last()
+        .ok_or_else(|| io::Error::other("refusing to remove the root"))?;
     let dir = dirs.get(root, &parent)?;
     fsops::remove(&dir, name, is_dir)
 }

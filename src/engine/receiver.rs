@@ -53,18 +53,30 @@ struct Sink<'a, 'r> {
 }
 
 impl Sink<'_, '_> {
-    fn item<W: Write>(&mut self, wr: &Mutex<&mut FrameWriter<W>>, item: Item) -> Result<(), SyncError> {
+    fn item<W: Write>(
+        &mut self,
+        wr: &Mutex<&mut FrameWriter<W>>,
+        item: Item,
+    ) -> Result<(), SyncError> {
         if self.is_client {
             self.rep.item(&item);
         } else {
-            send(&mut wr.lock().unwrap_or_else(|e| e.into_inner()), &Msg::Item(item))?;
+            send(
+                &mut wr.lock().unwrap_or_else(|e| e.into_inner()),
+                &Msg::Item(item),
+            )?;
         }
         Ok(())
     }
 }
 
 fn item(code: &str, e: &Entry) -> Item {
-    Item { code: code.to_string(), path: e.path.clone(), target: e.target.clone(), error: None }
+    Item {
+        code: code.to_string(),
+        path: e.path.clone(),
+        target: e.target.clone(),
+        error: None,
+    }
 }
 
 /// Receive a tree into `root`.
@@ -81,25 +93,50 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
     // 1. Manifest.
     let (source, scan_errors) = read_manifest(rd, &mut sink)?;
     if let Err(e) = manifest::validate(&source) {
-        return Err(fail(wr, SyncError::Peer(format!("protocol error: invalid manifest from the sender: {e}"))));
+        return Err(fail(
+            wr,
+            SyncError::Peer(format!(
+                "protocol error: invalid manifest from the sender: {e}"
+            )),
+        ));
     }
     let excludes = Excludes::new(&opts.excludes).map_err(|e| fail(wr, SyncError::Usage(e)))?;
     let exists = root.exists();
     if !exists && !opts.dry_run {
-        std::fs::create_dir_all(root)
-            .map_err(|e| fail(wr, SyncError::Io(format!("cannot create the destination {}: {e}", root.display()))))?;
+        std::fs::create_dir_all(root).map_err(|e| {
+            fail(
+                wr,
+                SyncError::Io(format!(
+                    "cannot create the destination {}: {e}",
+                    root.display()
+                )),
+            )
+        })?;
     }
     let dest = if exists || !opts.dry_run {
         match scan(root, &excludes) {
             Ok(Some(s)) => s,
             Ok(None) => Default::default(),
-            Err(e) => return Err(fail(wr, SyncError::Io(format!("cannot scan the destination {}: {e}", root.display())))),
+            Err(e) => {
+                return Err(fail(
+                    wr,
+                    SyncError::Io(format!(
+                        "cannot scan the destination {}: {e}",
+                        root.display()
+                    )),
+                ));
+            }
         }
     } else {
         Default::default()
     };
     let safe = if exists || !opts.dry_run {
-        Some(SafeRoot::open(root).map_err(|e| fail(wr, SyncError::Io(format!("cannot open {}: {e}", root.display()))))?)
+        Some(SafeRoot::open(root).map_err(|e| {
+            fail(
+                wr,
+                SyncError::Io(format!("cannot open {}: {e}", root.display())),
+            )
+        })?)
     } else {
         None
     };
@@ -121,12 +158,24 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
         allow_empty_source: opts.allow_empty_source,
         sender_scan_errors: scan_errors,
     };
-    let plan = make_plan(&source, &dest_entries, &plan_opts).map_err(|g| fail(wr, SyncError::Guard(g.0)))?;
-    let mut stats = Stats { files_total: source.len() as u64, ..Default::default() };
+    let plan = make_plan(&source, &dest_entries, &plan_opts)
+        .map_err(|g| fail(wr, SyncError::Guard(g.0)))?;
+    let mut stats = Stats {
+        files_total: source.len() as u64,
+        ..Default::default()
+    };
     stats.bytes_total = source.iter().map(|e| e.size).sum();
     let wr = Mutex::new(wr);
     if let Some(why) = &plan.deletions_skipped {
-        sink.item(&wr, Item { code: "*warning".into(), path: Default::default(), target: vec![], error: Some(why.clone()) })?;
+        sink.item(
+            &wr,
+            Item {
+                code: "*warning".into(),
+                path: Default::default(),
+                target: vec![],
+                error: Some(why.clone()),
+            },
+        )?;
     }
 
     if opts.dry_run {
@@ -137,14 +186,26 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
             }
         }
         for (p, _) in &plan.deletions {
-            sink.item(&wr, Item { code: "*deleting".into(), path: p.clone(), target: vec![], error: None })?;
+            sink.item(
+                &wr,
+                Item {
+                    code: "*deleting".into(),
+                    path: p.clone(),
+                    target: vec![],
+                    error: None,
+                },
+            )?;
             stats.files_deleted += 1;
         }
         return finish(rd, &wr, stats);
     }
     let safe = safe.expect("opened when not a dry run");
     let mut dirs = DirCache::new();
-    let meta_of = |e: &Entry| Meta { mode: e.mode, mtime_ns: e.mtime_ns, owner: owners.then_some((e.uid, e.gid)) };
+    let meta_of = |e: &Entry| Meta {
+        mode: e.mode,
+        mtime_ns: e.mtime_ns,
+        owner: owners.then_some((e.uid, e.gid)),
+    };
 
     // Stale temp files of a killed run.
     for t in &dest.stale_temps {
@@ -153,7 +214,15 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
     // 2. Local changes.
     for (p, kind) in &plan.removals {
         if let Err(e) = apply::remove(&safe, &mut dirs, p, *kind == Kind::Dir) {
-            sink.item(&wr, Item { code: "*deleting".into(), path: p.clone(), target: vec![], error: Some(e.to_string()) })?;
+            sink.item(
+                &wr,
+                Item {
+                    code: "*deleting".into(),
+                    path: p.clone(),
+                    target: vec![],
+                    error: Some(e.to_string()),
+                },
+            )?;
             stats.files_failed += 1;
         }
     }
@@ -184,9 +253,24 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
     }
 
     // 3. Transfers.
-    let codes: HashMap<u32, &str> = plan.steps.iter().map(|s| (s.idx as u32, s.code.as_str())).collect();
+    let codes: HashMap<u32, &str> = plan
+        .steps
+        .iter()
+        .map(|s| (s.idx as u32, s.code.as_str()))
+        .collect();
     let mut committer = Committer::new(cfg.fsync);
-    let result = transfer_all(rd, &wr, &safe, &source, &transfers, &codes, &mut committer, &mut sink, &mut stats, &meta_of);
+    let result = transfer_all(
+        rd,
+        &wr,
+        &safe,
+        &source,
+        &transfers,
+        &codes,
+        &mut committer,
+        &mut sink,
+        &mut stats,
+        &meta_of,
+    );
     if let Err(e) = result {
         committer.abandon();
         let mut w = wr.lock().unwrap_or_else(|e| e.into_inner());
@@ -202,7 +286,12 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
     // 4. Deletions.
     dirs.clear();
     for (p, kind) in &plan.deletions {
-        let mut it = Item { code: "*deleting".into(), path: p.clone(), target: vec![], error: None };
+        let mut it = Item {
+            code: "*deleting".into(),
+            path: p.clone(),
+            target: vec![],
+            error: None,
+        };
         match apply::remove(&safe, &mut dirs, p, *kind == Kind::Dir) {
             Ok(()) => stats.files_deleted += 1,
             Err(e) => {
@@ -226,28 +315,40 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
 }
 
 /// Tell the sender we are done and return the stats.
-fn finish<R: Read, W: Write>(rd: &mut FrameReader<R>, wr: &Mutex<&mut FrameWriter<W>>, stats: Stats) -> Result<Stats, SyncError> {
+fn finish<R: Read, W: Write>(
+    rd: &mut FrameReader<R>,
+    wr: &Mutex<&mut FrameWriter<W>>,
+    stats: Stats,
+) -> Result<Stats, SyncError> {
     let _ = rd;
     let mut w = wr.lock().unwrap_or_else(|e| e.into_inner());
     send(&mut w, &Msg::WantsEnd).ok();
     send(&mut w, &Msg::Done(stats.clone()))?;
-    w.flush().map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))?;
+    w.flush()
+        .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))?;
     Ok(stats)
 }
 
-fn read_manifest<R: Read>(rd: &mut FrameReader<R>, sink: &mut Sink) -> Result<(Vec<Entry>, u64), SyncError> {
+fn read_manifest<R: Read>(
+    rd: &mut FrameReader<R>,
+    sink: &mut Sink,
+) -> Result<(Vec<Entry>, u64), SyncError> {
     let mut entries: Vec<Entry> = Vec::new();
     loop {
         match recv(rd)? {
             Msg::Manifest(batch) => {
                 if entries.len() + batch.len() > MAX_ENTRIES {
-                    return Err(SyncError::Peer(format!("protocol error: manifest has more than {MAX_ENTRIES} entries")));
+                    return Err(SyncError::Peer(format!(
+                        "protocol error: manifest has more than {MAX_ENTRIES} entries"
+                    )));
                 }
                 entries.extend(batch);
             }
             Msg::ManifestEnd { count, scan_errors } => {
                 if count != entries.len() as u64 {
-                    return Err(SyncError::Peer("protocol error: manifest count does not match".into()));
+                    return Err(SyncError::Peer(
+                        "protocol error: manifest count does not match".into(),
+                    ));
                 }
                 return Ok((entries, scan_errors));
             }
@@ -257,7 +358,12 @@ fn read_manifest<R: Read>(rd: &mut FrameReader<R>, sink: &mut Sink) -> Result<(V
                 }
             }
             Msg::Error { code, message } => return Err(SyncError::from_wire(code, message)),
-            m => return Err(SyncError::Peer(format!("protocol error: unexpected {} before the manifest ended", m.name()))),
+            m => {
+                return Err(SyncError::Peer(format!(
+                    "protocol error: unexpected {} before the manifest ended",
+                    m.name()
+                )));
+            }
         }
     }
 }
@@ -293,10 +399,14 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
                 match msg {
                     Msg::FileBegin { idx, delta } => {
                         if current.is_some() {
-                            return Err(SyncError::Peer("protocol error: file started before the previous one ended".into()));
+                            return Err(SyncError::Peer(
+                                "protocol error: file started before the previous one ended".into(),
+                            ));
                         }
                         if !pending.contains_key(&idx) {
-                            return Err(SyncError::Peer(format!("protocol error: unrequested file {idx}")));
+                            return Err(SyncError::Peer(format!(
+                                "protocol error: unrequested file {idx}"
+                            )));
                         }
                         let e = &source[idx as usize];
                         match Rebuild::start(safe, &mut dirs, e, idx, delta) {
@@ -304,7 +414,14 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
                             Err(err) => {
                                 // Cannot write here: skip this file's data, report it, go on.
                                 skip_file(rd)?;
-                                fail_item(sink, wr, stats, e, codes.get(&idx), format!("cannot create: {err}"))?;
+                                fail_item(
+                                    sink,
+                                    wr,
+                                    stats,
+                                    e,
+                                    codes.get(&idx),
+                                    format!("cannot create: {err}"),
+                                )?;
                                 pending.remove(&idx);
                                 remaining -= 1;
                                 let _ = slot_rx.try_recv();
@@ -312,17 +429,47 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
                         }
                     }
                     Msg::Data(d) => {
-                        let r = current.as_mut().ok_or_else(|| SyncError::Peer("protocol error: data outside a file".into()))?;
+                        let r = current.as_mut().ok_or_else(|| {
+                            SyncError::Peer("protocol error: data outside a file".into())
+                        })?;
                         let res = r.data(&d);
-                        step(res, rd, sink, wr, stats, source, codes, &mut current, &mut pending, &mut remaining, &slot_rx)?;
+                        step(
+                            res,
+                            rd,
+                            sink,
+                            wr,
+                            stats,
+                            source,
+                            codes,
+                            &mut current,
+                            &mut pending,
+                            &mut remaining,
+                            &slot_rx,
+                        )?;
                     }
                     Msg::Copy { offset, len } => {
-                        let r = current.as_mut().ok_or_else(|| SyncError::Peer("protocol error: copy outside a file".into()))?;
+                        let r = current.as_mut().ok_or_else(|| {
+                            SyncError::Peer("protocol error: copy outside a file".into())
+                        })?;
                         let res = r.copy(offset, len);
-                        step(res, rd, sink, wr, stats, source, codes, &mut current, &mut pending, &mut remaining, &slot_rx)?;
+                        step(
+                            res,
+                            rd,
+                            sink,
+                            wr,
+                            stats,
+                            source,
+                            codes,
+                            &mut current,
+                            &mut pending,
+                            &mut remaining,
+                            &slot_rx,
+                        )?;
                     }
                     Msg::FileEnd { size, hash } => {
-                        let r = current.take().ok_or_else(|| SyncError::Peer("protocol error: file end outside a file".into()))?;
+                        let r = current.take().ok_or_else(|| {
+                            SyncError::Peer("protocol error: file end outside a file".into())
+                        })?;
                         let idx = r.idx;
                         let e = &source[idx as usize];
                         let (was_delta, literal, matched) = (r.delta, r.literal, r.matched);
@@ -345,13 +492,30 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
                                 tracing::debug!("{}: {why}; retrying whole", e.path);
                                 pending.insert(idx, true);
                                 let mut w = wr.lock().unwrap_or_else(|e| e.into_inner());
-                                send(&mut w, &Msg::Want(Want { idx, signature: None }))?;
+                                send(
+                                    &mut w,
+                                    &Msg::Want(Want {
+                                        idx,
+                                        signature: None,
+                                    }),
+                                )?;
                                 w.flush().map_err(|e| SyncError::Peer(e.to_string()))?;
                                 continue;
                             }
-                            Err(RebuildError::Protocol(p)) => return Err(SyncError::Peer(format!("protocol error: {p}"))),
-                            Err(RebuildError::Verify(why)) => fail_item(sink, wr, stats, e, codes.get(&idx), why)?,
-                            Err(RebuildError::Io(err)) => fail_item(sink, wr, stats, e, codes.get(&idx), format!("write failed: {err}"))?,
+                            Err(RebuildError::Protocol(p)) => {
+                                return Err(SyncError::Peer(format!("protocol error: {p}")));
+                            }
+                            Err(RebuildError::Verify(why)) => {
+                                fail_item(sink, wr, stats, e, codes.get(&idx), why)?
+                            }
+                            Err(RebuildError::Io(err)) => fail_item(
+                                sink,
+                                wr,
+                                stats,
+                                e,
+                                codes.get(&idx),
+                                format!("write failed: {err}"),
+                            )?,
                         }
                         pending.remove(&idx);
                         remaining -= 1;
@@ -360,14 +524,25 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
                     Msg::FileAbort { idx, reason } => {
                         if let Some(mut r) = current.take() {
                             if r.idx != idx {
-                                return Err(SyncError::Peer("protocol error: abort of another file".into()));
+                                return Err(SyncError::Peer(
+                                    "protocol error: abort of another file".into(),
+                                ));
                             }
                             r.discard();
                         }
                         if pending.remove(&idx).is_none() {
-                            return Err(SyncError::Peer(format!("protocol error: abort of unrequested file {idx}")));
+                            return Err(SyncError::Peer(format!(
+                                "protocol error: abort of unrequested file {idx}"
+                            )));
                         }
-                        fail_item(sink, wr, stats, &source[idx as usize], codes.get(&idx), reason)?;
+                        fail_item(
+                            sink,
+                            wr,
+                            stats,
+                            &source[idx as usize],
+                            codes.get(&idx),
+                            reason,
+                        )?;
                         remaining -= 1;
                         let _ = slot_rx.try_recv();
                     }
@@ -376,8 +551,15 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
                             sink.rep.item(&it);
                         }
                     }
-                    Msg::Error { code, message } => return Err(SyncError::from_wire(code, message)),
-                    m => return Err(SyncError::Peer(format!("protocol error: unexpected {} during transfers", m.name()))),
+                    Msg::Error { code, message } => {
+                        return Err(SyncError::from_wire(code, message));
+                    }
+                    m => {
+                        return Err(SyncError::Peer(format!(
+                            "protocol error: unexpected {} during transfers",
+                            m.name()
+                        )));
+                    }
                 }
             }
             Ok(())
@@ -386,7 +568,9 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
         if let Some(mut r) = current.take() {
             r.discard();
         }
-        let req = requester.join().unwrap_or_else(|_| Err(SyncError::Peer("requester thread panicked".into())));
+        let req = requester
+            .join()
+            .unwrap_or_else(|_| Err(SyncError::Peer("requester thread panicked".into())));
         res.and(req)
     })
 }
@@ -435,7 +619,12 @@ fn skip_file<R: Read>(rd: &mut FrameReader<R>) -> Result<(), SyncError> {
             Msg::Data(_) | Msg::Copy { .. } => {}
             Msg::FileEnd { .. } | Msg::FileAbort { .. } => return Ok(()),
             Msg::Error { code, message } => return Err(SyncError::from_wire(code, message)),
-            m => return Err(SyncError::Peer(format!("protocol error: unexpected {} inside a file", m.name()))),
+            m => {
+                return Err(SyncError::Peer(format!(
+                    "protocol error: unexpected {} inside a file",
+                    m.name()
+                )));
+            }
         }
     }
 }
@@ -489,7 +678,8 @@ fn request_all<W: Write>(
         send(&mut w, &Msg::Want(Want { idx, signature }))?;
         // Flush deltas at once (the sender has work) and small requests in batches.
         if n + 1 == transfers.len() || delta || n % 32 == 31 {
-            w.flush().map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))?;
+            w.flush()
+                .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))?;
         }
     }
     Ok(())
@@ -497,5 +687,6 @@ fn request_all<W: Write>(
 
 fn flush<W: Write>(wr: &Mutex<&mut FrameWriter<W>>) -> Result<(), SyncError> {
     let mut w = wr.lock().unwrap_or_else(|e| e.into_inner());
-    w.flush().map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))
+    w.flush()
+        .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))
 }

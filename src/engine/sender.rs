@@ -53,14 +53,29 @@ pub fn send_tree<R: Read + Send, W: Write>(
             ));
             return Err(fail(wr, e));
         }
-        Err(e) => return Err(fail(wr, SyncError::Io(format!("cannot read the source {}: {e}", root.display())))),
+        Err(e) => {
+            return Err(fail(
+                wr,
+                SyncError::Io(format!("cannot read the source {}: {e}", root.display())),
+            ));
+        }
     };
-    let safe = SafeRoot::open(root).map_err(|e| fail(wr, SyncError::Io(format!("cannot open {}: {e}", root.display()))))?;
+    let safe = SafeRoot::open(root).map_err(|e| {
+        fail(
+            wr,
+            SyncError::Io(format!("cannot open {}: {e}", root.display())),
+        )
+    })?;
     let mut entries = found.entries;
     let mut scan_errors: Vec<Item> = found
         .errors
         .iter()
-        .map(|(p, e)| Item { code: "*error".into(), path: Default::default(), target: Vec::new(), error: Some(format!("{p}: {e}")) })
+        .map(|(p, e)| Item {
+            code: "*error".into(),
+            path: Default::default(),
+            target: Vec::new(),
+            error: Some(format!("{p}: {e}")),
+        })
         .collect();
     if opts.checksum {
         for e in entries.iter_mut().filter(|e| e.kind == Kind::File) {
@@ -83,7 +98,8 @@ pub fn send_tree<R: Read + Send, W: Write>(
         }
     }
     send_manifest(wr, &entries, scan_errors.len() as u64)?;
-    wr.flush().map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))?;
+    wr.flush()
+        .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))?;
     let total: u64 = entries.iter().map(|e| e.size).sum();
     rep.total(total);
 
@@ -93,7 +109,9 @@ pub fn send_tree<R: Read + Send, W: Write>(
         let (tx, rx) = mpsc::channel::<Event>();
         let reader = s.spawn(|| read_loop(rd, tx, &rep, &outstanding));
         let served = serve_wants(wr, &safe, &entries, rx, &rep, &outstanding);
-        let done = reader.join().unwrap_or_else(|_| Err(SyncError::Peer("reader thread panicked".into())));
+        let done = reader
+            .join()
+            .unwrap_or_else(|_| Err(SyncError::Peer("reader thread panicked".into())));
         // The receiver's verdict (Done or its Error) explains more than our write error would.
         match (served, done) {
             (_, Err(e)) => Err(e),
@@ -105,24 +123,43 @@ pub fn send_tree<R: Read + Send, W: Write>(
 
 /// Send an error to the peer (best effort) and hand it back.
 pub(crate) fn fail<W: Write>(wr: &mut FrameWriter<W>, e: SyncError) -> SyncError {
-    let _ = send(wr, &Msg::Error { code: e.wire_code(), message: e.to_string() });
+    let _ = send(
+        wr,
+        &Msg::Error {
+            code: e.wire_code(),
+            message: e.to_string(),
+        },
+    );
     let _ = wr.flush();
     e
 }
 
-fn send_manifest<W: Write>(wr: &mut FrameWriter<W>, entries: &[Entry], scan_errors: u64) -> Result<(), SyncError> {
+fn send_manifest<W: Write>(
+    wr: &mut FrameWriter<W>,
+    entries: &[Entry],
+    scan_errors: u64,
+) -> Result<(), SyncError> {
     let mut start = 0;
     while start < entries.len() {
         let mut end = start;
         let mut bytes = 0;
-        while end < entries.len() && end - start < crate::protocol::message::MAX_BATCH && bytes < BATCH_BYTES {
+        while end < entries.len()
+            && end - start < crate::protocol::message::MAX_BATCH
+            && bytes < BATCH_BYTES
+        {
             bytes += 64 + entries[end].path.as_bytes().len() + entries[end].target.len();
             end += 1;
         }
         send(wr, &Msg::Manifest(entries[start..end].to_vec()))?;
         start = end;
     }
-    send(wr, &Msg::ManifestEnd { count: entries.len() as u64, scan_errors })?;
+    send(
+        wr,
+        &Msg::ManifestEnd {
+            count: entries.len() as u64,
+            scan_errors,
+        },
+    )?;
     Ok(())
 }
 
@@ -136,7 +173,9 @@ fn read_loop<R: Read>(
         match recv(rd)? {
             Msg::Want(w) => {
                 if outstanding.fetch_add(1, Ordering::SeqCst) >= MAX_OUTSTANDING {
-                    return Err(SyncError::Peer("protocol error: the receiver sent too many requests at once".into()));
+                    return Err(SyncError::Peer(
+                        "protocol error: the receiver sent too many requests at once".into(),
+                    ));
                 }
                 let _ = tx.send(Event::Want(w));
             }
@@ -146,7 +185,12 @@ fn read_loop<R: Read>(
             Msg::Item(item) => rep.lock().unwrap_or_else(|e| e.into_inner()).item(&item),
             Msg::Done(stats) => return Ok(stats),
             Msg::Error { code, message } => return Err(SyncError::from_wire(code, message)),
-            m => return Err(SyncError::Peer(format!("protocol error: unexpected {} from the receiver", m.name()))),
+            m => {
+                return Err(SyncError::Peer(format!(
+                    "protocol error: unexpected {} from the receiver",
+                    m.name()
+                )));
+            }
         }
     }
 }
@@ -186,14 +230,35 @@ fn serve_wants<W: Write>(
         let entry = match entries.get(want.idx as usize) {
             Some(e) if e.kind == Kind::File => e,
             _ => {
-                return Err(fail(wr, SyncError::Peer(format!("protocol error: request for entry {} which is not a file", want.idx))));
+                return Err(fail(
+                    wr,
+                    SyncError::Peer(format!(
+                        "protocol error: request for entry {} which is not a file",
+                        want.idx
+                    )),
+                ));
             }
         };
-        let sent = send_file(wr, safe, entry, want.idx, want.signature, &mut buf, &mut delta_buf, rep);
+        let sent = send_file(
+            wr,
+            safe,
+            entry,
+            want.idx,
+            want.signature,
+            &mut buf,
+            &mut delta_buf,
+            rep,
+        );
         match sent {
             Ok(()) => {}
             Err(SendFailure::Abort(reason)) => {
-                send(wr, &Msg::FileAbort { idx: want.idx, reason })?;
+                send(
+                    wr,
+                    &Msg::FileAbort {
+                        idx: want.idx,
+                        reason,
+                    },
+                )?;
             }
             Err(SendFailure::Fatal(e)) => return Err(fail(wr, e)),
         }
@@ -224,25 +289,41 @@ fn send_file<W: Write>(
     delta_buf: &mut Vec<u8>,
     rep: &Mutex<&mut dyn Reporter>,
 ) -> Result<(), SendFailure> {
-    let file = safe.open_file(&entry.path).map_err(|e| SendFailure::Abort(format!("cannot open on the sender: {e}")))?;
+    let file = safe
+        .open_file(&entry.path)
+        .map_err(|e| SendFailure::Abort(format!("cannot open on the sender: {e}")))?;
     let unchanged = |f: &std::fs::File| -> bool {
         f.metadata()
-            .map(|m| m.len() == entry.size && m.mtime() * 1_000_000_000 + m.mtime_nsec() == entry.mtime_ns)
+            .map(|m| {
+                m.len() == entry.size
+                    && m.mtime() * 1_000_000_000 + m.mtime_nsec() == entry.mtime_ns
+            })
             .unwrap_or(false)
     };
     if !unchanged(&file) {
-        return Err(SendFailure::Abort("changed on the sender since the scan; it will be sent next run".into()));
+        return Err(SendFailure::Abort(
+            "changed on the sender since the scan; it will be sent next run".into(),
+        ));
     }
     let sig = match signature {
         Some(bytes) => Some(delta::parse_signature(bytes).map_err(|e| {
-            SendFailure::Fatal(SyncError::Peer(format!("protocol error: the receiver sent a bad signature: {e}")))
+            SendFailure::Fatal(SyncError::Peer(format!(
+                "protocol error: the receiver sent a bad signature: {e}"
+            )))
         })?),
         None => None,
     };
-    wr.write_frame(&Msg::FileBegin { idx, delta: sig.is_some() }.encode())?;
+    wr.write_frame(
+        &Msg::FileBegin {
+            idx,
+            delta: sig.is_some(),
+        }
+        .encode(),
+    )?;
     let mut hasher = blake3::Hasher::new();
     let mut progressed = 0u64;
-    let read_err = |e: std::io::Error| SendFailure::Abort(format!("read failed on the sender: {e}"));
+    let read_err =
+        |e: std::io::Error| SendFailure::Abort(format!("read failed on the sender: {e}"));
     match &sig {
         Some(sig) => {
             let index = sig.index();
@@ -255,7 +336,9 @@ fn send_file<W: Write>(
                 delta_buf,
                 |op| {
                     let res = match op {
-                        delta::Op::Copy { offset, len } => wr.write_frame(&Msg::Copy { offset, len }.encode()),
+                        delta::Op::Copy { offset, len } => {
+                            wr.write_frame(&Msg::Copy { offset, len }.encode())
+                        }
                         delta::Op::Literal(data) => write_data(wr, data),
                     };
                     if let Err(e) = &res {
@@ -289,11 +372,21 @@ fn send_file<W: Write>(
             progressed = entry.size;
         }
     }
-    rep.lock().unwrap_or_else(|e| e.into_inner()).progress(progressed);
+    rep.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .progress(progressed);
     if !unchanged(&file) {
-        return Err(SendFailure::Abort("changed on the sender while it was sent; it will be sent next run".into()));
+        return Err(SendFailure::Abort(
+            "changed on the sender while it was sent; it will be sent next run".into(),
+        ));
     }
-    wr.write_frame(&Msg::FileEnd { size: entry.size, hash: *hasher.finalize().as_bytes() }.encode())?;
+    wr.write_frame(
+        &Msg::FileEnd {
+            size: entry.size,
+            hash: *hasher.finalize().as_bytes(),
+        }
+        .encode(),
+    )?;
     Ok(())
 }
 

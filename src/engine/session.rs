@@ -10,7 +10,9 @@ use super::SyncError;
 use super::receiver::{ReceiverConfig, receive_tree};
 use super::sender::send_tree;
 use crate::protocol::message::{PROTO_MAJOR, PROTO_MINOR};
-use crate::protocol::{self, FrameReader, FrameWriter, Msg, Open, ServerRole, SessionOptions, recv, send};
+use crate::protocol::{
+    self, FrameReader, FrameWriter, Msg, Open, ServerRole, SessionOptions, recv, send,
+};
 use crate::report::{Reporter, Stats};
 use crate::transport::{Closer, Transport};
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -41,15 +43,29 @@ impl Client {
             peer: transport.describe(),
             cfg: ReceiverConfig::default(),
         };
-        let hello = Msg::Hello { major: PROTO_MAJOR, minor: PROTO_MINOR, software: protocol::software() };
-        let res = send(&mut client.wr, &hello).map_err(SyncError::from).and_then(|_| {
-            client.wr.flush().map_err(|e| SyncError::Peer(e.to_string()))?;
-            match recv(&mut client.rd)? {
-                Msg::HelloOk { major, software, .. } => protocol::check_version(major, &software).map_err(SyncError::Peer),
-                Msg::Error { code, message } => Err(SyncError::from_wire(code, message)),
-                m => Err(SyncError::Peer(format!("protocol error: the peer answered {} to Hello", m.name()))),
-            }
-        });
+        let hello = Msg::Hello {
+            major: PROTO_MAJOR,
+            minor: PROTO_MINOR,
+            software: protocol::software(),
+        };
+        let res = send(&mut client.wr, &hello)
+            .map_err(SyncError::from)
+            .and_then(|_| {
+                client
+                    .wr
+                    .flush()
+                    .map_err(|e| SyncError::Peer(e.to_string()))?;
+                match recv(&mut client.rd)? {
+                    Msg::HelloOk {
+                        major, software, ..
+                    } => protocol::check_version(major, &software).map_err(SyncError::Peer),
+                    Msg::Error { code, message } => Err(SyncError::from_wire(code, message)),
+                    m => Err(SyncError::Peer(format!(
+                        "protocol error: the peer answered {} to Hello",
+                        m.name()
+                    ))),
+                }
+            });
         match res {
             Ok(()) => Ok(client),
             Err(e) => Err(client.explain(e)),
@@ -60,7 +76,10 @@ impl Client {
     fn explain(&mut self, e: SyncError) -> SyncError {
         if let SyncError::Peer(msg) = &e {
             if let Some(c) = self.closer.take() {
-                drop(std::mem::replace(&mut self.wr, FrameWriter::new(BufWriter::new(Box::new(std::io::sink())))));
+                drop(std::mem::replace(
+                    &mut self.wr,
+                    FrameWriter::new(BufWriter::new(Box::new(std::io::sink()))),
+                ));
                 let stderr = c.stderr();
                 let finished = c.finish();
                 let detail = match finished {
@@ -75,13 +94,30 @@ impl Client {
         e
     }
 
-    fn open(&mut self, role: ServerRole, root: &[u8], opts: &SessionOptions) -> Result<(), SyncError> {
-        send(&mut self.wr, &Msg::Open(Open { role, root: root.to_vec(), options: opts.clone() }))?;
-        self.wr.flush().map_err(|e| SyncError::Peer(e.to_string()))?;
+    fn open(
+        &mut self,
+        role: ServerRole,
+        root: &[u8],
+        opts: &SessionOptions,
+    ) -> Result<(), SyncError> {
+        send(
+            &mut self.wr,
+            &Msg::Open(Open {
+                role,
+                root: root.to_vec(),
+                options: opts.clone(),
+            }),
+        )?;
+        self.wr
+            .flush()
+            .map_err(|e| SyncError::Peer(e.to_string()))?;
         match recv(&mut self.rd)? {
             Msg::OpenOk => Ok(()),
             Msg::Error { code, message } => Err(SyncError::from_wire(code, message)),
-            m => Err(SyncError::Peer(format!("protocol error: the peer answered {} to Open", m.name()))),
+            m => Err(SyncError::Peer(format!(
+                "protocol error: the peer answered {} to Open",
+                m.name()
+            ))),
         }
     }
 
@@ -103,7 +139,13 @@ impl Client {
     }
 
     /// Mirror the local `src` into `dest` on the peer.
-    pub fn push(&mut self, src: &Path, dest: &Path, opts: &SessionOptions, rep: &mut dyn Reporter) -> Result<Stats, SyncError> {
+    pub fn push(
+        &mut self,
+        src: &Path,
+        dest: &Path,
+        opts: &SessionOptions,
+        rep: &mut dyn Reporter,
+    ) -> Result<Stats, SyncError> {
         self.measured(|c| {
             c.open(ServerRole::Receive, dest.as_os_str().as_bytes(), opts)?;
             send_tree(&mut c.rd, &mut c.wr, src, opts, rep, true)
@@ -111,7 +153,13 @@ impl Client {
     }
 
     /// Mirror `src` on the peer into the local `dest`.
-    pub fn pull(&mut self, src: &Path, dest: &Path, opts: &SessionOptions, rep: &mut dyn Reporter) -> Result<Stats, SyncError> {
+    pub fn pull(
+        &mut self,
+        src: &Path,
+        dest: &Path,
+        opts: &SessionOptions,
+        rep: &mut dyn Reporter,
+    ) -> Result<Stats, SyncError> {
         let cfg = self.cfg;
         self.measured(|c| {
             c.open(ServerRole::Send, src.as_os_str().as_bytes(), opts)?;
@@ -144,7 +192,10 @@ impl ServePolicy {
     fn check_root(&self, raw: &[u8]) -> Result<PathBuf, SyncError> {
         let p = PathBuf::from(std::ffi::OsStr::from_bytes(raw));
         if !p.is_absolute() || raw.contains(&0) {
-            return Err(SyncError::Usage(format!("{} is not an absolute path", p.display())));
+            return Err(SyncError::Usage(format!(
+                "{} is not an absolute path",
+                p.display()
+            )));
         }
         if p.components().any(|c| c == Component::ParentDir) {
             return Err(SyncError::Usage(format!("{} contains '..'", p.display())));
@@ -154,7 +205,11 @@ impl ServePolicy {
                 return Err(SyncError::Usage(format!(
                     "{} is outside the directories this peer serves; allowed: {}",
                     p.display(),
-                    allowed.iter().map(|a| a.display().to_string()).collect::<Vec<_>>().join(", ")
+                    allowed
+                        .iter()
+                        .map(|a| a.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
         }
@@ -163,27 +218,57 @@ impl ServePolicy {
 }
 
 /// Serve one connection on `input`/`output` (the peer side).
-pub fn serve<R: Read + Send, W: Write + Send>(input: R, output: W, policy: &ServePolicy) -> Result<(), SyncError> {
+pub fn serve<R: Read + Send, W: Write + Send>(
+    input: R,
+    output: W,
+    policy: &ServePolicy,
+) -> Result<(), SyncError> {
     let mut rd = FrameReader::new(BufReader::with_capacity(256 * 1024, input));
     let mut wr = FrameWriter::new(BufWriter::with_capacity(256 * 1024, output));
-    let flush = |wr: &mut FrameWriter<BufWriter<W>>| wr.flush().map_err(|e| SyncError::Peer(e.to_string()));
+    let flush =
+        |wr: &mut FrameWriter<BufWriter<W>>| wr.flush().map_err(|e| SyncError::Peer(e.to_string()));
     match recv(&mut rd)? {
-        Msg::Hello { major, software, .. } => {
+        Msg::Hello {
+            major, software, ..
+        } => {
             if let Err(msg) = protocol::check_version(major, &software) {
-                let _ = send(&mut wr, &Msg::Error { code: protocol::message::code::PEER, message: msg.clone() });
+                let _ = send(
+                    &mut wr,
+                    &Msg::Error {
+                        code: protocol::message::code::PEER,
+                        message: msg.clone(),
+                    },
+                );
                 let _ = flush(&mut wr);
                 return Err(SyncError::Peer(msg));
             }
         }
-        m => return Err(SyncError::Peer(format!("protocol error: expected Hello, got {}", m.name()))),
+        m => {
+            return Err(SyncError::Peer(format!(
+                "protocol error: expected Hello, got {}",
+                m.name()
+            )));
+        }
     }
-    send(&mut wr, &Msg::HelloOk { major: PROTO_MAJOR, minor: PROTO_MINOR, software: protocol::software() })?;
+    send(
+        &mut wr,
+        &Msg::HelloOk {
+            major: PROTO_MAJOR,
+            minor: PROTO_MINOR,
+            software: protocol::software(),
+        },
+    )?;
     flush(&mut wr)?;
     loop {
         let open = match recv(&mut rd) {
             Ok(Msg::Open(o)) => o,
             Ok(Msg::Bye) | Err(protocol::ProtocolError::Closed) => return Ok(()),
-            Ok(m) => return Err(SyncError::Peer(format!("protocol error: expected Open, got {}", m.name()))),
+            Ok(m) => {
+                return Err(SyncError::Peer(format!(
+                    "protocol error: expected Open, got {}",
+                    m.name()
+                )));
+            }
             Err(e) => return Err(e.into()),
         };
         let root = match policy.check_root(&open.root) {
@@ -194,8 +279,18 @@ pub fn serve<R: Read + Send, W: Write + Send>(input: R, output: W, policy: &Serv
         flush(&mut wr)?;
         let mut silent = crate::report::Silent;
         let res = match open.role {
-            ServerRole::Send => send_tree(&mut rd, &mut wr, &root, &open.options, &mut silent, false),
-            ServerRole::Receive => receive_tree(&mut rd, &mut wr, &root, &open.options, policy.cfg, &mut silent, false),
+            ServerRole::Send => {
+                send_tree(&mut rd, &mut wr, &root, &open.options, &mut silent, false)
+            }
+            ServerRole::Receive => receive_tree(
+                &mut rd,
+                &mut wr,
+                &root,
+                &open.options,
+                policy.cfg,
+                &mut silent,
+                false,
+            ),
         };
         if let Err(e) = res {
             return Err(super::sender::fail(&mut wr, e));

@@ -43,8 +43,13 @@ impl<W: Write> FrameWriter<W> {
 
     /// Write one frame whose payload is `payload`.
     pub fn write_frame(&mut self, payload: &[u8]) -> io::Result<()> {
-        assert!(payload.len() <= MAX_FRAME, "frame too large: {}", payload.len());
-        self.inner.write_all(&(payload.len() as u32).to_be_bytes())?;
+        assert!(
+            payload.len() <= MAX_FRAME,
+            "frame too large: {}",
+            payload.len()
+        );
+        self.inner
+            .write_all(&(payload.len() as u32).to_be_bytes())?;
         self.inner.write_all(payload)?;
         self.bytes += 4 + payload.len() as u64;
         Ok(())
@@ -64,6 +69,11 @@ impl<W: Write> FrameWriter<W> {
     pub fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
+
+    /// Write bytes with no framing (tests of malformed input only).
+    pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.inner.write_all(bytes)
+    }
 }
 
 /// Reads frames from a byte stream into a reused buffer.
@@ -75,7 +85,11 @@ pub struct FrameReader<R: Read> {
 
 impl<R: Read> FrameReader<R> {
     pub fn new(inner: R) -> Self {
-        FrameReader { inner, buf: Vec::new(), bytes: 0 }
+        FrameReader {
+            inner,
+            buf: Vec::new(),
+            bytes: 0,
+        }
     }
 
     /// Read the next frame's payload. A clean end of stream before a frame starts is `Closed`.
@@ -97,7 +111,11 @@ impl<R: Read> FrameReader<R> {
         }
         self.buf.resize(len, 0);
         self.inner.read_exact(&mut self.buf).map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof { malformed("truncated frame") } else { e.into() }
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                malformed("truncated frame")
+            } else {
+                e.into()
+            }
         })?;
         self.bytes += 4 + len as u64;
         Ok(&self.buf)
@@ -177,16 +195,24 @@ impl<'a> Dec<'a> {
         }
     }
     pub fn u16(&mut self, what: &str) -> Result<u16, ProtocolError> {
-        Ok(u16::from_be_bytes(self.take(2, what)?.try_into().expect("2 bytes")))
+        Ok(u16::from_be_bytes(
+            self.take(2, what)?.try_into().expect("2 bytes"),
+        ))
     }
     pub fn u32(&mut self, what: &str) -> Result<u32, ProtocolError> {
-        Ok(u32::from_be_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
+        Ok(u32::from_be_bytes(
+            self.take(4, what)?.try_into().expect("4 bytes"),
+        ))
     }
     pub fn u64(&mut self, what: &str) -> Result<u64, ProtocolError> {
-        Ok(u64::from_be_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
+        Ok(u64::from_be_bytes(
+            self.take(8, what)?.try_into().expect("8 bytes"),
+        ))
     }
     pub fn i64(&mut self, what: &str) -> Result<i64, ProtocolError> {
-        Ok(i64::from_be_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
+        Ok(i64::from_be_bytes(
+            self.take(8, what)?.try_into().expect("8 bytes"),
+        ))
     }
     /// Length-prefixed bytes, at most `max` long.
     pub fn bytes(&mut self, max: usize, what: &str) -> Result<&'a [u8], ProtocolError> {
@@ -201,7 +227,12 @@ impl<'a> Dec<'a> {
         String::from_utf8(b.to_vec()).map_err(|_| malformed(format!("{what}: not UTF-8")))
     }
     /// A count of following items, each at least `min_item` bytes: bounded by what is left.
-    pub fn count(&mut self, max: usize, min_item: usize, what: &str) -> Result<usize, ProtocolError> {
+    pub fn count(
+        &mut self,
+        max: usize,
+        min_item: usize,
+        what: &str,
+    ) -> Result<usize, ProtocolError> {
         let n = self.u32(what)? as usize;
         let left = self.buf.len() - self.pos;
         if n > max || n.saturating_mul(min_item.max(1)) > left {
@@ -221,7 +252,10 @@ impl<'a> Dec<'a> {
     /// Fail if bytes are left over.
     pub fn end(&self, what: &str) -> Result<(), ProtocolError> {
         if self.pos != self.buf.len() {
-            return Err(malformed(format!("{what}: {} trailing bytes", self.buf.len() - self.pos)));
+            return Err(malformed(format!(
+                "{what}: {} trailing bytes",
+                self.buf.len() - self.pos
+            )));
         }
         Ok(())
     }
@@ -244,7 +278,10 @@ mod tests {
 
         let huge = (MAX_FRAME as u32 + 1).to_be_bytes();
         let mut r = FrameReader::new(&huge[..]);
-        assert!(matches!(r.read_frame(), Err(ProtocolError::FrameTooLarge(_))));
+        assert!(matches!(
+            r.read_frame(),
+            Err(ProtocolError::FrameTooLarge(_))
+        ));
 
         let truncated = [0u8, 0, 0, 10, 1, 2];
         let mut r = FrameReader::new(&truncated[..]);

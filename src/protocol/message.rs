@@ -75,22 +75,48 @@ pub mod code {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
-    Hello { major: u16, minor: u16, software: String },
-    HelloOk { major: u16, minor: u16, software: String },
+    Hello {
+        major: u16,
+        minor: u16,
+        software: String,
+    },
+    HelloOk {
+        major: u16,
+        minor: u16,
+        software: String,
+    },
     Open(Open),
     OpenOk,
     /// A fatal error on the peer: the session (or connection) ends.
-    Error { code: u8, message: String },
+    Error {
+        code: u8,
+        message: String,
+    },
     Manifest(Vec<Entry>),
-    ManifestEnd { count: u64, scan_errors: u64 },
+    ManifestEnd {
+        count: u64,
+        scan_errors: u64,
+    },
     Want(Want),
     WantsEnd,
-    FileBegin { idx: u32, delta: bool },
+    FileBegin {
+        idx: u32,
+        delta: bool,
+    },
     Data(Vec<u8>),
-    Copy { offset: u64, len: u64 },
-    FileEnd { size: u64, hash: [u8; 32] },
+    Copy {
+        offset: u64,
+        len: u64,
+    },
+    FileEnd {
+        size: u64,
+        hash: [u8; 32],
+    },
     /// The sender could not send the file (vanished, changed, unreadable).
-    FileAbort { idx: u32, reason: String },
+    FileAbort {
+        idx: u32,
+        reason: String,
+    },
     Item(Item),
     Done(Stats),
     Bye,
@@ -143,8 +169,21 @@ impl Msg {
     pub fn encode(&self) -> Vec<u8> {
         let mut e;
         match self {
-            Msg::Hello { major, minor, software } | Msg::HelloOk { major, minor, software } => {
-                e = Enc::tag(if matches!(self, Msg::Hello { .. }) { tag::HELLO } else { tag::HELLO_OK });
+            Msg::Hello {
+                major,
+                minor,
+                software,
+            }
+            | Msg::HelloOk {
+                major,
+                minor,
+                software,
+            } => {
+                e = Enc::tag(if matches!(self, Msg::Hello { .. }) {
+                    tag::HELLO
+                } else {
+                    tag::HELLO_OK
+                });
                 e.0.extend_from_slice(MAGIC);
                 e.u16(*major).u16(*minor).str(software);
             }
@@ -156,8 +195,13 @@ impl Msg {
                 })
                 .bytes(&o.root);
                 let s = &o.options;
-                e.bool(s.delete).bool(s.checksum).bool(s.dry_run).bool(s.owners).bool(s.allow_empty_source);
-                e.bool(s.max_delete.is_some()).u64(s.max_delete.unwrap_or(0));
+                e.bool(s.delete)
+                    .bool(s.checksum)
+                    .bool(s.dry_run)
+                    .bool(s.owners)
+                    .bool(s.allow_empty_source);
+                e.bool(s.max_delete.is_some())
+                    .u64(s.max_delete.unwrap_or(0));
                 e.u32(s.excludes.len() as u32);
                 for x in &s.excludes {
                     e.str(x);
@@ -211,7 +255,8 @@ impl Msg {
             Msg::Item(it) => {
                 e = Enc::tag(tag::ITEM);
                 e.str(&it.code).bytes(it.path.as_bytes()).bytes(&it.target);
-                e.bool(it.error.is_some()).str(it.error.as_deref().unwrap_or(""));
+                e.bool(it.error.is_some())
+                    .str(it.error.as_deref().unwrap_or(""));
             }
             Msg::Done(s) => {
                 e = Enc::tag(tag::DONE);
@@ -236,7 +281,19 @@ impl Msg {
                 let major = d.u16("major")?;
                 let minor = d.u16("minor")?;
                 let software = d.string(256, "software")?;
-                if t == tag::HELLO { Msg::Hello { major, minor, software } } else { Msg::HelloOk { major, minor, software } }
+                if t == tag::HELLO {
+                    Msg::Hello {
+                        major,
+                        minor,
+                        software,
+                    }
+                } else {
+                    Msg::HelloOk {
+                        major,
+                        minor,
+                        software,
+                    }
+                }
             }
             tag::OPEN => {
                 let role = match d.u8("role")? {
@@ -272,7 +329,10 @@ impl Msg {
                 })
             }
             tag::OPEN_OK => Msg::OpenOk,
-            tag::ERROR => Msg::Error { code: d.u8("code")?, message: d.string(MAX_STR, "error")? },
+            tag::ERROR => Msg::Error {
+                code: d.u8("code")?,
+                message: d.string(MAX_STR, "error")?,
+            },
             tag::MANIFEST => {
                 let n = d.count(MAX_BATCH, ENTRY_MIN, "manifest entries")?;
                 let mut v = Vec::with_capacity(n);
@@ -281,7 +341,10 @@ impl Msg {
                 }
                 Msg::Manifest(v)
             }
-            tag::MANIFEST_END => Msg::ManifestEnd { count: d.u64("count")?, scan_errors: d.u64("scan errors")? },
+            tag::MANIFEST_END => Msg::ManifestEnd {
+                count: d.u64("count")?,
+                scan_errors: d.u64("scan errors")?,
+            },
             tag::WANT => {
                 let idx = d.u32("index")?;
                 let signature = if d.bool("has signature")? {
@@ -292,7 +355,10 @@ impl Msg {
                 Msg::Want(Want { idx, signature })
             }
             tag::WANTS_END => Msg::WantsEnd,
-            tag::FILE_BEGIN => Msg::FileBegin { idx: d.u32("index")?, delta: d.bool("delta")? },
+            tag::FILE_BEGIN => Msg::FileBegin {
+                idx: d.u32("index")?,
+                delta: d.bool("delta")?,
+            },
             tag::DATA => {
                 let rest = d.rest();
                 if rest.len() > MAX_CHUNK {
@@ -300,9 +366,18 @@ impl Msg {
                 }
                 Msg::Data(rest.to_vec())
             }
-            tag::COPY => Msg::Copy { offset: d.u64("offset")?, len: d.u64("length")? },
-            tag::FILE_END => Msg::FileEnd { size: d.u64("size")?, hash: d.fixed::<32>("hash")? },
-            tag::FILE_ABORT => Msg::FileAbort { idx: d.u32("index")?, reason: d.string(MAX_STR, "reason")? },
+            tag::COPY => Msg::Copy {
+                offset: d.u64("offset")?,
+                len: d.u64("length")?,
+            },
+            tag::FILE_END => Msg::FileEnd {
+                size: d.u64("size")?,
+                hash: d.fixed::<32>("hash")?,
+            },
+            tag::FILE_ABORT => Msg::FileAbort {
+                idx: d.u32("index")?,
+                reason: d.string(MAX_STR, "reason")?,
+            },
             tag::ITEM => {
                 let code = d.string(16, "item code")?;
                 let path = RelPath::from_wire(d.bytes(crate::path::MAX_PATH, "item path")?)
@@ -310,7 +385,12 @@ impl Msg {
                 let target = d.bytes(crate::path::MAX_PATH, "item target")?.to_vec();
                 let has_err = d.bool("item error")?;
                 let err = d.string(MAX_STR, "item error")?;
-                Msg::Item(Item { code, path, target, error: has_err.then_some(err) })
+                Msg::Item(Item {
+                    code,
+                    path,
+                    target,
+                    error: has_err.then_some(err),
+                })
             }
             tag::DONE => {
                 let mut vals = [0u64; Stats::N_COUNTERS];
@@ -331,7 +411,13 @@ impl Msg {
 const ENTRY_MIN: usize = 4 + 1 + 8 + 8 + 4 + 4 + 4 + 4 + 1;
 
 fn encode_entry(e: &mut Enc, x: &Entry) {
-    e.bytes(x.path.as_bytes()).u8(x.kind.code()).u64(x.size).i64(x.mtime_ns).u32(x.mode).u32(x.uid).u32(x.gid);
+    e.bytes(x.path.as_bytes())
+        .u8(x.kind.code())
+        .u64(x.size)
+        .i64(x.mtime_ns)
+        .u32(x.mode)
+        .u32(x.uid)
+        .u32(x.gid);
     e.bytes(&x.target);
     e.bool(x.hash.is_some());
     if let Some(h) = &x.hash {
@@ -341,8 +427,12 @@ fn encode_entry(e: &mut Enc, x: &Entry) {
 
 fn decode_entry(d: &mut Dec) -> Result<Entry, ProtocolError> {
     let raw = d.bytes(crate::path::MAX_PATH, "entry path")?;
-    let path = RelPath::from_wire(raw)
-        .map_err(|e| malformed(format!("entry path {}: {e}", crate::path::escape_bytes(raw))))?;
+    let path = RelPath::from_wire(raw).map_err(|e| {
+        malformed(format!(
+            "entry path {}: {e}",
+            crate::path::escape_bytes(raw)
+        ))
+    })?;
     let kind = Kind::from_code(d.u8("kind")?).ok_or_else(|| malformed("bad entry kind"))?;
     let size = d.u64("size")?;
     let mtime_ns = d.i64("mtime")?;
@@ -350,8 +440,22 @@ fn decode_entry(d: &mut Dec) -> Result<Entry, ProtocolError> {
     let uid = d.u32("uid")?;
     let gid = d.u32("gid")?;
     let target = d.bytes(crate::path::MAX_PATH, "symlink target")?.to_vec();
-    let hash = if d.bool("hash flag")? { Some(d.fixed::<32>("hash")?) } else { None };
-    Ok(Entry { path, kind, size, mtime_ns, mode, uid, gid, target, hash })
+    let hash = if d.bool("hash flag")? {
+        Some(d.fixed::<32>("hash")?)
+    } else {
+        None
+    };
+    Ok(Entry {
+        path,
+        kind,
+        size,
+        mtime_ns,
+        mode,
+        uid,
+        gid,
+        target,
+        hash,
+    })
 }
 
 #[cfg(test)]
@@ -369,11 +473,20 @@ mod tests {
 
     #[test]
     fn messages_round_trip() {
-        roundtrip(Msg::Hello { major: 1, minor: 0, software: "hasync 0.1".into() });
+        roundtrip(Msg::Hello {
+            major: 1,
+            minor: 0,
+            software: "hasync 0.1".into(),
+        });
         roundtrip(Msg::Open(Open {
             role: ServerRole::Receive,
             root: b"/srv/x".to_vec(),
-            options: SessionOptions { delete: true, max_delete: Some(5), excludes: vec!["*.swp".into()], ..Default::default() },
+            options: SessionOptions {
+                delete: true,
+                max_delete: Some(5),
+                excludes: vec!["*.swp".into()],
+                ..Default::default()
+            },
         }));
         roundtrip(Msg::Manifest(vec![Entry {
             path: RelPath::from_wire(b"a/b").unwrap(),
@@ -386,9 +499,15 @@ mod tests {
             target: b"../x".to_vec(),
             hash: Some([7; 32]),
         }]));
-        roundtrip(Msg::Want(Want { idx: 3, signature: Some(vec![1, 2, 3]) }));
+        roundtrip(Msg::Want(Want {
+            idx: 3,
+            signature: Some(vec![1, 2, 3]),
+        }));
         roundtrip(Msg::Data(vec![9; 100]));
-        roundtrip(Msg::FileEnd { size: 5, hash: [1; 32] });
+        roundtrip(Msg::FileEnd {
+            size: 5,
+            hash: [1; 32],
+        });
         roundtrip(Msg::Done(Stats::default()));
     }
 
@@ -396,7 +515,16 @@ mod tests {
     fn hostile_manifest_paths_are_refused() {
         for bad in [&b"../x"[..], b"/etc/x", b"a/../../x", b"a\0b"] {
             let mut e = Enc::tag(tag::MANIFEST);
-            e.u32(1).bytes(bad).u8(0).u64(0).i64(0).u32(0o644).u32(0).u32(0).bytes(b"").bool(false);
+            e.u32(1)
+                .bytes(bad)
+                .u8(0)
+                .u64(0)
+                .i64(0)
+                .u32(0o644)
+                .u32(0)
+                .u32(0)
+                .bytes(b"")
+                .bool(false);
             assert!(Msg::decode(&e.0).is_err(), "{bad:?} accepted");
         }
     }

@@ -20,8 +20,9 @@ pub struct LocalTransport {
 impl LocalTransport {
     /// A transport that runs this same executable as the peer.
     pub fn new() -> Result<Self, TransportError> {
-        let program = std::env::current_exe()
-            .map_err(|e| TransportError::Start(format!("cannot find the hasync executable: {e}")))?;
+        let program = std::env::current_exe().map_err(|e| {
+            TransportError::Start(format!("cannot find the hasync executable: {e}"))
+        })?;
         Ok(LocalTransport { program })
     }
 }
@@ -59,7 +60,11 @@ impl Transport for LocalTransport {
         Ok(Connection {
             reader: Box::new(stdout),
             writer: Box::new(stdin),
-            closer: Box::new(LocalCloser { child, stderr: collected, stderr_thread: Some(stderr_thread) }),
+            closer: Box::new(LocalCloser {
+                child,
+                stderr: collected,
+                stderr_thread: Some(stderr_thread),
+            }),
         })
     }
 
@@ -81,13 +86,21 @@ impl Closer for LocalCloser {
         let status = loop {
             match self.child.try_wait() {
                 Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
                 Ok(None) => {
                     let _ = self.child.kill();
                     let _ = self.child.wait();
-                    return Err(TransportError::Other("the local peer did not exit; killed it".into()));
+                    return Err(TransportError::Other(
+                        "the local peer did not exit; killed it".into(),
+                    ));
                 }
-                Err(e) => return Err(TransportError::Other(format!("waiting for the local peer: {e}"))),
+                Err(e) => {
+                    return Err(TransportError::Other(format!(
+                        "waiting for the local peer: {e}"
+                    )));
+                }
             }
         };
         if let Some(t) = self.stderr_thread.take() {
@@ -96,12 +109,18 @@ impl Closer for LocalCloser {
         if status.success() {
             Ok(())
         } else {
-            Err(TransportError::PeerFailed { status: status.to_string(), stderr: self.stderr() })
+            Err(TransportError::PeerFailed {
+                status: status.to_string(),
+                stderr: self.stderr(),
+            })
         }
     }
 
     fn stderr(&self) -> String {
-        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

@@ -28,7 +28,11 @@ pub enum TransportError {
 
 fn fmt_stderr(s: &str) -> String {
     let s = s.trim();
-    if s.is_empty() { String::new() } else { format!(": {s}") }
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!(": {s}")
+    }
 }
 
 /// A live connection to a peer running `hasync serve`.

@@ -1,2 +1,10 @@
+//! One integration test binary: the real `hasync` against temp trees, a real
+//! sshd and real processes. Modules share helpers and one sshd per run.
+
+mod cli;
+mod hostile;
+mod interrupt;
 mod ssh;
 mod sshd;
+mod sync;
+mod util;

@@ -725,3 +725,49 @@ fn dead_link_while_the_engine_does_not_read_ends_writes() {
     assert!(closer.finish().is_err());
     sshd.kill_sessions();
 }
+
+#[test]
+fn a_transport_reuses_its_session_and_replaces_a_dead_one() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let t = SshTransport::new(target(&sshd, "root"), options(&sshd, dir.path()));
+    let roundtrip = |t: &SshTransport| {
+        let Connection {
+            mut reader,
+            mut writer,
+            closer,
+        } = t.connect(&[]).unwrap();
+        writer.write_all(b"ping").unwrap();
+        drop(writer);
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"ping");
+        closer.finish().unwrap();
+    };
+    let logins = || sshd.log_text().matches("Accepted publickey").count();
+    roundtrip(&t);
+    roundtrip(&t);
+    assert_eq!(logins(), 1, "{}", sshd.log_text());
+    // Two connections at once on one session.
+    let a = t.connect(&[]).unwrap();
+    let b = t.connect(&[]).unwrap();
+    for c in [a, b] {
+        let Connection {
+            mut reader,
+            mut writer,
+            closer,
+        } = c;
+        writer.write_all(b"x").unwrap();
+        drop(writer);
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"x");
+        closer.finish().unwrap();
+    }
+    assert_eq!(logins(), 1);
+    // The session dies: the next connect opens a fresh one.
+    assert!(sshd.kill_sessions() > 0);
+    std::thread::sleep(Duration::from_millis(300));
+    roundtrip(&t);
+    assert_eq!(logins(), 2);
+}

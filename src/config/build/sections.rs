@@ -51,15 +51,26 @@ pub(super) fn build_node(ctx: &Ctx, raw: RawNode) -> Res<Node> {
         &remote_path,
         "the hasync command on the peer",
     )?;
+    // On a remote peer, peer_root is a path on that host: it must be absolute and
+    // plain. With the local peer (demo, tests) it is resolved like `root`.
     if let Some(pr) = raw.peer_root.as_deref()
-        && Path::new(pr)
+        && !matches!(peer, Peer::Local)
+    {
+        if !Path::new(pr).is_absolute() {
+            return Err(ctx.err(
+                at!["node", "peer_root"],
+                format!("{pr:?} is relative, but it names a directory on the peer {peer} (write an absolute path such as \"/\")"),
+            ));
+        }
+        if Path::new(pr)
             .components()
             .any(|c| c == Component::ParentDir)
-    {
-        return Err(ctx.err(
-            at!["node", "peer_root"],
-            format!("{pr:?} has a \"..\" component, which escapes the directory it is resolved against (write an absolute path, or one below the config file's directory)"),
-        ));
+        {
+            return Err(ctx.err(
+                at!["node", "peer_root"],
+                format!("{pr:?} has a \"..\" component, which escapes the directory it names (write the plain absolute path)"),
+            ));
+        }
     }
     let optional =
         |key: &str, raw: Option<&str>| raw.map(|s| ctx.node_path(key, Some(s), "")).transpose();

@@ -181,7 +181,7 @@ pub enum Auth {
 
 /// An authenticated session.
 pub(crate) struct Session {
-    pub handle: client::Handle<ClientHandler>,
+    pub handle: Arc<client::Handle<ClientHandler>>,
     pub state: Arc<Mutex<SessionState>>,
     pub verdict: HostKeyVerdict,
 }
@@ -292,7 +292,7 @@ async fn open_inner(
     let user = target.user_or_default();
     authenticate(&mut handle, &user, target, opts, auth).await?;
     Ok(Session {
-        handle,
+        handle: Arc::new(handle),
         state,
         verdict: verdict.unwrap_or(HostKeyVerdict::Known),
     })

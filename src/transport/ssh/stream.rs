@@ -135,12 +135,13 @@ impl Shared {
 /// Starts the pumps and returns the engine's view of the connection.
 pub(crate) fn start(
     rt: &'static Runtime,
-    handle: client::Handle<ClientHandler>,
+    handle: Arc<client::Handle<ClientHandler>>,
     session_state: Arc<Mutex<SessionState>>,
     channel: russh::Channel<client::Msg>,
     describe: String,
     remote_path: String,
     stall_limit: Duration,
+    owns_session: bool,
 ) -> Result<Connection, TransportError> {
     let io_err = |e: io::Error| TransportError::Other(format!("local socket pair: {e}"));
     let (engine, pump) = UnixStream::pair().map_err(io_err)?;
@@ -169,7 +170,6 @@ pub(crate) fn start(
         session_state.clone(),
         stop_tx.clone(),
     ));
-    let handle = Arc::new(handle);
     let watch = rt.spawn(monitor(
         handle.clone(),
         shared.clone(),
@@ -192,6 +192,7 @@ pub(crate) fn start(
             rt,
             shared,
             handle: Some(handle),
+            owns_session,
             stop: stop_tx,
             tasks: vec![up, down, watch],
         }),
@@ -446,6 +447,8 @@ struct SshCloser {
     rt: &'static Runtime,
     shared: Arc<Shared>,
     handle: Option<Arc<client::Handle<ClientHandler>>>,
+    /// Disconnect the session when this connection ends (else it is shared).
+    owns_session: bool,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -456,7 +459,8 @@ impl SshCloser {
         for t in &self.tasks {
             t.abort();
         }
-        if let Some(h) = self.handle.take() {
+        // A session shared with others (SshSession, a transport's cache) stays up.
+        if let Some(h) = self.handle.take().filter(|_| self.owns_session) {
             self.rt.spawn(async move {
                 let _ = tokio::time::timeout(
                     Duration::from_secs(2),

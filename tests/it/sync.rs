@@ -1,0 +1,347 @@
+//! The sync engine's correctness matrix, run over every transport
+//! (the local child process and SSH against the test sshd).
+
+use crate::util::*;
+use std::path::Path;
+
+macro_rules! matrix {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $( #[test] fn $name() { super::$name(crate::util::Target::Local) } )*
+        }
+        mod over_ssh {
+            $( #[test] fn $name() { super::$name(crate::util::Target::Ssh) } )*
+        }
+    };
+}
+
+matrix!(
+    mirrors_contents_modes_mtimes_symlinks,
+    mirrors_changes_deletions_and_kind_changes,
+    pull_mirrors_the_peer_tree,
+    odd_names,
+    excludes_are_not_sent_nor_deleted,
+    second_run_is_a_no_op,
+    delta_rebuilds_exactly_and_sends_little,
+    file_sizes,
+    dry_run_changes_nothing,
+    guards_refuse_to_wipe_the_mirror,
+    checksum_finds_same_size_same_mtime_changes,
+);
+
+fn sample(root: &Path) -> Tree {
+    let t = Tree::new(root);
+    t.file("a.txt", b"hello\n")
+        .file("dir/b.bin", &pseudo(100_000, 1))
+        .file("dir/sub/c", b"")
+        .file("secret", b"s")
+        .mode("secret", 0o600)
+        .file("script.sh", b"#!/bin/sh\n")
+        .mode("script.sh", 0o755)
+        .mtime("a.txt", 1_000_000_000)
+        .dir("empty/nested/deeper")
+        .link("rel-link", "dir/b.bin")
+        .link("abs-link", "/etc/passwd")
+        .link("dangling", "does/not/exist")
+        .link("dir/up", "../a.txt")
+        .link("dirlink", "dir");
+    std::fs::set_permissions(
+        t.p("dir/sub"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o750),
+    )
+    .unwrap();
+    t
+}
+
+fn mirrors_contents_modes_mtimes_symlinks(t: Target) {
+    let d = tempfile::tempdir().unwrap();
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    sample(&src);
+    let out = ok(t.push(&src, &dst, &["--delete"]));
+    assert!(out.contains(">f+++++++++ a.txt"), "{out}");
+    assert!(out.contains("cL+++++++++ abs-link -> /etc/passwd"), "{out}");
+    assert_mirror(&src, &dst);
+    // Symlinks are copied as symlinks, never followed.
+    assert!(
+        dst.join("dirlink")
+            .symlink_metadata()
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
+
+fn mirrors_changes_deletions_and_kind_changes(t: Target) {
+    let d = tempfile::tempdir().unwrap();
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    let s = sample(&src);
+    ok(t.push(&src, &dst, &["--delete"]));
+    // Change everything that can change.
+    s.file("a.txt", b"changed content\n");
+    std::fs::remove_file(s.p("secret")).unwrap();
+    s.mode("script.sh", 0o700);
+    std::fs::remove_file(s.p("rel-link")).unwrap();
+    s.link("rel-link", "a.txt");
+    std::fs::remove_dir_all(s.p("dir/sub")).unwrap();
+    s.file("dir/sub", b"now a file");
+    std::fs::remove_file(s.p("dirlink")).unwrap();
+    s.dir("dirlink/inside").file("dirlink/inside/f", b"f");
+    std::fs::remove_dir_all(s.p("empty")).unwrap();
+    s.file("new/deep/file", b"new");
+    let o = t.push(&src, &dst, &["--delete", "--json"]);
+    let j = json(&o);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(j["files_deleted"].as_u64().unwrap() >= 4, "{j}");
+    assert_mirror(&src, &dst);
+    // Without --delete, extra files on the mirror stay.
+    std::fs::write(dst.join("extra"), b"x").unwrap();
+    ok(t.push(&src, &dst, &[]));
+    assert!(dst.join("extra").exists());
+    ok(t.push(&src, &dst, &["--delete"]));
+    assert!(!dst.join("extra").exists());
+}
+
+fn pull_mirrors_the_peer_tree(t: Target) {
+    let d = tempfile::tempdir().unwrap();
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    sample(&src);
+    ok(t.pull(&src, &dst, &["--delete"]));
+    assert_mirror(&src, &dst);
+    std::fs::write(src.join("a.txt"), b"pulled again").unwrap();
+    std::fs::remove_file(src.join("secret")).unwrap();
+    let o = t.pull(&src, &dst, &["--delete"]);
+    let out = ok(o);
+    assert!(out.contains("*deleting secret"), "{out}");
+    assert_mirror(&src, &dst);
+}
+
+fn odd_names(t: Target) {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempfile::tempdir().unwrap();
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    let s = Tree::new(&src);
+    s.file("with space", b"1")
+        .file("new\nline", b"2")
+        .file("-rf", b"3")
+        .file("--delete", b"4")
+        .file(OsStr::from_bytes(b"latin1-\xe9t\xe9"), b"5")
+        .file("tab\there", b"6")
+        .file("ünïcødé ✓", b"7")
+        .file("\x1b[31mred", b"8");
+    s.file("n".repeat(255), b"long name");
+    let deep: Vec<String> = (0..40).map(|i| format!("d{i}")).collect();
+    s.file(format!("{}/leaf", deep.join("/")), b"deep");
+    let out = ok(t.push(&src, &dst, &["--delete"]));
+    // Control characters are escaped in the itemized output.
+    assert!(out.contains("new\\nline"), "{out}");
+    assert!(out.contains("\\x1b[31mred"), "{out}");
+    assert!(!out.contains('\x1b'), "raw escape in output");
+    assert_mirror(&src, &dst);
+}
+
+fn excludes_are_not_sent_nor_deleted(t: Target) {
+    let d = tempfile::tempdir().unwrap();
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    let s = Tree::new(&src);
+    s.file("keep.conf", b"k")
+        .file("x.swp", b"s")
+        .file("a/b/c.swp", b"s")
+        .file("cache/big", b"c")
+        .file("top", b"t")
+        .file("a/top", b"t2");
+    s.file("a/keep.swp", b"kept by negation");
+    let args = [
+        "--delete",
+        "--exclude",
+        "*.swp",
+        "--exclude",
+        "cache/",
+        "--exclude",
+        "/top",
+        "--exclude",
+        "!keep.swp",
+    ];
+    ok(t.push(&src, &dst, &args));
+    assert!(dst.join("keep.conf").exists());
+    assert!(!dst.join("x.swp").exists() && !dst.join("a/b/c.swp").exists());
+    assert!(!dst.join("cache").exists());
+    assert!(!dst.join("top").exists() && dst.join("a/top").exists());
+    assert!(dst.join("a/keep.swp").exists());
+    // Excluded files on the mirror are left alone, even with --delete.
+    std::fs::write(dst.join("local.swp"), b"mine").unwrap();
+    ok(t.push(&src, &dst, &args));
+    assert!(dst.join("local.swp").exists());
+}
+
+fn second_run_is_a_no_op(t: Target) {
+    let d = tempfile::tempdir().unwrap();
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    sample(&src);
+    ok(t.push(&src, &dst, &["--delete"]));
+    let before = snapshot(&dst);
+    let o = t.push(&src, &dst, &["--delete", "--json"]);
+    let j = json(&o);
+    assert_eq!(j["files_transferred"], 0, "{j}");
+    assert_eq!(j["files_deleted"], 0, "{j}");
+    assert_eq!(j["bytes_literal"], 0, "{j}");
+    assert_eq!(
+        snapshot(&dst),
+        before,
+        "a no-op run changed the mirror (mtimes included)"
+    );
+    let out = ok(t.push(&src, &dst, &["--delete"]));
+    assert_eq!(
+        out.lines().count(),
+        1,
+        "only the summary line expected: {out}"
+    );
+}
+
+fn delta_rebuilds_exactly_and_sends_little(t: Target) {
+    let d = tempfile::tempdir().unwrap();
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    let s = Tree::new(&src);
+    let mut data = pseudo(24 << 20, 7);
+    s.file("big", &data);
+    ok(t.push(&src, &dst, &[]));
+    // Random inserts, deletions and overwrites.
+    let mut rng = 12345u64;
+    let mut next = |m: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng as usize) % m
+    };
+    for i in 0..8 {
+        let at = next(data.len() - 70_000);
+        match i % 3 {
+            0 => data
+                .splice(at..at, pseudo(1000 + next(5000), i))
+                .for_each(drop),
+            1 => data.drain(at..at + 1000 + next(5000)).for_each(drop),
+            _ => data[at..at + 65536].copy_from_slice(&pseudo(65536, 100 + i)),
+        }
+    }
+    s.file("big", &data);
+    let o = t.push(&src, &dst, &["--json"]);
+    let j = json(&o);
+    assert_eq!(
+        std::fs::read(dst.join("big")).unwrap(),
+        data,
+        "rebuilt file differs"
+    );
+    let literal = j["bytes_literal"].as_u64().unwrap();
+    let matched = j["bytes_matched"].as_u64().unwrap();
+    assert!(
+        literal < 1 << 20,
+        "sent {literal} literal bytes for ~300 KiB of changes: {j}"
+    );
+    assert!(matched > 20 << 20, "{j}");
+    assert!(
+        j["bytes_sent"].as_u64().unwrap() + j["bytes_received"].as_u64().unwrap() < 2 << 20,
+        "{j}"
+    );
+}
+
+fn file_sizes(t: Target) {
+    let d = tempfile::tempdir().unwrap();
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    let s = Tree::new(&src);
+    for (i, n) in [
+        0usize,
+        1,
+        511,
+        4095,
+        4096,
+        65537,
+        1 << 20,
+        (1 << 20) + 1,
+        9 << 20,
+    ]
+    .iter()
+    .enumerate()
+    {
+        s.file(format!("f{n}"), &pseudo(*n, i as u64));
+    }
+    ok(t.push(&src, &dst, &["--delete"]));
+    assert_mirror(&src, &dst);
+    // Growing and shrinking files go through the delta path.
+    s.file("f4096", &pseudo(10_000, 1));
+    s.file("f1048576", &pseudo(1000, 2));
+    s.file("f0", b"no longer empty");
+    ok(t.push(&src, &dst, &["--delete"]));
+    assert_mirror(&src, &dst);
+}
+
+fn dry_run_changes_nothing(t: Target) {
+    let d = tempfile::tempdir().unwrap();
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    let s = sample(&src);
+    let o = t.push(&src, &dst, &["--dry-run", "--delete"]);
+    let out = ok(o);
+    assert!(out.contains(">f+++++++++ a.txt"), "{out}");
+    assert!(!dst.exists(), "dry run created the destination");
+    ok(t.push(&src, &dst, &["--delete"]));
+    s.file("a.txt", b"different");
+    std::fs::write(dst.join("extra"), b"x").unwrap();
+    let before = snapshot(&dst);
+    let o = t.push(&src, &dst, &["--dry-run", "--delete", "--json", "-v"]);
+    let j = json(&o);
+    assert_eq!(j["files_transferred"], 1, "{j}");
+    assert_eq!(j["files_deleted"], 1, "{j}");
+    assert_eq!(snapshot(&dst), before, "dry run changed the mirror");
+}
+
+fn guards_refuse_to_wipe_the_mirror(t: Target) {
+    let d = tempfile::tempdir().unwrap();
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    sample(&src);
+    ok(t.push(&src, &dst, &["--delete"]));
+    let before = snapshot(&dst);
+    // Missing source.
+    let o = t.push(&d.path().join("nope"), &dst, &["--delete"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("does not exist"),
+        "{}",
+        text(&o)
+    );
+    // Empty source.
+    let empty = d.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = t.push(&empty, &dst, &["--delete"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--allow-empty-source"),
+        "{}",
+        text(&o)
+    );
+    // --max-delete.
+    std::fs::remove_file(src.join("a.txt")).unwrap();
+    std::fs::remove_file(src.join("secret")).unwrap();
+    let o = t.push(&src, &dst, &["--delete", "--max-delete", "1"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert_eq!(snapshot(&dst), before, "a refused run changed the mirror");
+    // Explicitly allowed.
+    let o = t.push(&empty, &dst, &["--delete", "--allow-empty-source"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(snapshot(&dst).len(), 1);
+}
+
+fn checksum_finds_same_size_same_mtime_changes(t: Target) {
+    let d = tempfile::tempdir().unwrap();
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    let s = Tree::new(&src);
+    s.file("f", b"aaaa").mtime("f", 1_500_000_000);
+    ok(t.push(&src, &dst, &[]));
+    s.file("f", b"bbbb").mtime("f", 1_500_000_000);
+    let j = json(&t.push(&src, &dst, &["--json"]));
+    assert_eq!(
+        j["files_transferred"], 0,
+        "quick check should not see it: {j}"
+    );
+    let o = t.push(&src, &dst, &["--json", "--checksum"]);
+    assert_eq!(json(&o)["files_transferred"], 1, "{}", text(&o));
+    assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"bbbb");
+}
