@@ -12,6 +12,7 @@ macro_rules! outln {
     }};
 }
 
+mod init;
 mod output;
 mod push;
 mod serve;
@@ -62,6 +63,9 @@ pub enum Command {
     Pull(push::PushArgs),
     /// Run the config's [[sync]] jobs now (all, or the named ones)
     Sync(sync::SyncArgs),
+    /// Create this node's SSH key, install it on the peer (restricted), pin its host key
+    #[command(after_help = init::INIT_HELP)]
+    Init(init::InitArgs),
     /// The peer side of a connection, started over SSH or as a local child; not for people
     #[command(hide = true)]
     Serve(serve::ServeArgs),
@@ -115,6 +119,7 @@ pub fn main() -> i32 {
         Command::Push(a) => push::run(&cli, a, push::Direction::Push),
         Command::Pull(a) => push::run(&cli, a, push::Direction::Pull),
         Command::Sync(a) => sync::run(&cli, a),
+        Command::Init(a) => init::run(&cli, a),
         Command::Serve(a) => serve::run(&cli, a),
     };
     match result {

@@ -5,6 +5,7 @@ mod cli;
 mod hostile;
 mod interrupt;
 mod ssh;
+mod ssh_cli;
 mod sshd;
 mod sync;
 mod util;

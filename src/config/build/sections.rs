@@ -89,6 +89,14 @@ pub(super) fn build_node(ctx: &Ctx, raw: RawNode) -> Res<Node> {
         )?,
         root: ctx.node_path("root", raw.root.as_deref(), "/")?,
         peer_root: ctx.node_path("peer_root", raw.peer_root.as_deref(), "/")?,
+        timeout: ctx.nonzero(
+            at!["node", "timeout"],
+            ctx.duration(
+                at!["node", "timeout"],
+                raw.timeout.as_deref(),
+                Duration::from_secs(30),
+            )?,
+        )?,
     })
 }
 
