@@ -5,6 +5,7 @@ mod cli;
 mod faults;
 mod hostile;
 mod interrupt;
+mod races;
 mod ssh;
 mod ssh_cli;
 mod sshd;
