@@ -3,6 +3,7 @@
 
 mod cli;
 mod faults;
+mod fuzz_regressions;
 mod hostile;
 mod interrupt;
 mod races;
