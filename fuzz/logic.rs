@@ -31,14 +31,26 @@ pub fn message_roundtrip(data: &[u8]) {
 /// and diffing data against it must not panic. The first byte says how long
 /// the signature part is (x 8 bytes); the rest is the new data.
 pub fn signature_diff(data: &[u8]) {
-    let Some((&n, rest)) = data.split_first() else { return };
+    let Some((&n, rest)) = data.split_first() else {
+        return;
+    };
     let (sig, new) = rest.split_at((n as usize * 8).min(rest.len()));
-    let Ok(sig) = delta::parse_signature(sig.to_vec()) else { return };
+    let Ok(sig) = delta::parse_signature(sig.to_vec()) else {
+        return;
+    };
     let index = sig.index();
     let mut f = tempfile::tempfile().expect("temp file");
     f.write_all(new).expect("write temp file");
     let (mut buf, mut out) = (Vec::new(), Vec::new());
-    let _ = delta::diff_file(&index, &f, new.len() as u64, &mut buf, &mut out, |_| Ok(()), |_| {});
+    let _ = delta::diff_file(
+        &index,
+        &f,
+        new.len() as u64,
+        &mut buf,
+        &mut out,
+        |_| Ok(()),
+        |_| {},
+    );
 }
 
 /// The delta parser never panics on arbitrary bytes.

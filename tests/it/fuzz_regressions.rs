@@ -20,7 +20,9 @@ fn fuzz_regression_inputs_do_not_panic() {
         let dir = base.join(name);
         for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
             let p = e.unwrap().path();
-            if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+            if p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            {
                 continue;
             }
             let data = std::fs::read(&p).unwrap();
@@ -31,5 +33,8 @@ fn fuzz_regression_inputs_do_not_panic() {
             replayed += 1;
         }
     }
-    assert!(replayed >= 6, "the regression inputs are missing ({replayed} found)");
+    assert!(
+        replayed >= 6,
+        "the regression inputs are missing ({replayed} found)"
+    );
 }
