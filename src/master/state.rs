@@ -256,7 +256,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 17;
                 x ^= x << 5;
-                if x % 3 == 0 { Down } else { Up }
+                if x.is_multiple_of(3) { Down } else { Up }
             })
             .collect();
         let d = run(&mut s, &t, 0, 137, &seq);

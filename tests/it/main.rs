@@ -4,6 +4,9 @@
 mod cli;
 mod hostile;
 mod interrupt;
+mod master;
+mod master_cli;
+mod netns;
 mod ssh;
 mod ssh_cli;
 mod sshd;
