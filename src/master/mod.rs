@@ -237,6 +237,11 @@ impl MasterCheck {
                 state: self.file.state.clone(),
             });
         }
+        // Re-read the state: promote/demote or a `--once` run may have changed it.
+        if let Some(f) = read_json::<MasterFile>(&master_file(&self.cfg))? {
+            self.file.state = f.state;
+            self.file.last_error = f.last_error;
+        }
         let report = check::run(&self.cm);
         self.apply(report, now_ms())
     }
@@ -272,6 +277,29 @@ impl MasterCheck {
             .step(&self.thresholds(), report.verdict, now_ms);
         let mut error = None;
         match decision {
+            // The last transition's action failed: try it again while the verdict still
+            // calls for it (start and stop are idempotent). No hooks: they ran already.
+            Decision::Stay if self.file.last_error.is_some() => {
+                let action = match (self.file.state.services_active, report.verdict) {
+                    (true, Verdict::Down) => Some(services::Action::Start),
+                    (false, Verdict::Up) => Some(services::Action::Stop),
+                    _ => None,
+                };
+                if let (Some(action), Some(svc)) = (action, &self.cfg.services) {
+                    tracing::warn!(
+                        "retrying services {} after: {}",
+                        action.as_str(),
+                        self.file.last_error.as_deref().unwrap_or("")
+                    );
+                    let r = services::run(svc, action);
+                    services::record(&self.cfg.node.state_dir, &r)?;
+                    error = r.error;
+                    if error.is_none() {
+                        tracing::warn!("services {} succeeded on retry", action.as_str());
+                    }
+                    self.file.last_error = error.clone();
+                }
+            }
             Decision::Stay => {}
             Decision::Failover | Decision::Failback => {
                 let (event, action) = if decision == Decision::Failover {

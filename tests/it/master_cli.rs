@@ -312,3 +312,59 @@ paths = ["/etc/conf"]
         text(&o)
     );
 }
+
+#[test]
+fn master_failed_failover_runs_on_failure_and_is_retried() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let d = dir.display();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    // The start fails until the file `fixed` exists.
+    let cfg = write(
+        dir,
+        &format!(
+            r#"[node]
+role = "slave"
+peer = "local"
+state_dir = "state"
+[services]
+start = ["test -f {d}/fixed && touch {d}/up"]
+stop = ["rm {d}/up"]
+status = "test -f {d}/up"
+[check_master]
+address = "127.0.0.1"
+probes = ["tcp:{port}"]
+fail_after = 1
+[hooks]
+on_failover = "echo \"$HASYNC_EVENT [$HASYNC_ERROR]\" >> {d}/hooks"
+on_failure = "echo \"$HASYNC_EVENT [$HASYNC_ERROR]\" >> {d}/hooks"
+"#
+        ),
+    );
+    let o = run(&cfg, &["check-master", "--once", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        j["state_file"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("exited with 1"),
+        "{j}"
+    );
+    let hooks = read(dir.join("hooks"));
+    assert!(hooks.starts_with("failover [services start:"), "{hooks}");
+    assert!(hooks.contains("\nfailure [services start:"), "{hooks}");
+    std::fs::write(dir.join("fixed"), "").unwrap();
+    let o = run(&cfg, &["check-master", "--once", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(dir.join("up").exists(), "retried: {j}");
+    assert_eq!(j["state_file"]["last_error"], serde_json::Value::Null);
+    assert_eq!(
+        j["state_file"]["failovers"], 1,
+        "a retry is not a new failover"
+    );
+}
