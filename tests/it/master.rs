@@ -229,3 +229,38 @@ fn master_failover_time_with_default_settings() {
         "{took:?}"
     );
 }
+
+/// The slave's own interface loses its address (no route to the master: ENETUNREACH,
+/// ping "Network is unreachable"): unknown, never "master down", even with the witness
+/// answering.
+#[test]
+fn master_slave_side_errors_are_unknown_and_never_fail_over() {
+    let mut lab = Lab::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    lab.http_server(8083, dir);
+    let (cfg, svc) = slave_config(
+        dir,
+        &format!("probes = [\"icmp\", \"tcp:8083\"]\nwitness = [\"{WITNESS}\"]\n{FAST}"),
+    );
+    start_check(&mut lab, dir, &cfg);
+    wait(Duration::from_secs(5), "master up", dir, || {
+        state(dir)["master"] == "up"
+    });
+    let o = std::process::Command::new("ip")
+        .args(["-n", &lab.slave, "addr", "flush", "dev", "tomaster"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    wait(Duration::from_secs(3), "unknown", dir, || {
+        state(dir)["master"] == "unknown"
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = state(dir);
+    assert_eq!(s["master"], "unknown", "{s}");
+    assert_eq!(s["failovers"], 0, "{s}");
+    assert!(!svc.running());
+    let probes = s["last_check"]["probes"].as_array().unwrap();
+    assert!(probes.iter().all(|p| p["result"] == "local"), "{s}");
+    assert_eq!(s["last_check"]["witnesses"][0]["result"], "up", "{s}");
+}
