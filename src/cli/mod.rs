@@ -70,6 +70,7 @@ pub enum Command {
     #[command(after_help = init::INIT_HELP)]
     Init(init::InitArgs),
     /// Start, stop or show the slave services ([services]); idempotent
+    #[command(after_help = services::SERVICES_HELP)]
     Services(services::ServicesArgs),
     /// Probe the master; start the slave services when it is gone, stop them when back
     #[command(after_help = check_master::CHECK_MASTER_HELP)]

@@ -6,6 +6,11 @@
 use super::{Cli, CliError};
 use hasync::master::services::{self, Action};
 
+pub const SERVICES_HELP: &str = "\
+Exit codes: 0 done (status: running); 1 a step failed or timed out (status: stopped);
+2 config error; 3 status cannot tell (commands without a status command).
+Every action is recorded in state_dir/services.json.";
+
 #[derive(clap::Args, Debug)]
 pub struct ServicesArgs {
     /// start, stop or status

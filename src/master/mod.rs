@@ -237,6 +237,25 @@ impl MasterCheck {
                 state: self.file.state.clone(),
             });
         }
+        // One check at a time per node: a cron `--once` run and a loop (or the daemon)
+        // must not both decide on the same counters. The lock is released on drop.
+        let _lock = match lock(&self.cfg.node.state_dir, false)? {
+            Some(l) => l,
+            None => {
+                let why = format!(
+                    "another check-master run holds {}: this check is skipped",
+                    self.cfg.node.state_dir.join("master.lock").display()
+                );
+                tracing::warn!("{why}");
+                return Ok(Event {
+                    skipped: Some(why),
+                    check: None,
+                    decision: Decision::Stay,
+                    error: None,
+                    state: self.file.state.clone(),
+                });
+            }
+        };
         // Re-read the state: promote/demote or a `--once` run may have changed it.
         if let Some(f) = read_json::<MasterFile>(&master_file(&self.cfg))? {
             self.file.state = f.state;
@@ -351,6 +370,37 @@ impl MasterCheck {
     /// The state file as it now stands (for `--json`).
     pub fn file(&self) -> &MasterFile {
         &self.file
+    }
+}
+
+/// Takes `state_dir/master.lock` (flock, exclusive); without `wait`, `None` when another
+/// process holds it. Held until the returned file is dropped.
+pub(crate) fn lock(state_dir: &Path, wait: bool) -> Result<Option<std::fs::File>, MasterError> {
+    let path = state_dir.join("master.lock");
+    let io = |what: &'static str| {
+        let path = path.clone();
+        move |e: std::io::Error| MasterError::Io {
+            path,
+            what,
+            source: e,
+        }
+    };
+    std::fs::create_dir_all(state_dir).map_err(io("create the directory of"))?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io("open"))?;
+    let op = if wait {
+        rustix::fs::FlockOperation::LockExclusive
+    } else {
+        rustix::fs::FlockOperation::NonBlockingLockExclusive
+    };
+    match rustix::fs::flock(&f, op) {
+        Ok(()) => Ok(Some(f)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(io("lock")(e.into())),
     }
 }
 

@@ -246,6 +246,8 @@ fn change(
     copy_back_over: Option<&dyn Transport>,
     rep: &mut dyn Reporter,
 ) -> Result<RoleChange, MasterError> {
+    // A check in flight must not write its counters over the reset below.
+    let _lock = super::lock(&cfg.node.state_dir, true)?;
     let (way, action, by) = match role {
         Role::Master => (CopyBack::Pull, super::services::Action::Start, "promote"),
         _ => (CopyBack::Push, super::services::Action::Stop, "demote"),

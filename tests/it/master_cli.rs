@@ -368,3 +368,29 @@ on_failure = "echo \"$HASYNC_EVENT [$HASYNC_ERROR]\" >> {d}/hooks"
         "a retry is not a new failover"
     );
 }
+
+#[test]
+fn master_check_skips_while_another_run_holds_the_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = write(
+        dir,
+        "[node]\nrole = \"slave\"\npeer = \"local\"\nstate_dir = \"state\"\n\
+         [check_master]\naddress = \"127.0.0.1\"\nprobes = [\"cmd:exit 1\"]\nfail_after = 1\n",
+    );
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    let f = std::fs::File::create(dir.join("state/master.lock")).unwrap();
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let o = run(&cfg, &["check-master", "--once"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("another check-master run"),
+        "{}",
+        text(&o)
+    );
+    assert!(!dir.join("state/master.json").exists());
+    drop(f);
+    let o = run(&cfg, &["check-master", "--once", "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["event"]["decision"], "failover", "{}", text(&o));
+}
