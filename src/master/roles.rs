@@ -1,8 +1,9 @@
 //! Roles: which node is master right now, and switching it (`hasync promote`, `hasync
 //! demote`). The effective role is, in order: the role file `state_dir/role.json`
 //! written by promote/demote (it overrides the config, so an old master that was demoted
-//! stays a slave and its sync jobs stop pushing); else the config's `role`; else, for a
-//! node whose role is "disabled" or comes from `role_from`, the sentinel files
+//! stays a slave and its sync jobs stop pushing); else the config's `role`; else, with
+//! `role_from = "wazo"`, `node_type` of `/etc/xivo/ha.conf` (under `root`); else, for a
+//! node whose role is "disabled" or unresolved, the sentinel files
 //! `sentinel_dir/is-primary` / `is-secondary` (Wazo's `/var/lib/wazo`). Promote and demote
 //! always write both the role file and the sentinels, so Wazo tools that read the
 //! sentinels agree with hasync.
@@ -66,6 +67,11 @@ pub fn effective_role(cfg: &Config) -> Result<Role, MasterError> {
     if cfg.node.role != Role::Disabled && cfg.node.role_from.is_none() {
         return Ok(cfg.node.role);
     }
+    if cfg.node.role_from.as_deref() == Some("wazo")
+        && let Some(r) = wazo_role(cfg)?
+    {
+        return Ok(r);
+    }
     let dir = &cfg.node.sentinel_dir;
     let primary = dir.join(SENTINEL_PRIMARY).exists();
     let secondary = dir.join(SENTINEL_SECONDARY).exists();
@@ -74,6 +80,30 @@ pub fn effective_role(cfg: &Config) -> Result<Role, MasterError> {
         (false, true) => Role::Slave,
         _ => cfg.node.role,
     })
+}
+
+/// Wazo's `/etc/xivo/ha.conf` (under `root`): `{"node_type": "master"|"slave"|"disabled", ...}`.
+/// `None` when the file does not exist.
+pub fn wazo_role(cfg: &Config) -> Result<Option<Role>, MasterError> {
+    #[derive(Deserialize)]
+    struct HaConf {
+        node_type: String,
+    }
+    let path = cfg.local_path(Path::new("/etc/xivo/ha.conf"));
+    let Some(ha) = super::read_json::<HaConf>(&path)? else {
+        return Ok(None);
+    };
+    match ha.node_type.as_str() {
+        "master" => Ok(Some(Role::Master)),
+        "slave" => Ok(Some(Role::Slave)),
+        "disabled" => Ok(Some(Role::Disabled)),
+        other => Err(MasterError::State {
+            path,
+            reason: format!(
+                "node_type {other:?} is not \"master\", \"slave\" or \"disabled\" (fix it with wazo-setup or edit the file)"
+            ),
+        }),
+    }
 }
 
 /// Makes the sentinels say `role` (creates one, removes the other).
@@ -279,4 +309,58 @@ fn change(
 
 fn role_str<S: serde::Serializer>(r: &Role, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(r.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(dir: &Path, role_line: &str) -> Config {
+        let path = dir.join("hasync.toml");
+        crate::config::parse(
+            &format!(
+                "[node]\n{role_line}\npeer = \"local\"\nstate_dir = \"state\"\nsentinel_dir = \"sentinels\"\nroot = \"root\"\n"
+            ),
+            &path,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn role_file_overrides_the_config_and_sentinels_follow() {
+        let t = tempfile::tempdir().unwrap();
+        let c = cfg(t.path(), "role = \"slave\"");
+        assert_eq!(effective_role(&c).unwrap(), Role::Slave);
+        record_role(&c, Role::Master, "promote").unwrap();
+        assert_eq!(effective_role(&c).unwrap(), Role::Master);
+        assert!(t.path().join("sentinels/is-primary").exists());
+        record_role(&c, Role::Slave, "demote").unwrap();
+        assert_eq!(effective_role(&c).unwrap(), Role::Slave);
+        assert!(!t.path().join("sentinels/is-primary").exists());
+        assert!(t.path().join("sentinels/is-secondary").exists());
+    }
+
+    #[test]
+    fn wazo_nodes_read_ha_conf_then_the_sentinels() {
+        let t = tempfile::tempdir().unwrap();
+        let c = cfg(t.path(), "role_from = \"wazo\"");
+        assert_eq!(effective_role(&c).unwrap(), Role::Disabled);
+        write_sentinels(&t.path().join("sentinels"), Role::Slave).unwrap();
+        assert_eq!(effective_role(&c).unwrap(), Role::Slave);
+        let ha = t.path().join("root/etc/xivo/ha.conf");
+        std::fs::create_dir_all(ha.parent().unwrap()).unwrap();
+        std::fs::write(
+            &ha,
+            r#"{"node_type": "master", "remote_address": "10.0.0.2"}"#,
+        )
+        .unwrap();
+        assert_eq!(effective_role(&c).unwrap(), Role::Master);
+        std::fs::write(&ha, r#"{"node_type": "primary"}"#).unwrap();
+        let e = effective_role(&c).unwrap_err().to_string();
+        assert!(e.contains("ha.conf") && e.contains("primary"), "{e}");
+        // A disabled node with no sentinels stays disabled.
+        let d = cfg(t.path(), "role = \"disabled\"");
+        std::fs::remove_dir_all(t.path().join("sentinels")).unwrap();
+        assert_eq!(effective_role(&d).unwrap(), Role::Disabled);
+    }
 }
