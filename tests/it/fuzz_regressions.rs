@@ -8,7 +8,8 @@ mod logic;
 #[test]
 fn fuzz_regression_inputs_do_not_panic() {
     let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
-    let targets: [(&str, fn(&[u8])); 5] = [
+    type Target = (&'static str, fn(&[u8]));
+    let targets: [Target; 5] = [
         ("frames", logic::frames),
         ("message_roundtrip", logic::message_roundtrip),
         ("signature_diff", logic::signature_diff),
