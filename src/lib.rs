@@ -14,4 +14,5 @@ pub mod plan;
 pub mod protocol;
 pub mod report;
 pub mod scan;
+pub mod schedule;
 pub mod transport;
