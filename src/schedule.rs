@@ -141,7 +141,10 @@ impl Field {
         let mut bits = 0u64;
         for item in text.split(',') {
             if item.is_empty() {
-                return Err(format!("the {} field {text:?} has an empty item", self.what));
+                return Err(format!(
+                    "the {} field {text:?} has an empty item",
+                    self.what
+                ));
             }
             let (range, step) = match item.split_once('/') {
                 Some((r, s)) => {
@@ -369,7 +372,9 @@ pub fn cron_of(schedule: &Schedule) -> Option<CronExpr> {
 /// The delay before retry number `attempt` (1 = the first retry): `min`, doubled
 /// each time, never more than `max`.
 pub fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
-    let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+    let factor = 1u32
+        .checked_shl(attempt.saturating_sub(1))
+        .unwrap_or(u32::MAX);
     min.checked_mul(factor).unwrap_or(max).min(max)
 }
 

@@ -42,7 +42,12 @@ impl Zone for Paris2024 {
     }
 }
 
-fn runs(expr: &str, from: DateTime<Utc>, until: DateTime<Utc>, zone: &dyn Zone) -> Vec<DateTime<Utc>> {
+fn runs(
+    expr: &str,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    zone: &dyn Zone,
+) -> Vec<DateTime<Utc>> {
     let e = parse(expr);
     let mut out = vec![];
     let mut t = from;
@@ -60,23 +65,47 @@ fn runs(expr: &str, from: DateTime<Utc>, until: DateTime<Utc>, zone: &dyn Zone) 
 #[test]
 fn five_fields_hourly_and_minutely() {
     let e = parse("0 * * * *");
-    assert_eq!(next_after(&e, utc(2026, 1, 1, 10, 0, 0), &Utc), Some(utc(2026, 1, 1, 11, 0, 0)));
-    assert_eq!(next_after(&e, utc(2026, 1, 1, 10, 59, 59), &Utc), Some(utc(2026, 1, 1, 11, 0, 0)));
+    assert_eq!(
+        next_after(&e, utc(2026, 1, 1, 10, 0, 0), &Utc),
+        Some(utc(2026, 1, 1, 11, 0, 0))
+    );
+    assert_eq!(
+        next_after(&e, utc(2026, 1, 1, 10, 59, 59), &Utc),
+        Some(utc(2026, 1, 1, 11, 0, 0))
+    );
     let e = parse("* * * * *");
-    assert_eq!(next_after(&e, utc(2026, 1, 1, 10, 0, 30), &Utc), Some(utc(2026, 1, 1, 10, 1, 0)));
+    assert_eq!(
+        next_after(&e, utc(2026, 1, 1, 10, 0, 30), &Utc),
+        Some(utc(2026, 1, 1, 10, 1, 0))
+    );
     let e = parse("@hourly");
-    assert_eq!(next_after(&e, utc(2026, 12, 31, 23, 30, 0), &Utc), Some(utc(2027, 1, 1, 0, 0, 0)));
+    assert_eq!(
+        next_after(&e, utc(2026, 12, 31, 23, 30, 0), &Utc),
+        Some(utc(2027, 1, 1, 0, 0, 0))
+    );
 }
 
 #[test]
 fn six_fields_have_seconds_first() {
     let e = parse("*/2 * * * * *");
-    assert_eq!(next_after(&e, utc(2026, 1, 1, 0, 0, 0), &Utc), Some(utc(2026, 1, 1, 0, 0, 2)));
-    assert_eq!(next_after(&e, utc(2026, 1, 1, 0, 0, 59), &Utc), Some(utc(2026, 1, 1, 0, 1, 0)));
+    assert_eq!(
+        next_after(&e, utc(2026, 1, 1, 0, 0, 0), &Utc),
+        Some(utc(2026, 1, 1, 0, 0, 2))
+    );
+    assert_eq!(
+        next_after(&e, utc(2026, 1, 1, 0, 0, 59), &Utc),
+        Some(utc(2026, 1, 1, 0, 1, 0))
+    );
     let e = parse("30 15 10 * * *");
-    assert_eq!(next_after(&e, utc(2026, 1, 1, 0, 0, 0), &Utc), Some(utc(2026, 1, 1, 10, 15, 30)));
+    assert_eq!(
+        next_after(&e, utc(2026, 1, 1, 0, 0, 0), &Utc),
+        Some(utc(2026, 1, 1, 10, 15, 30))
+    );
     assert_eq!(e.cron_d_fields(), None);
-    assert_eq!(parse("0 15 10 * * *").cron_d_fields().as_deref(), Some("15 10 * * *"));
+    assert_eq!(
+        parse("0 15 10 * * *").cron_d_fields().as_deref(),
+        Some("15 10 * * *")
+    );
 }
 
 #[test]
@@ -84,13 +113,27 @@ fn unix_day_of_week_numbers_0_and_7_are_sunday() {
     // 2026-01-04 is a Sunday.
     let from = utc(2026, 1, 1, 0, 0, 0);
     for e in ["0 12 * * 0", "0 12 * * 7", "0 12 * * sun", "0 12 * * SUN"] {
-        assert_eq!(next_after(&parse(e), from, &Utc), Some(utc(2026, 1, 4, 12, 0, 0)), "{e}");
+        assert_eq!(
+            next_after(&parse(e), from, &Utc),
+            Some(utc(2026, 1, 4, 12, 0, 0)),
+            "{e}"
+        );
     }
     // 1 = Monday (the cron crate would say Sunday).
-    assert_eq!(next_after(&parse("0 12 * * 1"), from, &Utc), Some(utc(2026, 1, 5, 12, 0, 0)));
+    assert_eq!(
+        next_after(&parse("0 12 * * 1"), from, &Utc),
+        Some(utc(2026, 1, 5, 12, 0, 0))
+    );
     // 5-7: Friday, Saturday, Sunday.
     let r = runs("0 0 * * 5-7", from, utc(2026, 1, 8, 0, 0, 0), &Utc);
-    assert_eq!(r, vec![utc(2026, 1, 2, 0, 0, 0), utc(2026, 1, 3, 0, 0, 0), utc(2026, 1, 4, 0, 0, 0)]);
+    assert_eq!(
+        r,
+        vec![
+            utc(2026, 1, 2, 0, 0, 0),
+            utc(2026, 1, 3, 0, 0, 0),
+            utc(2026, 1, 4, 0, 0, 0)
+        ]
+    );
 }
 
 #[test]
@@ -98,13 +141,37 @@ fn lists_ranges_steps_names_and_the_day_rule() {
     let from = utc(2026, 1, 1, 0, 0, 0);
     let r = runs("5/20,59 1-2 * * *", from, utc(2026, 1, 1, 3, 0, 0), &Utc);
     let mins: Vec<(u32, u32)> = r.iter().map(|t| (t.hour(), t.minute())).collect();
-    assert_eq!(mins, vec![(1, 5), (1, 25), (1, 45), (1, 59), (2, 5), (2, 25), (2, 45), (2, 59)]);
-    assert_eq!(next_after(&parse("0 0 1 mar *"), from, &Utc), Some(utc(2026, 3, 1, 0, 0, 0)));
+    assert_eq!(
+        mins,
+        vec![
+            (1, 5),
+            (1, 25),
+            (1, 45),
+            (1, 59),
+            (2, 5),
+            (2, 25),
+            (2, 45),
+            (2, 59)
+        ]
+    );
+    assert_eq!(
+        next_after(&parse("0 0 1 mar *"), from, &Utc),
+        Some(utc(2026, 3, 1, 0, 0, 0))
+    );
     // Both day fields restricted: either matches (Vixie cron). 2026-01-02 is a Friday.
-    assert_eq!(next_after(&parse("0 0 13 * fri"), from, &Utc), Some(utc(2026, 1, 2, 0, 0, 0)));
+    assert_eq!(
+        next_after(&parse("0 0 13 * fri"), from, &Utc),
+        Some(utc(2026, 1, 2, 0, 0, 0))
+    );
     // One is "*": both must match. The 13th that is a Friday: 2026-02-13.
-    assert_eq!(next_after(&parse("0 0 13 * *"), from, &Utc), Some(utc(2026, 1, 13, 0, 0, 0)));
-    assert_eq!(next_after(&parse("0 0 29 2 *"), from, &Utc), Some(utc(2028, 2, 29, 0, 0, 0)));
+    assert_eq!(
+        next_after(&parse("0 0 13 * *"), from, &Utc),
+        Some(utc(2026, 1, 13, 0, 0, 0))
+    );
+    assert_eq!(
+        next_after(&parse("0 0 29 2 *"), from, &Utc),
+        Some(utc(2028, 2, 29, 0, 0, 0))
+    );
     assert_eq!(next_after(&parse("0 0 30 2 *"), from, &Utc), None);
 }
 
@@ -143,7 +210,11 @@ fn dst_autumn_never_runs_twice() {
         assert_eq!(local, dedup, "{expr}: a wall-clock time ran twice");
     }
     let r = runs("30 2 * * *", from, until, &Paris2024);
-    assert_eq!(r, vec![utc(2024, 10, 27, 0, 30, 0)], "first occurrence only");
+    assert_eq!(
+        r,
+        vec![utc(2024, 10, 27, 0, 30, 0)],
+        "first occurrence only"
+    );
 }
 
 #[test]
@@ -159,13 +230,21 @@ fn dst_spring_skipped_time_runs_once_after_the_gap() {
     assert_eq!(r, sorted);
     assert!(r.contains(&utc(2024, 3, 31, 1, 0, 0)));
     // In UTC nothing special happens: 24 hourly runs in a day.
-    let r = runs("0 * * * *", utc(2024, 3, 31, 0, 0, 0), utc(2024, 4, 1, 0, 0, 0), &Utc);
+    let r = runs(
+        "0 * * * *",
+        utc(2024, 3, 31, 0, 0, 0),
+        utc(2024, 4, 1, 0, 0, 0),
+        &Utc,
+    );
     assert_eq!(r.len(), 24);
 }
 
 #[test]
 fn next_naive_rounds_up_sub_seconds() {
-    let n = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap().and_hms_milli_opt(0, 0, 0, 500).unwrap();
+    let n = NaiveDate::from_ymd_opt(2026, 1, 1)
+        .unwrap()
+        .and_hms_milli_opt(0, 0, 0, 500)
+        .unwrap();
     assert_eq!(parse("* * * * * *").next_naive(n).unwrap().second(), 1);
 }
 
