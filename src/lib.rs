@@ -15,4 +15,5 @@ pub mod protocol;
 pub mod report;
 pub mod scan;
 pub mod schedule;
+pub mod state;
 pub mod transport;
