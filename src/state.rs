@@ -248,7 +248,10 @@ mod tests {
         assert_eq!((st.runs_total, st.failures_total), (25, 5));
         assert_eq!(st.runs.len(), HISTORY);
         assert_eq!(st.consecutive_failures, 1);
-        assert_eq!(st.last_success.as_ref().unwrap().start.timestamp(), 1_700_000_023);
+        assert_eq!(
+            st.last_success.as_ref().unwrap().start.timestamp(),
+            1_700_000_023
+        );
         let lag = st.lag_seconds(DateTime::from_timestamp(1_700_000_033, 0).unwrap());
         assert_eq!(lag, Some(10.0));
         // No temp file left next to it.
