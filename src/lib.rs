@@ -19,3 +19,4 @@ pub mod scan;
 pub mod schedule;
 pub mod state;
 pub mod transport;
+pub mod watch;
