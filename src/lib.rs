@@ -18,5 +18,6 @@ pub mod report;
 pub mod scan;
 pub mod schedule;
 pub mod state;
+pub mod status;
 pub mod transport;
 pub mod watch;
