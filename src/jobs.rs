@@ -282,8 +282,8 @@ pub enum Executed {
     /// Another run of the job holds its lock; nothing ran.
     Busy,
     Done {
-        run: Run,
-        state: JobState,
+        run: Box<Run>,
+        state: Box<JobState>,
     },
 }
 
@@ -319,7 +319,10 @@ pub fn execute(
     };
     let state = finish_run(state_dir, hooks, job.name(), run.clone())?;
     drop(lock);
-    Ok(Executed::Done { run, state })
+    Ok(Executed::Done {
+        run: Box::new(run),
+        state: Box::new(state),
+    })
 }
 
 /// Records a finished run (call it under the job's lock) and calls the `on_failure`

@@ -120,26 +120,65 @@ pub fn prometheus(r: &StatusReport) -> String {
     let ts = |t: &DateTime<Utc>| t.timestamp_millis() as f64 / 1000.0;
     type Getter = fn(&JobStatus, &dyn Fn(&DateTime<Utc>) -> f64) -> Option<f64>;
     let metrics: [(&str, &str, &str, Getter); 9] = [
-        ("hasync_job_last_success_timestamp_seconds", "gauge", "End of the last successful run (Unix time).",
-         |j, ts| j.last_success.as_ref().map(ts)),
-        ("hasync_job_last_duration_seconds", "gauge", "Duration of the last run.",
-         |j, _| j.last_run.as_ref().map(|r| secs(r.end - r.start))),
-        ("hasync_job_last_run_success", "gauge", "1 if the last run succeeded, 0 if it failed.",
-         |j, _| j.last_run.as_ref().map(|r| if r.ok { 1.0 } else { 0.0 })),
-        ("hasync_job_runs_total", "counter", "Runs recorded (daemon and manual).",
-         |j, _| Some(j.runs_total as f64)),
-        ("hasync_job_failures_total", "counter", "Failed runs recorded.",
-         |j, _| Some(j.failures_total as f64)),
-        ("hasync_job_lag_seconds", "gauge", "Seconds since the last successful run ended.",
-         |j, _| j.lag_seconds),
-        ("hasync_job_pending_seconds", "gauge", "Watch mode: age of the oldest change not yet delivered (0: none).",
-         |j, _| Some(j.pending_seconds.unwrap_or(0.0))),
-        ("hasync_job_next_run_timestamp_seconds", "gauge", "When the next timed run is due (Unix time).",
-         |j, ts| j.next_run.as_ref().map(ts)),
-        ("hasync_job_running", "gauge", "1 while a run is in progress.",
-         |j, _| Some(if j.running_since.is_some() { 1.0 } else { 0.0 })),
+        (
+            "hasync_job_last_success_timestamp_seconds",
+            "gauge",
+            "End of the last successful run (Unix time).",
+            |j, ts| j.last_success.as_ref().map(ts),
+        ),
+        (
+            "hasync_job_last_duration_seconds",
+            "gauge",
+            "Duration of the last run.",
+            |j, _| j.last_run.as_ref().map(|r| secs(r.end - r.start)),
+        ),
+        (
+            "hasync_job_last_run_success",
+            "gauge",
+            "1 if the last run succeeded, 0 if it failed.",
+            |j, _| j.last_run.as_ref().map(|r| if r.ok { 1.0 } else { 0.0 }),
+        ),
+        (
+            "hasync_job_runs_total",
+            "counter",
+            "Runs recorded (daemon and manual).",
+            |j, _| Some(j.runs_total as f64),
+        ),
+        (
+            "hasync_job_failures_total",
+            "counter",
+            "Failed runs recorded.",
+            |j, _| Some(j.failures_total as f64),
+        ),
+        (
+            "hasync_job_lag_seconds",
+            "gauge",
+            "Seconds since the last successful run ended.",
+            |j, _| j.lag_seconds,
+        ),
+        (
+            "hasync_job_pending_seconds",
+            "gauge",
+            "Watch mode: age of the oldest change not yet delivered (0: none).",
+            |j, _| Some(j.pending_seconds.unwrap_or(0.0)),
+        ),
+        (
+            "hasync_job_next_run_timestamp_seconds",
+            "gauge",
+            "When the next timed run is due (Unix time).",
+            |j, ts| j.next_run.as_ref().map(ts),
+        ),
+        (
+            "hasync_job_running",
+            "gauge",
+            "1 while a run is in progress.",
+            |j, _| Some(if j.running_since.is_some() { 1.0 } else { 0.0 }),
+        ),
     ];
-    let _ = writeln!(out, "# HELP hasync_up 1 when the daemon answers.\n# TYPE hasync_up gauge\nhasync_up 1");
+    let _ = writeln!(
+        out,
+        "# HELP hasync_up 1 when the daemon answers.\n# TYPE hasync_up gauge\nhasync_up 1"
+    );
     for (name, kind, help, get) in metrics {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for j in r.jobs.iter().filter(|j| j.skipped.is_none()) {

@@ -46,7 +46,9 @@ pub fn watch(
     let handler = move |res: notify::Result<Event>| match res {
         Ok(ev) => {
             if ev.need_rescan() {
-                send(Change::All("the watcher lost events (queue overflow)".into()));
+                send(Change::All(
+                    "the watcher lost events (queue overflow)".into(),
+                ));
                 return;
             }
             if matches!(ev.kind, EventKind::Access(_)) {

@@ -1,0 +1,533 @@
+//! `hasync daemon`: this module owns the scheduler loop. One thread (the caller's)
+//! owns every job's plan (next timed run, pending watch changes, retry backoff) and
+//! reacts to messages ([`Msg`]) on one channel: stop and reload requests (the CLI
+//! maps SIGTERM/SIGINT/SIGHUP to them), changes from the watcher, and the end of runs.
+//! Each run happens on its own thread through [`jobs::execute`], under the job's lock
+//! (shared with `hasync sync`), so a job never runs twice at once, even across
+//! processes; all jobs share one transport to the peer.
+//!
+//! Watch jobs: a change marks the job dirty and, after a short debounce, starts a full
+//! run of the job; the job stays dirty (and is retried with backoff) until a run that
+//! *started after the last change* succeeds, so nothing is lost while the peer is away.
+//! Timed jobs: a failed run is retried with capped exponential backoff until the next
+//! timed run is due. Stop: no new runs start, running ones finish (the engine leaves no
+//! temp file behind when a run ends, even by an error), then `run` returns. A second
+//! stop returns at once. Reload: a config that does not load is ignored and logged.
+
+mod http;
+
+use chrono::{DateTime, Utc};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::{self, Config, ConfigError, Schedule};
+use crate::jobs::{self, Executed, Job, LogReporter, SharedTransport};
+use crate::schedule::{CronExpr, backoff, cron_of, jitter, next_after};
+use crate::state::{self, DaemonJob, DaemonState, JobLock};
+use crate::watch::{self, Change, Watcher};
+
+/// How long after the first change of a burst a watch run starts.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+/// How soon a run is tried again when another process holds the job's lock.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
+
+/// What the scheduler loop reacts to.
+#[derive(Debug)]
+pub enum Msg {
+    /// Stop (SIGTERM, SIGINT); the string says why, for the log.
+    Stop(String),
+    /// Reload the config file (SIGHUP).
+    Reload,
+    Changed(Change),
+    Finished {
+        job: String,
+        seq: u64,
+        result: Result<Executed, String>,
+    },
+}
+
+/// Why the daemon could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("another hasync daemon already runs with the state_dir {} (its lock is {})", .0.display(), .0.join("locks/.daemon.lock").display())]
+    AlreadyRunning(PathBuf),
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl DaemonError {
+    /// The process exit code (see `--help`).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            DaemonError::Config(_) => 2,
+            DaemonError::AlreadyRunning(_) => 5,
+            DaemonError::Setup(_) => 1,
+        }
+    }
+}
+
+/// How the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every run in progress finished.
+    Clean,
+    /// A second stop request: returned without waiting for the runs in progress.
+    Aborted,
+}
+
+struct Running {
+    seq: u64,
+    /// The job's change counter when the run started.
+    change_gen: u64,
+    started: DateTime<Utc>,
+}
+
+/// One job's plan.
+struct Slot {
+    job: Arc<dyn Job>,
+    /// The timed schedule (a watch job's safety pass), as written and parsed.
+    timer_text: String,
+    timer: Option<CronExpr>,
+    next_timed: Option<DateTime<Utc>>,
+    watch: bool,
+    skipped: Option<String>,
+    dirty: bool,
+    pending_since: Option<DateTime<Utc>>,
+    change_gen: u64,
+    watch_due: Option<DateTime<Utc>>,
+    retry_at: Option<DateTime<Utc>>,
+    attempt: u32,
+    running: Option<Running>,
+}
+
+struct Daemon {
+    path: PathBuf,
+    cfg: Arc<Config>,
+    jobs: Vec<Arc<dyn Job>>,
+    slots: Vec<Slot>,
+    transport: SharedTransport,
+    watcher: Watcher,
+    tx: Sender<Msg>,
+    seq: u64,
+    stopping: bool,
+    started: DateTime<Utc>,
+    view: Arc<Mutex<http::View>>,
+    written: Option<DaemonState>,
+}
+
+fn after(d: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl Daemon {
+    fn slot(&self, job: Arc<dyn Job>, now: DateTime<Utc>) -> Slot {
+        let watch = *job.schedule() == Schedule::Watch;
+        let timed = if watch {
+            job.safety_pass()
+        } else {
+            job.schedule()
+        };
+        let timer = cron_of(timed);
+        let skipped = job.skip_reason();
+        let mut s = Slot {
+            timer_text: timed.to_string(),
+            next_timed: None,
+            watch,
+            // A watch job starts dirty: what changed while no daemon ran is delivered now.
+            dirty: watch && skipped.is_none(),
+            pending_since: (watch && skipped.is_none()).then_some(now),
+            change_gen: 0,
+            watch_due: (watch && skipped.is_none()).then_some(now),
+            retry_at: None,
+            attempt: 0,
+            running: None,
+            skipped,
+            timer,
+            job,
+        };
+        s.next_timed = self.next_timed(&s, now);
+        s
+    }
+
+    fn next_timed(&self, s: &Slot, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let zone = self.cfg.daemon.timezone.zone();
+        let t = next_after(s.timer.as_ref()?, now, zone)?;
+        Some(t + chrono::Duration::from_std(jitter(s.job.jitter())).unwrap_or_default())
+    }
+
+    fn start_watcher(&mut self) {
+        let jobs: Vec<(String, Vec<PathBuf>)> = self
+            .slots
+            .iter()
+            .filter(|s| s.watch && s.skipped.is_none())
+            .map(|s| (s.job.name().to_string(), s.job.watch_paths()))
+            .collect();
+        let tx = self.tx.clone();
+        // Replace the old watcher first so its inotify watches are released.
+        self.watcher = watch::watch(Vec::new(), |_| {}).0;
+        let (w, warnings) = watch::watch(jobs, move |c| {
+            let _ = tx.send(Msg::Changed(c));
+        });
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        self.watcher = w;
+    }
+
+    /// Starts every run that is due; returns how long to sleep at most.
+    fn start_due(&mut self) -> Duration {
+        let now = Utc::now();
+        let mut wake = now + chrono::Duration::seconds(60);
+        for i in 0..self.slots.len() {
+            let s = &self.slots[i];
+            if s.skipped.is_some() || s.running.is_some() {
+                continue;
+            }
+            let due = [s.watch_due, s.retry_at, s.next_timed]
+                .into_iter()
+                .flatten()
+                .min();
+            let Some(due) = due else { continue };
+            if due > now || self.stopping {
+                wake = wake.min(due);
+                continue;
+            }
+            let trigger = if s.watch_due.is_some_and(|t| t <= now) {
+                "watch"
+            } else if s.retry_at.is_some_and(|t| t <= now) {
+                "retry"
+            } else if s.watch {
+                "safety_pass"
+            } else {
+                "schedule"
+            };
+            self.start_run(i, trigger, now);
+        }
+        (wake - now).to_std().unwrap_or(Duration::ZERO)
+    }
+
+    fn start_run(&mut self, i: usize, trigger: &'static str, now: DateTime<Utc>) {
+        self.seq += 1;
+        let seq = self.seq;
+        if self.slots[i].next_timed.is_some_and(|t| t <= now) {
+            self.slots[i].next_timed = self.next_timed(&self.slots[i], now);
+        }
+        let s = &mut self.slots[i];
+        s.watch_due = s.watch_due.filter(|t| *t > now);
+        s.retry_at = s.retry_at.filter(|t| *t > now);
+        s.running = Some(Running {
+            seq,
+            change_gen: s.change_gen,
+            started: now,
+        });
+        let job = s.job.clone();
+        let name = job.name().to_string();
+        tracing::info!("job {name}: starting ({trigger})");
+        let (transport, tx) = (self.transport.clone(), self.tx.clone());
+        let (state_dir, hooks) = (self.cfg.node.state_dir.clone(), self.cfg.hooks.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("job {name}"))
+            .spawn(move || {
+                let mut rep = LogReporter { job: name.clone() };
+                let result = jobs::execute(
+                    job.as_ref(),
+                    transport.as_ref(),
+                    &state_dir,
+                    &hooks,
+                    trigger,
+                    false,
+                    &mut rep,
+                )
+                .map_err(|e| format!("cannot use the state_dir {}: {e}", state_dir.display()));
+                let _ = tx.send(Msg::Finished {
+                    job: name,
+                    seq,
+                    result,
+                });
+            });
+        if let Err(e) = spawned {
+            let _ = self.tx.send(Msg::Finished {
+                job: self.slots[i].job.name().to_string(),
+                seq,
+                result: Err(format!("cannot start a thread: {e}")),
+            });
+        }
+    }
+
+    fn finished(&mut self, job: &str, seq: u64, result: Result<Executed, String>) {
+        let now = Utc::now();
+        let (min, max) = (self.cfg.daemon.retry_min, self.cfg.daemon.retry_max);
+        let Some(i) = self.slots.iter().position(|s| s.job.name() == job) else {
+            return; // removed by a reload while it ran
+        };
+        let next = self.next_timed(&self.slots[i], now);
+        let s = &mut self.slots[i];
+        let Some(run) = s.running.take_if(|r| r.seq == seq) else {
+            return;
+        };
+        let error = match result {
+            Ok(Executed::Busy) => {
+                tracing::info!(
+                    "job {job}: already running in another process; trying again shortly"
+                );
+                s.retry_at = Some(after(BUSY_RETRY));
+                return;
+            }
+            Ok(Executed::Done { run: r, .. }) if r.ok => {
+                let st = &r.stats;
+                tracing::info!(
+                    "job {job}: done: {} entries, {} transferred, {} deleted in {:.2}s",
+                    st.files_total,
+                    st.files_transferred,
+                    st.files_deleted,
+                    (r.end - r.start).num_milliseconds() as f64 / 1000.0
+                );
+                s.attempt = 0;
+                s.retry_at = None;
+                if s.change_gen == run.change_gen {
+                    s.dirty = false;
+                    s.pending_since = None;
+                } else {
+                    // Changes arrived during the run: deliver them now.
+                    s.pending_since = Some(run.started);
+                    s.watch_due = Some(now);
+                }
+                return;
+            }
+            Ok(Executed::Done { run: r, .. }) => r.error.unwrap_or_else(|| "failed".into()),
+            Err(e) => e,
+        };
+        s.attempt += 1;
+        let delay = backoff(s.attempt, min, max);
+        let retry = after(delay);
+        s.watch_due = None;
+        if !s.dirty && next.is_some_and(|n| n <= retry) {
+            s.retry_at = None;
+            tracing::warn!("job {job}: failed: {error}; next timed run at {:?}", next);
+        } else {
+            s.retry_at = Some(retry);
+            tracing::warn!(
+                "job {job}: failed (attempt {}): {error}; retrying in {:.1}s",
+                s.attempt,
+                delay.as_secs_f64()
+            );
+        }
+    }
+
+    fn changed(&mut self, c: Change) {
+        let now = Utc::now();
+        let all = matches!(c, Change::All(_));
+        if let Change::All(why) = &c {
+            tracing::info!("{why}: every watched job will run in full");
+        }
+        for s in &mut self.slots {
+            let hit = match &c {
+                Change::Job(name) => s.job.name() == name,
+                Change::All(_) => s.watch,
+            };
+            if !hit || s.skipped.is_some() {
+                continue;
+            }
+            s.dirty = true;
+            s.change_gen += 1;
+            s.pending_since.get_or_insert(now);
+            // While a failing job backs off, changes wait for the retry.
+            if s.retry_at.is_none() && s.watch_due.is_none() {
+                s.watch_due = Some(if all { now } else { after(DEBOUNCE) });
+            }
+        }
+    }
+
+    fn reload(&mut self) {
+        let new = match config::load(&self.path) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                tracing::error!(
+                    "reload: keeping the current configuration, the file is not valid: {e}"
+                );
+                return;
+            }
+        };
+        if new.node != self.cfg.node {
+            match jobs::peer_transport(&new) {
+                Ok(t) => self.transport = t,
+                Err(e) => {
+                    tracing::error!(
+                        "reload: keeping the current configuration, cannot set up the peer: {e}"
+                    );
+                    return;
+                }
+            }
+        }
+        if new.daemon.metrics_listen != self.cfg.daemon.metrics_listen {
+            tracing::warn!("reload: metrics_listen changed; restart the daemon to apply it");
+        }
+        let now = Utc::now();
+        let old_slots = std::mem::take(&mut self.slots);
+        self.cfg = new.clone();
+        self.jobs = jobs::jobs_of(&new);
+        let mut slots = Vec::new();
+        for job in self.jobs.clone() {
+            let mut s = self.slot(job, now);
+            if let Some(old) = old_slots.iter().find(|o| o.job.name() == s.job.name()) {
+                s.running = old.running.as_ref().map(|r| Running { ..*r });
+                s.attempt = old.attempt;
+                s.retry_at = old.retry_at;
+                if s.watch && old.watch {
+                    (s.dirty, s.pending_since, s.change_gen, s.watch_due) =
+                        (old.dirty, old.pending_since, old.change_gen, old.watch_due);
+                }
+                if old.timer_text == s.timer_text && old.job.jitter() == s.job.jitter() {
+                    s.next_timed = old.next_timed;
+                }
+            }
+            slots.push(s);
+        }
+        self.slots = slots;
+        self.start_watcher();
+        tracing::info!("reload: configuration reloaded ({} jobs)", self.slots.len());
+    }
+
+    /// Publishes the plan to `daemon.json` and the HTTP view when it changed.
+    fn publish(&mut self) {
+        let jobs = self
+            .slots
+            .iter()
+            .map(|s| {
+                let next_run = [s.next_timed, s.retry_at, s.watch_due]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                let dj = DaemonJob {
+                    schedule: s.job.schedule().to_string(),
+                    next_run: if s.skipped.is_some() { None } else { next_run },
+                    pending_since: s.pending_since,
+                    retry_at: s.retry_at,
+                    running_since: s.running.as_ref().map(|r| r.started),
+                };
+                (s.job.name().to_string(), dj)
+            })
+            .collect();
+        let st = DaemonState {
+            pid: std::process::id(),
+            started: Some(self.started),
+            config: self.path.clone(),
+            updated: None,
+            jobs,
+        };
+        if self.written.as_ref() == Some(&st) {
+            return;
+        }
+        let mut stamped = st.clone();
+        stamped.updated = Some(Utc::now());
+        if let Err(e) = state::write_json(&state::daemon_file(&self.cfg.node.state_dir), &stamped) {
+            tracing::warn!(
+                "cannot write {}: {e}",
+                state::daemon_file(&self.cfg.node.state_dir).display()
+            );
+        }
+        let mut v = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        v.cfg = self.cfg.clone();
+        v.jobs = self.jobs.clone();
+        v.daemon = stamped;
+        self.written = Some(st);
+    }
+}
+
+/// A channel for [`run`]: hand the sender to whatever produces stop/reload requests.
+pub fn channel() -> (Sender<Msg>, Receiver<Msg>) {
+    std::sync::mpsc::channel()
+}
+
+/// Runs the daemon for the config at `path` until a [`Msg::Stop`] arrives on `rx`.
+/// `tx` must be the sender of the same channel (the watcher and the runs use it).
+pub fn run(path: &Path, tx: Sender<Msg>, rx: Receiver<Msg>) -> Result<Stopped, DaemonError> {
+    let cfg = Arc::new(config::load(path)?);
+    let state_dir = cfg.node.state_dir.clone();
+    let _daemon_lock = JobLock::try_lock(&state_dir, ".daemon")
+        .map_err(|e| {
+            DaemonError::Setup(format!(
+                "cannot use the state_dir {}: {e}",
+                state_dir.display()
+            ))
+        })?
+        .ok_or_else(|| DaemonError::AlreadyRunning(state_dir.clone()))?;
+    let transport = jobs::peer_transport(&cfg).map_err(|e| DaemonError::Setup(e.to_string()))?;
+    let jobs = jobs::jobs_of(&cfg);
+    let view = Arc::new(Mutex::new(http::View {
+        cfg: cfg.clone(),
+        jobs: jobs.clone(),
+        daemon: DaemonState::default(),
+    }));
+    if let Some(listen) = &cfg.daemon.metrics_listen {
+        let listener = std::net::TcpListener::bind(listen).map_err(|e| {
+            DaemonError::Setup(format!("metrics_listen {listen}: cannot listen: {e}"))
+        })?;
+        http::spawn(listener, view.clone());
+        tracing::info!("metrics and status on http://{listen}/metrics and /status");
+    }
+    let mut d = Daemon {
+        path: path.to_path_buf(),
+        cfg: cfg.clone(),
+        jobs: jobs.clone(),
+        slots: Vec::new(),
+        transport,
+        watcher: watch::watch(Vec::new(), |_| {}).0,
+        tx,
+        seq: 0,
+        stopping: false,
+        started: Utc::now(),
+        view,
+        written: None,
+    };
+    let now = Utc::now();
+    d.slots = jobs.into_iter().map(|j| d.slot(j, now)).collect();
+    for s in &d.slots {
+        match &s.skipped {
+            Some(why) => tracing::info!("job {}: not run on this node ({why})", s.job.name()),
+            None => tracing::info!("job {}: schedule {}", s.job.name(), s.job.schedule()),
+        }
+    }
+    d.start_watcher();
+    tracing::info!(
+        "daemon started (pid {}, {} jobs)",
+        std::process::id(),
+        d.slots.len()
+    );
+    let stopped = loop {
+        let wait = d.start_due();
+        d.publish();
+        if d.stopping && d.slots.iter().all(|s| s.running.is_none()) {
+            break Stopped::Clean;
+        }
+        match rx.recv_timeout(wait) {
+            Ok(Msg::Stop(why)) if d.stopping => {
+                tracing::warn!("{why} again: exiting without waiting for the runs in progress");
+                break Stopped::Aborted;
+            }
+            Ok(Msg::Stop(why)) => {
+                let n = d.slots.iter().filter(|s| s.running.is_some()).count();
+                tracing::info!("{why}: stopping (waiting for {n} runs in progress)");
+                d.stopping = true;
+                d.watcher = watch::watch(Vec::new(), |_| {}).0;
+            }
+            Ok(Msg::Reload) if d.stopping => {}
+            Ok(Msg::Reload) => d.reload(),
+            Ok(Msg::Changed(c)) => {
+                if !d.stopping {
+                    d.changed(c)
+                }
+            }
+            Ok(Msg::Finished { job, seq, result }) => d.finished(&job, seq, result),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break Stopped::Clean,
+        }
+    };
+    let _ = std::fs::remove_file(state::daemon_file(&d.cfg.node.state_dir));
+    tracing::info!("daemon stopped");
+    Ok(stopped)
+}
