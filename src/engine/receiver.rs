@@ -10,6 +10,7 @@
 //! 4. deletions (after transfers, like `--delete-after`), deepest first;
 //! 5. directory metadata, deepest first, so a directory's mtime is set after
 //!    its contents changed.
+//!
 //! Items go to the local reporter when we are the client, else back over the wire.
 
 use super::SyncError;

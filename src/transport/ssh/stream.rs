@@ -133,6 +133,7 @@ impl Shared {
 }
 
 /// Starts the pumps and returns the engine's view of the connection.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn start(
     rt: &'static Runtime,
     handle: Arc<client::Handle<ClientHandler>>,
