@@ -132,6 +132,10 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
         .tempfile_in(dir)?;
     serde_json::to_writer_pretty(&mut tmp, value).map_err(io::Error::other)?;
     tmp.write_all(b"\n")?;
+    // Readable by monitoring users (status, metrics scrapers); nothing secret inside.
+    use std::os::unix::fs::PermissionsExt;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     File::open(dir)?.sync_all()
