@@ -84,8 +84,38 @@ fn wait_for(secs: u64, mut cond: impl FnMut() -> bool, what: impl Fn() -> String
     }
 }
 
+/// Whether `dst` mirrors `src` now. Unlike `snapshot`, tolerates files vanishing
+/// while it looks (the daemon may be writing the mirror): then it is not a mirror yet.
 fn mirrored(src: &Path, dst: &Path) -> bool {
-    dst.exists() && snapshot(src) == snapshot(dst)
+    match (quiet_snapshot(src), quiet_snapshot(dst)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// (path, kind, size, mode, mtime, content) of every entry, or `None` if any of them
+/// changed under our feet.
+fn quiet_snapshot(root: &Path) -> Option<Vec<(PathBuf, bool, u64, u32, i64, Vec<u8>)>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let e = e.ok()?;
+        let md = e.path().symlink_metadata().ok()?;
+        let data = if md.is_file() {
+            std::fs::read(e.path()).ok()?
+        } else {
+            Vec::new()
+        };
+        out.push((
+            e.path().strip_prefix(root).ok()?.to_path_buf(),
+            md.is_dir(),
+            if md.is_file() { md.len() } else { 0 },
+            md.mode(),
+            md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            data,
+        ));
+    }
+    Some(out)
 }
 
 fn temps(dir: &Path) -> Vec<PathBuf> {
