@@ -609,3 +609,27 @@ fn bad_schedules_are_config_errors_naming_the_key() {
         );
     }
 }
+
+#[test]
+fn sigterm_during_a_run_lets_it_finish_and_leaves_no_temp_file() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = setup(d.path(), WATCH_JOB);
+    let (src, dst) = (d.path().join("m/data"), d.path().join("s/data"));
+    Tree::new(&src).file("small", b"s");
+    let daemon = Daemon::start(&cfg);
+    let log = || daemon.log();
+    wait_for(10, || mirrored(&src, &dst), log);
+    let starts = |l: &str| l.matches("starting (watch)").count();
+    let before = starts(&daemon.log());
+    // Written outside the tree, then renamed in: one event, a complete file.
+    std::fs::write(d.path().join("m/big"), pseudo(96 << 20, 7)).unwrap();
+    std::fs::rename(d.path().join("m/big"), src.join("big")).unwrap();
+    wait_for(10, || starts(&daemon.log()) > before, log);
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(temps(d.path()).is_empty(), "temp files left: {:?}", temps(d.path()));
+    if log.contains("waiting for 1 runs in progress") {
+        // Stopped mid-run: the run finished first.
+        assert!(mirrored(&src, &dst), "{log}");
+    }
+}
