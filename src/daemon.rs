@@ -117,6 +117,8 @@ struct Daemon {
     started: DateTime<Utc>,
     view: Arc<Mutex<http::View>>,
     written: Option<DaemonState>,
+    /// See [`Daemon::recheck_watch_roots`].
+    watched_ids: Vec<(String, Option<(u64, u64)>)>,
 }
 
 fn after(d: Duration) -> DateTime<Utc> {
@@ -176,12 +178,65 @@ impl Daemon {
             tracing::warn!("{w}");
         }
         self.watcher = w;
+        self.watched_ids = self.watch_ids();
+    }
+
+    /// The identity (device, inode) of every watched root, `None` when missing.
+    fn watch_ids(&self) -> Vec<(String, Option<(u64, u64)>)> {
+        use std::os::unix::fs::MetadataExt;
+        self.slots
+            .iter()
+            .filter(|s| s.watch && s.skipped.is_none())
+            .flat_map(|s| {
+                let name = s.job.name().to_string();
+                s.job.watch_paths().into_iter().map(move |p| {
+                    let id = std::fs::metadata(&p).ok().map(|m| (m.dev(), m.ino()));
+                    (name.clone(), id)
+                })
+            })
+            .collect()
+    }
+
+    /// A watched root that appeared, or was deleted and created again, has no (valid)
+    /// inotify watch: watch again, and run its job now.
+    fn recheck_watch_roots(&mut self) {
+        if self.stopping {
+            return;
+        }
+        let now_ids = self.watch_ids();
+        if now_ids == self.watched_ids {
+            return;
+        }
+        let changed: Vec<String> = now_ids
+            .iter()
+            .zip(
+                self.watched_ids
+                    .iter()
+                    .map(Some)
+                    .chain(std::iter::repeat(None)),
+            )
+            .filter(|(a, b)| Some(*a) != *b)
+            .map(|(a, _)| a.0.clone())
+            .collect();
+        tracing::info!("watched directories changed identity; watching again");
+        self.start_watcher();
+        let now = Utc::now();
+        for s in &mut self.slots {
+            if changed.iter().any(|n| n == s.job.name()) {
+                s.dirty = true;
+                s.change_gen += 1;
+                s.pending_since.get_or_insert(now);
+                s.retry_at = None;
+                s.watch_due = Some(now);
+            }
+        }
     }
 
     /// Starts every run that is due; returns how long to sleep at most.
     fn start_due(&mut self) -> Duration {
         let now = Utc::now();
-        let mut wake = now + chrono::Duration::seconds(60);
+        // Wake at least this often to notice re-created watched roots and clock jumps.
+        let mut wake = now + chrono::Duration::seconds(5);
         for i in 0..self.slots.len() {
             let s = &self.slots[i];
             if s.skipped.is_some() || s.running.is_some() {
@@ -483,6 +538,7 @@ pub fn run(path: &Path, tx: Sender<Msg>, rx: Receiver<Msg>) -> Result<Stopped, D
         started: Utc::now(),
         view,
         written: None,
+        watched_ids: Vec::new(),
     };
     let now = Utc::now();
     d.slots = jobs.into_iter().map(|j| d.slot(j, now)).collect();
@@ -522,8 +578,11 @@ pub fn run(path: &Path, tx: Sender<Msg>, rx: Receiver<Msg>) -> Result<Stopped, D
                     d.changed(c)
                 }
             }
-            Ok(Msg::Finished { job, seq, result }) => d.finished(&job, seq, result),
-            Err(RecvTimeoutError::Timeout) => {}
+            Ok(Msg::Finished { job, seq, result }) => {
+                d.finished(&job, seq, result);
+                d.recheck_watch_roots();
+            }
+            Err(RecvTimeoutError::Timeout) => d.recheck_watch_roots(),
             Err(RecvTimeoutError::Disconnected) => break Stopped::Clean,
         }
     };

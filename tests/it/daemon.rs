@@ -627,9 +627,47 @@ fn sigterm_during_a_run_lets_it_finish_and_leaves_no_temp_file() {
     wait_for(10, || starts(&daemon.log()) > before, log);
     let (code, log) = daemon.stop();
     assert_eq!(code, Some(0), "{log}");
-    assert!(temps(d.path()).is_empty(), "temp files left: {:?}", temps(d.path()));
+    assert!(
+        temps(d.path()).is_empty(),
+        "temp files left: {:?}",
+        temps(d.path())
+    );
     if log.contains("waiting for 1 runs in progress") {
         // Stopped mid-run: the run finished first.
         assert!(mirrored(&src, &dst), "{log}");
     }
+}
+
+#[test]
+fn a_watched_directory_created_or_recreated_later_is_watched_again() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = setup(
+        d.path(),
+        &format!("{WATCH_JOB}\n[daemon]\nretry_min = \"100ms\"\nretry_max = \"1s\"\n"),
+    );
+    let (src, dst) = (d.path().join("m/data"), d.path().join("s/data"));
+    std::fs::remove_dir(&src).unwrap();
+    let daemon = Daemon::start(&cfg);
+    let log = || daemon.log();
+    // Missing source: refused (never wipes the mirror), retried.
+    wait_for(10, || daemon.log().contains("cannot watch"), log);
+    wait_for(10, || daemon.log().contains("does not exist"), log);
+    Tree::new(&src).file("a", b"a");
+    wait_for(10, || mirrored(&src, &dst), log);
+    Tree::new(&src).file("b", b"b");
+    wait_for(5, || mirrored(&src, &dst), log);
+    // Deleted and created again: a new directory, watched again.
+    std::fs::rename(&src, d.path().join("m/old")).unwrap();
+    Tree::new(&src).file("c", b"c");
+    wait_for(10, || mirrored(&src, &dst), log);
+    Tree::new(&src).file("d", b"d");
+    let t0 = Instant::now();
+    wait_for(5, || mirrored(&src, &dst), log);
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "not watched: {}",
+        log()
+    );
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
 }
