@@ -15,6 +15,8 @@
 //! stop returns at once. Reload: a config that does not load is ignored and logged.
 
 mod http;
+mod reload;
+mod watching;
 
 use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
@@ -25,7 +27,7 @@ use std::time::Duration;
 use crate::config::{self, Config, ConfigError, Schedule};
 use crate::jobs::{self, Executed, Job, LogReporter, SharedTransport};
 use crate::schedule::{CronExpr, backoff, cron_of, jitter, next_after};
-use crate::state::{self, DaemonJob, DaemonState, JobLock};
+use crate::state::{self, DaemonState, JobLock};
 use crate::watch::{self, Change, Watcher};
 
 /// How long after the first change of a burst a watch run starts.
@@ -159,77 +161,6 @@ impl Daemon {
         let zone = self.cfg.daemon.timezone.zone();
         let t = next_after(s.timer.as_ref()?, now, zone)?;
         Some(t + chrono::Duration::from_std(jitter(s.job.jitter())).unwrap_or_default())
-    }
-
-    fn start_watcher(&mut self) {
-        let jobs: Vec<(String, Vec<PathBuf>)> = self
-            .slots
-            .iter()
-            .filter(|s| s.watch && s.skipped.is_none())
-            .map(|s| (s.job.name().to_string(), s.job.watch_paths()))
-            .collect();
-        let tx = self.tx.clone();
-        // Replace the old watcher first so its inotify watches are released.
-        self.watcher = watch::watch(Vec::new(), |_| {}).0;
-        let (w, warnings) = watch::watch(jobs, move |c| {
-            let _ = tx.send(Msg::Changed(c));
-        });
-        for w in warnings {
-            tracing::warn!("{w}");
-        }
-        self.watcher = w;
-        self.watched_ids = self.watch_ids();
-    }
-
-    /// The identity (device, inode) of every watched root, `None` when missing.
-    fn watch_ids(&self) -> Vec<(String, Option<(u64, u64)>)> {
-        use std::os::unix::fs::MetadataExt;
-        self.slots
-            .iter()
-            .filter(|s| s.watch && s.skipped.is_none())
-            .flat_map(|s| {
-                let name = s.job.name().to_string();
-                s.job.watch_paths().into_iter().map(move |p| {
-                    let id = std::fs::metadata(&p).ok().map(|m| (m.dev(), m.ino()));
-                    (name.clone(), id)
-                })
-            })
-            .collect()
-    }
-
-    /// A watched root that appeared, or was deleted and created again, has no (valid)
-    /// inotify watch: watch again, and run its job now.
-    fn recheck_watch_roots(&mut self) {
-        if self.stopping {
-            return;
-        }
-        let now_ids = self.watch_ids();
-        if now_ids == self.watched_ids {
-            return;
-        }
-        let changed: Vec<String> = now_ids
-            .iter()
-            .zip(
-                self.watched_ids
-                    .iter()
-                    .map(Some)
-                    .chain(std::iter::repeat(None)),
-            )
-            .filter(|(a, b)| Some(*a) != *b)
-            .map(|(a, _)| a.0.clone())
-            .collect();
-        tracing::info!("watched directories changed identity; watching again");
-        self.start_watcher();
-        let now = Utc::now();
-        for s in &mut self.slots {
-            if changed.iter().any(|n| n == s.job.name()) {
-                s.dirty = true;
-                s.change_gen += 1;
-                s.pending_since.get_or_insert(now);
-                s.retry_at = None;
-                s.watch_due = Some(now);
-            }
-        }
     }
 
     /// Starts every run that is due; returns how long to sleep at most.
@@ -371,125 +302,6 @@ impl Daemon {
                 delay.as_secs_f64()
             );
         }
-    }
-
-    fn changed(&mut self, c: Change) {
-        let now = Utc::now();
-        let all = matches!(c, Change::All(_));
-        if let Change::All(why) = &c {
-            tracing::info!("{why}: every watched job will run in full");
-        }
-        for s in &mut self.slots {
-            let hit = match &c {
-                Change::Job(name) => s.job.name() == name,
-                Change::All(_) => s.watch,
-            };
-            if !hit || s.skipped.is_some() {
-                continue;
-            }
-            s.dirty = true;
-            s.change_gen += 1;
-            s.pending_since.get_or_insert(now);
-            // While a failing job backs off, changes wait for the retry.
-            if s.retry_at.is_none() && s.watch_due.is_none() {
-                s.watch_due = Some(if all { now } else { after(DEBOUNCE) });
-            }
-        }
-    }
-
-    fn reload(&mut self) {
-        let new = match config::load(&self.path) {
-            Ok(c) => Arc::new(c),
-            Err(e) => {
-                tracing::error!(
-                    "reload: keeping the current configuration, the file is not valid: {e}"
-                );
-                return;
-            }
-        };
-        if new.node != self.cfg.node {
-            match jobs::peer_transport(&new) {
-                Ok(t) => self.transport = t,
-                Err(e) => {
-                    tracing::error!(
-                        "reload: keeping the current configuration, cannot set up the peer: {e}"
-                    );
-                    return;
-                }
-            }
-        }
-        if new.daemon.metrics_listen != self.cfg.daemon.metrics_listen {
-            tracing::warn!("reload: metrics_listen changed; restart the daemon to apply it");
-        }
-        let now = Utc::now();
-        let old_slots = std::mem::take(&mut self.slots);
-        self.cfg = new.clone();
-        self.jobs = jobs::jobs_of(&new);
-        let mut slots = Vec::new();
-        for job in self.jobs.clone() {
-            let mut s = self.slot(job, now);
-            if let Some(old) = old_slots.iter().find(|o| o.job.name() == s.job.name()) {
-                s.running = old.running.as_ref().map(|r| Running { ..*r });
-                s.attempt = old.attempt;
-                s.retry_at = old.retry_at;
-                if s.watch && old.watch {
-                    (s.dirty, s.pending_since, s.change_gen, s.watch_due) =
-                        (old.dirty, old.pending_since, old.change_gen, old.watch_due);
-                }
-                if old.timer_text == s.timer_text && old.job.jitter() == s.job.jitter() {
-                    s.next_timed = old.next_timed;
-                }
-            }
-            slots.push(s);
-        }
-        self.slots = slots;
-        self.start_watcher();
-        tracing::info!("reload: configuration reloaded ({} jobs)", self.slots.len());
-    }
-
-    /// Publishes the plan to `daemon.json` and the HTTP view when it changed.
-    fn publish(&mut self) {
-        let jobs = self
-            .slots
-            .iter()
-            .map(|s| {
-                let next_run = [s.next_timed, s.retry_at, s.watch_due]
-                    .into_iter()
-                    .flatten()
-                    .min();
-                let dj = DaemonJob {
-                    schedule: s.job.schedule().to_string(),
-                    next_run: if s.skipped.is_some() { None } else { next_run },
-                    pending_since: s.pending_since,
-                    retry_at: s.retry_at,
-                    running_since: s.running.as_ref().map(|r| r.started),
-                };
-                (s.job.name().to_string(), dj)
-            })
-            .collect();
-        let st = DaemonState {
-            pid: std::process::id(),
-            started: Some(self.started),
-            config: self.path.clone(),
-            updated: None,
-            jobs,
-        };
-        if self.written.as_ref() == Some(&st) {
-            return;
-        }
-        let mut stamped = st.clone();
-        stamped.updated = Some(Utc::now());
-        if let Err(e) = state::write_json(&state::daemon_file(&self.cfg.node.state_dir), &stamped) {
-            tracing::warn!(
-                "cannot write {}: {e}",
-                state::daemon_file(&self.cfg.node.state_dir).display()
-            );
-        }
-        let mut v = self.view.lock().unwrap_or_else(|e| e.into_inner());
-        v.cfg = self.cfg.clone();
-        v.jobs = self.jobs.clone();
-        v.daemon = stamped;
-        self.written = Some(st);
     }
 }
 

@@ -93,9 +93,12 @@ fn mirrored(src: &Path, dst: &Path) -> bool {
     }
 }
 
+/// Path, is a directory, size, mode, mtime, content.
+type Entry = (PathBuf, bool, u64, u32, i64, Vec<u8>);
+
 /// (path, kind, size, mode, mtime, content) of every entry, or `None` if any of them
 /// changed under our feet.
-fn quiet_snapshot(root: &Path) -> Option<Vec<(PathBuf, bool, u64, u32, i64, Vec<u8>)>> {
+fn quiet_snapshot(root: &Path) -> Option<Vec<Entry>> {
     use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
     for e in walkdir::WalkDir::new(root).sort_by_file_name() {
