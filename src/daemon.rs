@@ -288,20 +288,69 @@ impl Daemon {
             Err(e) => e,
         };
         s.attempt += 1;
-        let delay = backoff(s.attempt, min, max);
-        let retry = after(delay);
         s.watch_due = None;
-        if !s.dirty && next.is_some_and(|n| n <= retry) {
-            s.retry_at = None;
-            tracing::warn!("job {job}: failed: {error}; next timed run at {:?}", next);
-        } else {
-            s.retry_at = Some(retry);
-            tracing::warn!(
+        s.retry_at = retry_at(s.attempt, s.dirty, next, now, min, max);
+        match (s.retry_at, next) {
+            (Some(t), _) => tracing::warn!(
                 "job {job}: failed (attempt {}): {error}; retrying in {:.1}s",
                 s.attempt,
-                delay.as_secs_f64()
-            );
+                (t - now).num_milliseconds() as f64 / 1000.0
+            ),
+            (None, Some(n)) => tracing::warn!(
+                "job {job}: failed: {error}; next timed run at {}",
+                n.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            (None, None) => tracing::warn!("job {job}: failed: {error}"),
         }
+    }
+}
+
+/// When to retry after failed attempt number `attempt` at `now`: after the backoff
+/// delay; but a job with no pending changes (`dirty` false) whose next timed run
+/// comes first waits for that run instead. `None`: no retry.
+fn retry_at(
+    attempt: u32,
+    dirty: bool,
+    next_timed: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    min: Duration,
+    max: Duration,
+) -> Option<DateTime<Utc>> {
+    let retry = now + chrono::Duration::from_std(backoff(attempt, min, max)).ok()?;
+    if !dirty && next_timed.is_some_and(|n| n <= retry) {
+        None
+    } else {
+        Some(retry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_and_yield_to_the_next_timed_run() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let (min, max) = (Duration::from_secs(5), Duration::from_secs(300));
+        let secs = |t: Option<DateTime<Utc>>| t.map(|t| (t - now).num_seconds());
+        let hour = Some(now + chrono::Duration::hours(1));
+        let delays: Vec<_> = (1..=9)
+            .map(|a| secs(retry_at(a, false, hour, now, min, max)))
+            .collect();
+        assert_eq!(
+            delays,
+            [5, 10, 20, 40, 80, 160, 300, 300, 300].map(Some).to_vec()
+        );
+        // The next timed run is sooner than the retry: no retry.
+        let soon = Some(now + chrono::Duration::seconds(30));
+        assert_eq!(
+            retry_at(3, false, soon, now, min, max),
+            Some(now + chrono::Duration::seconds(20))
+        );
+        assert_eq!(retry_at(4, false, soon, now, min, max), None);
+        // A watched job with pending changes retries anyway, and so does a job without a timer.
+        assert_eq!(secs(retry_at(4, true, soon, now, min, max)), Some(40));
+        assert_eq!(secs(retry_at(20, false, None, now, min, max)), Some(300));
     }
 }
 

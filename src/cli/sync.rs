@@ -133,7 +133,7 @@ pub fn run(cli: &Cli, args: &SyncArgs) -> Result<i32, CliError> {
             Some(Ok(l)) => l,
             Some(Err(e)) => {
                 return Err(CliError::usage(format!(
-                    "cannot lock job {} under the state_dir {}: {e}",
+                    "cannot lock job {} under the state_dir {}: {e} (set [node] state_dir to a directory this user can write)",
                     job.name,
                     state_dir.display()
                 )));
