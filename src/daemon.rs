@@ -123,8 +123,16 @@ struct Daemon {
     watched_ids: Vec<(String, Option<(u64, u64)>)>,
 }
 
+/// `now + d`, saturating (a huge configured duration never panics).
+fn plus(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 fn after(d: Duration) -> DateTime<Utc> {
-    Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+    plus(Utc::now(), d)
 }
 
 impl Daemon {
@@ -160,7 +168,7 @@ impl Daemon {
     fn next_timed(&self, s: &Slot, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let zone = self.cfg.daemon.timezone.zone();
         let t = next_after(s.timer.as_ref()?, now, zone)?;
-        Some(t + chrono::Duration::from_std(jitter(s.job.jitter())).unwrap_or_default())
+        Some(plus(t, jitter(s.job.jitter())))
     }
 
     /// Starts every run that is due; returns how long to sleep at most.
@@ -178,7 +186,10 @@ impl Daemon {
                 .flatten()
                 .min();
             let Some(due) = due else { continue };
-            if due > now || self.stopping {
+            if self.stopping {
+                continue; // no new runs; and a past due time must not make the loop spin
+            }
+            if due > now {
                 wake = wake.min(due);
                 continue;
             }
@@ -316,7 +327,7 @@ fn retry_at(
     min: Duration,
     max: Duration,
 ) -> Option<DateTime<Utc>> {
-    let retry = now + chrono::Duration::from_std(backoff(attempt, min, max)).ok()?;
+    let retry = plus(now, backoff(attempt, min, max));
     if !dirty && next_timed.is_some_and(|n| n <= retry) {
         None
     } else {
@@ -449,5 +460,8 @@ mod tests {
         // A watched job with pending changes retries anyway, and so does a job without a timer.
         assert_eq!(secs(retry_at(4, true, soon, now, min, max)), Some(40));
         assert_eq!(secs(retry_at(20, false, None, now, min, max)), Some(300));
+        // Absurd durations saturate instead of panicking.
+        let huge = Duration::from_secs(u64::MAX / 4);
+        assert!(retry_at(1, true, None, now, huge, huge).is_some());
     }
 }
