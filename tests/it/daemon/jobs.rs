@@ -115,6 +115,21 @@ fn the_job_lock_is_shared_by_the_daemon_and_manual_syncs() {
     let log = || daemon.log();
     wait_for(10, || mirrored(&src, &dst), log);
 
+    // The daemon runs the job (a big file takes a while): a manual sync does not run it.
+    let starts = |l: &str| l.matches("starting (watch)").count();
+    let before = starts(&daemon.log());
+    std::fs::write(d.path().join("m/big"), pseudo(96 << 20, 9)).unwrap();
+    std::fs::rename(d.path().join("m/big"), src.join("big")).unwrap();
+    wait_for(10, || starts(&daemon.log()) > before, log);
+    let o = hasync()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["sync", "w"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5), "{}\n{}", text(&o), log());
+    wait_for(10, || mirrored(&src, &dst), log);
+
     // Another run holds the job: the daemon waits for it, a manual sync says so (exit 5).
     let lock = HeldLock::take(&d.path().join("state"), "w");
     t.file("two", b"2");
