@@ -434,34 +434,4 @@ pub fn run(path: &Path, tx: Sender<Msg>, rx: Receiver<Msg>) -> Result<Stopped, D
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retries_back_off_and_yield_to_the_next_timed_run() {
-        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let (min, max) = (Duration::from_secs(5), Duration::from_secs(300));
-        let secs = |t: Option<DateTime<Utc>>| t.map(|t| (t - now).num_seconds());
-        let hour = Some(now + chrono::Duration::hours(1));
-        let delays: Vec<_> = (1..=9)
-            .map(|a| secs(retry_at(a, false, hour, now, min, max)))
-            .collect();
-        assert_eq!(
-            delays,
-            [5, 10, 20, 40, 80, 160, 300, 300, 300].map(Some).to_vec()
-        );
-        // The next timed run is sooner than the retry: no retry.
-        let soon = Some(now + chrono::Duration::seconds(30));
-        assert_eq!(
-            retry_at(3, false, soon, now, min, max),
-            Some(now + chrono::Duration::seconds(20))
-        );
-        assert_eq!(retry_at(4, false, soon, now, min, max), None);
-        // A watched job with pending changes retries anyway, and so does a job without a timer.
-        assert_eq!(secs(retry_at(4, true, soon, now, min, max)), Some(40));
-        assert_eq!(secs(retry_at(20, false, None, now, min, max)), Some(300));
-        // Absurd durations saturate instead of panicking.
-        let huge = Duration::from_secs(u64::MAX / 4);
-        assert!(retry_at(1, true, None, now, huge, huge).is_some());
-    }
-}
+mod tests;
