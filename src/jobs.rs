@@ -159,8 +159,32 @@ impl Job for SyncJobRun {
     }
 }
 
+/// Lets one `connect` through at a time. The SSH transport takes its cached session
+/// out while it opens a channel on it, so two jobs connecting at the same moment
+/// would otherwise open two sessions; connecting is short (a channel and an exec on
+/// the kept session), the runs themselves still go in parallel.
+struct OneConnectAtATime<T> {
+    inner: T,
+    gate: std::sync::Mutex<()>,
+}
+
+impl<T: Transport> Transport for OneConnectAtATime<T> {
+    fn connect(
+        &self,
+        serve_args: &[String],
+    ) -> Result<crate::transport::Connection, crate::transport::TransportError> {
+        let _turn = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        self.inner.connect(serve_args)
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
 /// The transport to this node's peer: a local child process, or SSH (whose session
-/// the transport keeps and reuses across connections).
+/// the transport keeps and reuses across connections, also between jobs running at
+/// the same time).
 pub fn peer_transport(cfg: &Config) -> Result<SharedTransport, SyncError> {
     match &cfg.node.peer {
         Peer::Local => Ok(Arc::new(crate::transport::local::LocalTransport::new()?)),
@@ -182,9 +206,10 @@ pub fn peer_transport(cfg: &Config) -> Result<SharedTransport, SyncError> {
                 remote_path: cfg.node.remote_path.clone(),
                 ..Default::default()
             };
-            Ok(Arc::new(crate::transport::ssh::SshTransport::new(
-                target, opts,
-            )))
+            Ok(Arc::new(OneConnectAtATime {
+                inner: crate::transport::ssh::SshTransport::new(target, opts),
+                gate: std::sync::Mutex::new(()),
+            }))
         }
     }
 }

@@ -6,6 +6,7 @@
 //! jobs, locking, status, metrics, hooks, cron).
 
 mod jobs;
+mod ssh;
 mod watch;
 
 use crate::util::*;
