@@ -189,3 +189,63 @@ pub fn prometheus(r: &StatusReport) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(name: &str, skipped: bool) -> JobStatus {
+        let t = DateTime::from_timestamp(1_800_000_000, 500_000_000).unwrap();
+        JobStatus {
+            name: name.into(),
+            schedule: "watch".into(),
+            skipped: skipped.then(|| "pull jobs run on the slave".into()),
+            last_success: Some(t),
+            lag_seconds: Some(2.5),
+            pending_since: None,
+            pending_seconds: None,
+            next_run: None,
+            retry_at: None,
+            running_since: Some(t),
+            last_run: None,
+            last_error: None,
+            consecutive_failures: 0,
+            runs_total: 7,
+            failures_total: 1,
+        }
+    }
+
+    #[test]
+    fn prometheus_text_has_help_type_and_one_sample_per_job() {
+        let r = StatusReport {
+            now: Utc::now(),
+            role: "master".into(),
+            peer: "local".into(),
+            config: "/x".into(),
+            daemon_pid: Some(1),
+            jobs: vec![job("a\"b", false), job("skipped", true)],
+        };
+        let text = prometheus(&r);
+        assert!(text.contains("hasync_up 1\n"));
+        assert!(text.contains("# TYPE hasync_job_runs_total counter\n"));
+        assert!(
+            text.contains("hasync_job_runs_total{job=\"a\\\"b\"} 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "hasync_job_last_success_timestamp_seconds{job=\"a\\\"b\"} 1800000000.5\n"
+            )
+        );
+        assert!(text.contains("hasync_job_pending_seconds{job=\"a\\\"b\"} 0\n"));
+        assert!(text.contains("hasync_job_running{job=\"a\\\"b\"} 1\n"));
+        // Optional values are left out, not written as 0; skipped jobs are not shown.
+        assert!(!text.contains("hasync_job_next_run_timestamp_seconds{"));
+        assert!(!text.contains("skipped"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, v) = line.rsplit_once(' ').unwrap();
+            v.parse::<f64>()
+                .unwrap_or_else(|_| panic!("bad sample {line:?}"));
+        }
+    }
+}
