@@ -80,7 +80,7 @@ pub fn watch(
                 notify::ErrorKind::MaxFilesWatch => {
                     " (raise fs.inotify.max_user_watches)".to_string()
                 }
-                _ if !root.exists() => " (create it, then reload with SIGHUP)".to_string(),
+                _ if !root.exists() => " (it is watched as soon as it exists)".to_string(),
                 _ => String::new(),
             };
             warnings.push(format!(
