@@ -129,6 +129,12 @@ pub struct SyncJob {
     pub schedule: Schedule,
     /// Allow mirroring an empty or missing source (default `false`: refused, exit 4).
     pub allow_empty_source: bool,
+    /// `jitter = "30s"`: each timed run starts up to this much later, at random
+    /// (default 0; ignored by `watch` runs, which follow changes).
+    pub jitter: Duration,
+    /// `safety_pass`: for a `watch` job, the timed full pass that runs anyway
+    /// (default [`Schedule::Hourly`]; `"manual"` disables it). Ignored otherwise.
+    pub safety_pass: Schedule,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -225,11 +231,28 @@ pub struct Hooks {
     pub on_failback: Option<String>,
 }
 
-/// `[daemon]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `[daemon]`: how `hasync daemon` schedules and retries (see `docs/daemon.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Daemon {
     /// `ip:port` for the status/metrics HTTP listener.
     pub metrics_listen: Option<String>,
+    /// `timezone = "utc" | "local"`: the zone cron expressions are read in (default UTC).
+    pub timezone: crate::schedule::TimeZoneChoice,
+    /// `retry_min`: the first retry delay after a failed run (default 5 s, doubled each time).
+    pub retry_min: Duration,
+    /// `retry_max`: the cap of the retry delay (default 5 min).
+    pub retry_max: Duration,
+}
+
+impl Default for Daemon {
+    fn default() -> Self {
+        Daemon {
+            metrics_listen: None,
+            timezone: crate::schedule::TimeZoneChoice::Utc,
+            retry_min: Duration::from_secs(5),
+            retry_max: Duration::from_secs(300),
+        }
+    }
 }
 
 /// Reads and validates the config file at `path`.

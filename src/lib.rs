@@ -4,10 +4,13 @@
 //! calls in here and maps errors to exit codes. See `docs/ARCHITECTURE.md`.
 
 pub mod config;
+pub mod daemon;
 pub mod delta;
 pub mod engine;
 pub mod fsops;
+pub mod hooks;
 pub mod init;
+pub mod jobs;
 pub mod manifest;
 pub mod master;
 pub mod path;
@@ -15,4 +18,8 @@ pub mod plan;
 pub mod protocol;
 pub mod report;
 pub mod scan;
+pub mod schedule;
+pub mod state;
+pub mod status;
 pub mod transport;
+pub mod watch;

@@ -44,7 +44,8 @@ impl Item {
 
 /// Counters of one run. The wire carries the receiver's counters; the client
 /// adds `bytes_sent`, `bytes_received` and `duration_ms`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Stats {
     /// Entries in the source manifest (files, directories, symlinks).
     pub files_total: u64,

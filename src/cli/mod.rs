@@ -13,12 +13,15 @@ macro_rules! outln {
 }
 
 mod check_master;
+mod cron;
+mod daemon;
 mod init;
 mod output;
 mod push;
 mod roles;
 mod serve;
 mod services;
+mod status;
 mod sync;
 
 use clap::{Parser, Subcommand};
@@ -31,7 +34,9 @@ Exit codes:
   2  usage or configuration error
   3  peer, transport or authentication failure
   4  refused by a safety guard (e.g. the source is missing or empty and would wipe the mirror,
-     or more deletions than --max-delete)";
+     or more deletions than --max-delete)
+  5  already running: another hasync (the daemon, another `hasync sync`) holds the job's
+     lock (`hasync sync --wait` waits instead), or another daemon uses the same state_dir";
 
 /// Keep the standby node of an HA pair in step with its master.
 #[derive(Parser, Debug)]
@@ -79,6 +84,12 @@ pub enum Command {
     Promote(roles::RoleArgs),
     /// Make this node the slave: services down, sentinel is-secondary, role file
     Demote(roles::RoleArgs),
+    /// Run every job on its schedule (cron, watch), with retries, status and metrics
+    Daemon(daemon::DaemonArgs),
+    /// Show the role, the peer, and each job's last run, lag and next run
+    Status(status::StatusArgs),
+    /// Print /etc/cron.d lines equivalent to the config's schedules
+    Cron(cron::CronArgs),
     /// The peer side of a connection, started over SSH or as a local child; not for people
     #[command(hide = true)]
     Serve(serve::ServeArgs),
@@ -133,6 +144,9 @@ pub fn main() -> i32 {
         Command::Pull(a) => push::run(&cli, a, push::Direction::Pull),
         Command::Sync(a) => sync::run(&cli, a),
         Command::Init(a) => init::run(&cli, a),
+        Command::Daemon(a) => daemon::run(&cli, a),
+        Command::Status(a) => status::run(&cli, a),
+        Command::Cron(a) => cron::run(&cli, a),
         Command::Serve(a) => serve::run(&cli, a),
         Command::Services(a) => services::run(&cli, a),
         Command::CheckMaster(a) => check_master::run(&cli, a),
@@ -154,6 +168,8 @@ fn init_logging(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
     let default = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
+        // The daemon's runs are its output: log them (journald keeps them).
+        (_, 0) if matches!(cli.command, Command::Daemon(_)) => "info",
         (_, 0) => "warn",
         (_, 1) => "info",
         (_, _) => "debug",

@@ -35,15 +35,27 @@ pub fn run(cli: &Cli, args: &RoleArgs, promote: bool) -> Result<i32, CliError> {
         )));
     }
     let transport = if args.copy_back {
-        Some(super::sync::peer_transport(&cfg)?)
+        Some(hasync::jobs::peer_transport(&cfg)?)
     } else {
         None
     };
     let mut console = Console::new(!cli.quiet && !args.json && cli.verbose > 0, false);
     let res = if promote {
-        roles::promote(&cfg, transport.as_deref(), &mut console)
+        roles::promote(
+            &cfg,
+            transport
+                .as_deref()
+                .map(|t| t as &dyn hasync::transport::Transport),
+            &mut console,
+        )
     } else {
-        roles::demote(&cfg, transport.as_deref(), &mut console)
+        roles::demote(
+            &cfg,
+            transport
+                .as_deref()
+                .map(|t| t as &dyn hasync::transport::Transport),
+            &mut console,
+        )
     };
     console.finish();
     let change = res?;

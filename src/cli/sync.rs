@@ -3,17 +3,23 @@
 //! One connection to the peer carries every job. Each path of a job is
 //! mirrored at the same absolute path on the peer (under `root` here and
 //! `peer_root` there). A job that fails does not stop the others; the exit
-//! code is the worst outcome.
+//! code is the worst outcome. Each job runs under its lock (shared with the
+//! daemon): a job already running elsewhere is reported (exit 5) or, with
+//! `--wait`, waited for. Runs are recorded in the state directory and a failed
+//! one calls the `on_failure` hook, as in the daemon.
 
 use super::output::{Console, summary};
 use super::{Cli, CliError};
-use hasync::config::{Config, Direction, Peer, Role, SyncJob};
-use hasync::engine::SyncError;
+use hasync::config::SyncJob;
 use hasync::engine::session::Client;
-use hasync::protocol::SessionOptions;
-use hasync::report::Stats;
-use hasync::transport::Transport;
+use hasync::jobs::{JobReporter, finish_run, peer_transport, run_sync_paths, skip_reason};
+use hasync::report::{Item, Reporter, Stats};
+use hasync::state::{JobLock, Run};
 use serde::Serialize;
+use std::path::Path;
+
+/// Exit code: a job was already running (its lock is held by another hasync).
+pub const EXIT_BUSY: i32 = 5;
 
 #[derive(clap::Args, Debug)]
 pub struct SyncArgs {
@@ -25,6 +31,10 @@ pub struct SyncArgs {
     /// Print one JSON object with each job's stats on stdout at the end
     #[arg(long)]
     pub json: bool,
+    /// When a job is already running (the daemon, another `hasync sync`), wait for it
+    /// to end and then run, instead of reporting it with exit code 5
+    #[arg(long)]
+    pub wait: bool,
 }
 
 #[derive(Serialize)]
@@ -37,43 +47,31 @@ struct JobReport {
     stats: Stats,
 }
 
-/// The transport to this node's peer.
-pub fn peer_transport(cfg: &Config) -> Result<Box<dyn Transport>, CliError> {
-    match &cfg.node.peer {
-        Peer::Local => Ok(Box::new(
-            hasync::transport::local::LocalTransport::new().map_err(SyncError::from)?,
-        )),
-        Peer::Ssh { user, host, port } => {
-            let mut target = hasync::transport::ssh::SshTarget::new(host.clone());
-            target.user = user.clone();
-            if let Some(p) = port {
-                target.port = *p;
-            }
-            let opts = hasync::transport::ssh::SshOptions {
-                identity: cfg.node.identity.clone(),
-                known_hosts: cfg
-                    .node
-                    .known_hosts
-                    .clone()
-                    .unwrap_or_else(super::push::default_known_hosts),
-                remote_path: cfg.node.remote_path.clone(),
-                ..Default::default()
-            }
-            .with_timeout(cfg.node.timeout);
-            Ok(Box::new(hasync::transport::ssh::SshTransport::new(
-                target, opts,
-            )))
-        }
+/// The console, told which directory each run is on.
+struct PathConsole<'a> {
+    console: &'a mut Console,
+    verbose: bool,
+}
+
+impl Reporter for PathConsole<'_> {
+    fn item(&mut self, item: &Item) {
+        self.console.item(item)
+    }
+    fn progress(&mut self, bytes: u64) {
+        self.console.progress(bytes)
+    }
+    fn total(&mut self, bytes: u64) {
+        self.console.total(bytes)
     }
 }
 
-/// Whether this node runs `job` given its role; `Some(reason)` when it does not.
-fn skip_reason(role: Role, job: &SyncJob) -> Option<String> {
-    match (role, job.direction) {
-        (Role::Disabled, _) => Some("this node's role is disabled".into()),
-        (Role::Master, Direction::Push) | (Role::Slave, Direction::Pull) => None,
-        (Role::Master, Direction::Pull) => Some("pull jobs run on the slave".into()),
-        (Role::Slave, Direction::Push) => Some("push jobs run on the master".into()),
+impl JobReporter for PathConsole<'_> {
+    fn path(&mut self, job: &str, local: &Path, peer: &Path) {
+        if self.verbose {
+            outln!("job {job}: {} -> {}", local.display(), peer.display());
+        }
+        let rel = local.strip_prefix("/").unwrap_or(local);
+        self.console.prefix = rel.display().to_string();
     }
 }
 
@@ -100,104 +98,104 @@ pub fn run(cli: &Cli, args: &SyncArgs) -> Result<i32, CliError> {
             cfg.path.display()
         )));
     }
+    let talk = !args.json && !cli.quiet;
     let mut console = Console::new(
         !cli.quiet && (!args.json || cli.verbose > 0),
         !cli.quiet && !args.json,
     );
-    // The role file written by promote/demote overrides the config's role.
-    let role =
-        hasync::master::roles::effective_role(&cfg).map_err(|e| CliError::usage(e.to_string()))?;
+    let transport = peer_transport(&cfg)?;
+    let state_dir = cfg.node.state_dir.clone();
     let mut reports = Vec::new();
     let mut worst = 0;
     let mut client: Option<Client> = None;
     for job in jobs {
-        if let Some(why) = skip_reason(role, job) {
-            if !args.json && !cli.quiet {
+        let mut report = JobReport {
+            name: job.name.clone(),
+            ok: true,
+            skipped: None,
+            error: None,
+            stats: Stats::default(),
+        };
+        if let Some(why) = skip_reason(&cfg, job) {
+            if talk {
                 outln!("job {}: skipped ({why})", job.name);
             }
-            reports.push(JobReport {
-                name: job.name.clone(),
-                ok: true,
-                skipped: Some(why),
-                error: None,
-                stats: Stats::default(),
-            });
+            report.skipped = Some(why);
+            reports.push(report);
             continue;
         }
-        let opts = SessionOptions {
-            delete: job.delete,
-            checksum: job.checksum,
-            dry_run: args.dry_run,
-            owners: true,
-            allow_empty_source: job.allow_empty_source,
-            max_delete: job.max_delete,
-            excludes: job.exclude.clone(),
+        let lock = if args.wait {
+            Some(JobLock::lock(&state_dir, &job.name))
+        } else {
+            JobLock::try_lock(&state_dir, &job.name).transpose()
         };
-        let mut total = Stats::default();
-        let mut errors = Vec::new();
-        for p in &job.paths {
-            let (local, peer) = (cfg.local_path(p), cfg.peer_path(p));
-            if !args.json && !cli.quiet && cli.verbose > 0 {
-                outln!(
-                    "job {}: {} -> {}",
+        let _lock = match lock {
+            Some(Ok(l)) => l,
+            Some(Err(e)) => {
+                return Err(CliError::usage(format!(
+                    "cannot lock job {} under the state_dir {}: {e} (set [node] state_dir to a directory this user can write)",
                     job.name,
-                    local.display(),
-                    peer.display()
+                    state_dir.display()
+                )));
+            }
+            None => {
+                let why = format!(
+                    "already running (another hasync holds {}; pass --wait to wait for it)",
+                    state_dir
+                        .join("locks")
+                        .join(format!("{}.lock", job.name))
+                        .display()
                 );
+                eprintln!("hasync: job {}: {why}", job.name);
+                worst = worst.max(EXIT_BUSY);
+                report.ok = false;
+                report.error = Some(why);
+                reports.push(report);
+                continue;
             }
-            if client.is_none() {
-                let transport = peer_transport(&cfg)?;
-                match Client::connect(transport.as_ref(), &[]) {
-                    Ok(c) => client = Some(c),
-                    Err(e) => {
-                        worst = worst.max(e.exit_code());
-                        errors.push(format!("cannot reach the peer {}: {e}", cfg.node.peer));
-                        break;
-                    }
-                }
-            }
-            let c = client.as_mut().expect("connected above");
-            console.prefix = p.display().to_string().trim_start_matches('/').to_string();
-            let res = match job.direction {
-                Direction::Push => c.push(&local, &peer, &opts, &mut console),
-                Direction::Pull => c.pull(&peer, &local, &opts, &mut console),
+        };
+        let start = chrono::Utc::now();
+        let mut rep = PathConsole {
+            console: &mut console,
+            verbose: talk && cli.verbose > 0,
+        };
+        let out = run_sync_paths(
+            &cfg,
+            job,
+            transport.as_ref(),
+            &mut client,
+            args.dry_run,
+            &mut rep,
+        );
+        worst = worst.max(out.exit_code);
+        if !args.dry_run {
+            let run = Run {
+                start,
+                end: chrono::Utc::now(),
+                ok: out.ok(),
+                trigger: "manual".into(),
+                exit_code: out.exit_code,
+                error: out.error_text(),
+                stats: out.stats.clone(),
             };
-            match res {
-                Ok(s) => add(&mut total, &s),
-                Err(e) => {
-                    worst = worst.max(e.exit_code());
-                    errors.push(format!("{}: {e}", p.display()));
-                    // The peer ends the connection after an error: reconnect for the next path.
-                    if let Some(c) = client.take() {
-                        let _ = c.close();
-                    }
-                }
+            if let Err(e) = finish_run(&state_dir, &cfg.hooks, &job.name, run) {
+                tracing::warn!("job {}: cannot record the run: {e}", job.name);
             }
         }
-        let error = (!errors.is_empty()).then(|| errors.join("; "));
-        if total.files_failed > 0 {
-            worst = worst.max(1);
+        match &out.error {
+            None if talk => outln!(
+                "job {}: {}{}",
+                job.name,
+                if args.dry_run { "(dry run) " } else { "" },
+                summary(&out.stats)
+            ),
+            None => {}
+            Some(e) => eprintln!("hasync: job {} failed: {e}", job.name),
         }
-        if !args.json && !cli.quiet {
-            match &error {
-                None => outln!(
-                    "job {}: {}{}",
-                    job.name,
-                    if args.dry_run { "(dry run) " } else { "" },
-                    summary(&total)
-                ),
-                Some(e) => eprintln!("hasync: job {} failed: {e}", job.name),
-            }
-        } else if let Some(e) = &error {
-            eprintln!("hasync: job {} failed: {e}", job.name);
-        }
-        reports.push(JobReport {
-            name: job.name.clone(),
-            ok: error.is_none() && total.files_failed == 0,
-            skipped: None,
-            error,
-            stats: total,
-        });
+        report.ok = out.ok();
+        report.error = out.error;
+        report.stats = out.stats;
+        reports.push(report);
     }
     console.finish();
     if let Some(c) = client {
@@ -207,19 +205,4 @@ pub fn run(cli: &Cli, args: &SyncArgs) -> Result<i32, CliError> {
         outln!("{}", serde_json::json!({ "jobs": reports }));
     }
     Ok(worst)
-}
-
-fn add(t: &mut Stats, s: &Stats) {
-    t.files_total += s.files_total;
-    t.files_transferred += s.files_transferred;
-    t.files_deleted += s.files_deleted;
-    t.files_failed += s.files_failed;
-    t.other_created += s.other_created;
-    t.meta_updated += s.meta_updated;
-    t.bytes_literal += s.bytes_literal;
-    t.bytes_matched += s.bytes_matched;
-    t.bytes_total += s.bytes_total;
-    t.bytes_sent += s.bytes_sent;
-    t.bytes_received += s.bytes_received;
-    t.duration_ms += s.duration_ms;
 }

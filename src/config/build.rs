@@ -56,6 +56,8 @@ struct RawSync {
     max_delete: Option<u64>,
     schedule: Option<String>,
     allow_empty_source: Option<bool>,
+    jitter: Option<String>,
+    safety_pass: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -113,6 +115,9 @@ struct RawHooks {
 #[serde(deny_unknown_fields)]
 struct RawDaemon {
     metrics_listen: Option<String>,
+    timezone: Option<String>,
+    retry_min: Option<String>,
+    retry_max: Option<String>,
 }
 
 /// Builds a path into the document: `at!["sync", i, "paths", j]`.
@@ -135,7 +140,14 @@ impl From<usize> for KeyOrIndex {
 mod sections;
 use sections::{build_check_master, build_db, build_node, build_services, build_sync};
 
-const DURATION_KEYS: [&str; 3] = ["interval", "timeout", "hold_down"];
+const DURATION_KEYS: [&str; 6] = [
+    "interval",
+    "timeout",
+    "hold_down",
+    "jitter",
+    "retry_min",
+    "retry_max",
+];
 
 struct Ctx<'a> {
     doc: Document<&'a str>,
@@ -321,14 +333,6 @@ pub(super) fn build(text: &str, file: &Path) -> Res<Config> {
             ctx.non_empty(at!["hooks", key], cmd, "a shell command")?;
         }
     }
-    if let Some(listen) = &raw.daemon.metrics_listen
-        && listen.parse::<std::net::SocketAddr>().is_err()
-    {
-        return Err(ctx.err(
-            at!["daemon", "metrics_listen"],
-            format!("{listen:?} is not an address and port (write e.g. \"127.0.0.1:9469\" or \"[::1]:9469\")"),
-        ));
-    }
     Ok(Config {
         path: file.to_path_buf(),
         node,
@@ -341,9 +345,53 @@ pub(super) fn build(text: &str, file: &Path) -> Res<Config> {
             on_failover: raw.hooks.on_failover,
             on_failback: raw.hooks.on_failback,
         },
-        daemon: Daemon {
-            metrics_listen: raw.daemon.metrics_listen,
-        },
+        daemon: build_daemon(&ctx, raw.daemon)?,
+    })
+}
+
+fn build_daemon(ctx: &Ctx, raw: RawDaemon) -> Res<Daemon> {
+    if let Some(listen) = &raw.metrics_listen
+        && listen.parse::<std::net::SocketAddr>().is_err()
+    {
+        return Err(ctx.err(
+            at!["daemon", "metrics_listen"],
+            format!("{listen:?} is not an address and port (write e.g. \"127.0.0.1:9469\" or \"[::1]:9469\")"),
+        ));
+    }
+    use crate::schedule::TimeZoneChoice;
+    let timezone = match raw.timezone.as_deref() {
+        None | Some("utc") | Some("UTC") => TimeZoneChoice::Utc,
+        Some("local") => TimeZoneChoice::Local,
+        Some(other) => {
+            return Err(ctx.err(
+                at!["daemon", "timezone"],
+                format!("{other:?} is not a time zone choice (write \"utc\", the default, or \"local\" for the system's zone)"),
+            ));
+        }
+    };
+    let d = Daemon::default();
+    let retry_min = ctx.duration(
+        at!["daemon", "retry_min"],
+        raw.retry_min.as_deref(),
+        d.retry_min,
+    )?;
+    let retry_min = ctx.nonzero(at!["daemon", "retry_min"], retry_min)?;
+    let retry_max = ctx.duration(
+        at!["daemon", "retry_max"],
+        raw.retry_max.as_deref(),
+        d.retry_max,
+    )?;
+    if retry_max < retry_min {
+        return Err(ctx.err(
+            at!["daemon", "retry_max"],
+            "is shorter than retry_min (the cap must be at least the first delay)",
+        ));
+    }
+    Ok(Daemon {
+        metrics_listen: raw.metrics_listen,
+        timezone,
+        retry_min,
+        retry_max,
     })
 }
 

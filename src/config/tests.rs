@@ -538,6 +538,8 @@ fn schedules_parse_or_explain() {
             Schedule::Cron("0 0 1,15 jan-jun SUN".into()),
         ),
         ("0 */10 * * * *", Schedule::Cron("0 */10 * * * *".into())),
+        ("@hourly", Schedule::Cron("@hourly".into())),
+        ("0 12 * * 7", Schedule::Cron("0 12 * * 7".into())),
     ] {
         assert_eq!(s.parse::<Schedule>(), Ok(want.clone()), "{s}");
         assert_eq!(want.to_string().parse::<Schedule>(), Ok(want));
@@ -547,6 +549,8 @@ fn schedules_parse_or_explain() {
         "daily",
         "* * * *",
         "* * * * * * *",
+        "0 0 30 2 *",
+        "@reboot",
         "0 * * * FOO",
         "0 * * * ?",
         "0 *, * * *",
@@ -764,4 +768,52 @@ fn copy_back_paths_and_cmd_probes() {
     err_at(&cm("copy_back = [\"voicemail\"]\n"), 6, "copy_back");
     err_at(&cm("copy_back = [\"/\"]\n"), 6, "copy_back");
     err_at(&cm("copy_back = [\"/a/../b\"]\n"), 6, "copy_back");
+}
+
+#[test]
+fn daemon_keys_jitter_and_safety_pass() {
+    let c = ok(&format!(
+        "{NODE}[[sync]]\nname = \"a\"\npaths = [\"/a\"]\nschedule = \"watch\"\njitter = \"30s\"\n\
+         [[sync]]\nname = \"b\"\npaths = [\"/b\"]\nschedule = \"*/2 * * * * *\"\nsafety_pass = \"manual\"\n\
+         [daemon]\ntimezone = \"local\"\nretry_min = \"1s\"\nretry_max = \"10s\"\n"
+    ));
+    assert_eq!(c.sync[0].jitter, Duration::from_secs(30));
+    assert_eq!(c.sync[0].safety_pass, Schedule::Hourly);
+    assert_eq!(c.sync[1].safety_pass, Schedule::Manual);
+    assert_eq!(c.daemon.timezone, crate::schedule::TimeZoneChoice::Local);
+    assert_eq!(
+        (c.daemon.retry_min, c.daemon.retry_max),
+        (Duration::from_secs(1), Duration::from_secs(10))
+    );
+    let msg = err_at(
+        &format!("{NODE}[[sync]]\nname = \"a\"\npaths = [\"/a\"]\nschedule = \"61 * * * *\"\n"),
+        7,
+        "schedule",
+    );
+    assert!(msg.contains("out of range for the minute"), "{msg}");
+    let msg = err_at(
+        &format!(
+            "{NODE}[[sync]]\nname = \"a\"\npaths = [\"/a\"]\ndirection = \"pull\"\nschedule = \"watch\"\n"
+        ),
+        8,
+        "schedule",
+    );
+    assert!(msg.contains("push"), "{msg}");
+    let msg = err_at(
+        &format!("{NODE}[daemon]\ntimezone = \"Europe/Paris\"\n"),
+        5,
+        "timezone",
+    );
+    assert!(msg.contains("local"), "{msg}");
+    let msg = err_at(
+        &format!("{NODE}[daemon]\nretry_min = \"1m\"\nretry_max = \"1s\"\n"),
+        6,
+        "retry_max",
+    );
+    assert!(msg.contains("retry_min"), "{msg}");
+    err_at(
+        &format!("{NODE}[[sync]]\nname = \"a\"\npaths = [\"/a\"]\njitter = \"soon\"\n"),
+        7,
+        "jitter",
+    );
 }

@@ -43,14 +43,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-const MONTHS: [&str; 12] = [
-    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
-];
-const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
-
 impl FromStr for Schedule {
     type Err = String;
 
+    /// The keywords, or a cron expression checked in full by [`crate::schedule::CronExpr`]
+    /// (5 fields, 6 with seconds first, or `@hourly`, `@daily`...), which must fire.
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "hourly" => return Ok(Schedule::Hourly),
@@ -60,49 +57,19 @@ impl FromStr for Schedule {
             _ => {}
         }
         let help = "write \"hourly\", \"minutely\", \"watch\", \"manual\", or a cron expression of 5 or 6 fields such as \"0 * * * *\"";
-        let fields: Vec<&str> = s.split_whitespace().collect();
-        if fields.len() != 5 && fields.len() != 6 {
+        let expr: crate::schedule::CronExpr = s
+            .parse()
+            .map_err(|why| format!("{s:?} is not a schedule: {why} ({help})"))?;
+        let start = chrono::NaiveDate::from_ymd_opt(2000, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .expect("a valid date");
+        if expr.next_naive(start).is_none() {
             return Err(format!(
-                "{s:?} is not a schedule: a cron expression has 5 or 6 fields, this has {} ({help})",
-                fields.len()
+                "{s:?} never fires (no date matches its day and month fields; {help})"
             ));
         }
-        for field in &fields {
-            check_cron_field(field).map_err(|why| {
-                format!("{s:?} is not a schedule: cron field {field:?} {why} ({help})")
-            })?;
-        }
-        Ok(Schedule::Cron(fields.join(" ")))
+        Ok(Schedule::Cron(expr.to_string()))
     }
-}
-
-fn check_cron_field(field: &str) -> Result<(), String> {
-    for item in field.split(',') {
-        if item.is_empty() {
-            return Err("has an empty list item".into());
-        }
-        if let Some(c) = item
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '*' | '/' | '-')))
-        {
-            return Err(format!("has the character {c:?}"));
-        }
-        if item.starts_with('/') || item.ends_with('/') || item.ends_with('-') {
-            return Err(format!("has an incomplete item {item:?}"));
-        }
-        for name in item
-            .split(|c: char| !c.is_ascii_alphabetic())
-            .filter(|w| !w.is_empty())
-        {
-            let up = name.to_ascii_uppercase();
-            if !MONTHS.contains(&up.as_str()) && !DAYS.contains(&up.as_str()) {
-                return Err(format!(
-                    "has the name {name:?}, which is not one of JAN..DEC or SUN..SAT"
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 impl fmt::Display for Schedule {

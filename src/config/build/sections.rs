@@ -212,6 +212,28 @@ pub(super) fn build_sync(ctx: &Ctx, raws: Vec<RawSync>) -> Res<Vec<SyncJob>> {
             raw.schedule.as_deref(),
             Schedule::Manual,
         )?;
+        if schedule == Schedule::Watch && direction == Direction::Pull {
+            return Err(ctx.err(
+                at!["sync", i, "schedule"],
+                "\"watch\" needs direction = \"push\" (a watched job follows changes to files on this node; a pull job's files are on the peer: use a timed schedule)",
+            ));
+        }
+        let jitter = ctx.duration(
+            at!["sync", i, "jitter"],
+            raw.jitter.as_deref(),
+            Duration::ZERO,
+        )?;
+        let safety_pass = ctx.schedule(
+            at!["sync", i, "safety_pass"],
+            raw.safety_pass.as_deref(),
+            Schedule::Hourly,
+        )?;
+        if safety_pass == Schedule::Watch {
+            return Err(ctx.err(
+                at!["sync", i, "safety_pass"],
+                "cannot be \"watch\" (write \"hourly\", a cron expression, or \"manual\" for none)",
+            ));
+        }
         jobs.push(SyncJob {
             name: raw.name,
             paths,
@@ -222,6 +244,8 @@ pub(super) fn build_sync(ctx: &Ctx, raws: Vec<RawSync>) -> Res<Vec<SyncJob>> {
             max_delete: raw.max_delete,
             schedule,
             allow_empty_source: raw.allow_empty_source.unwrap_or(false),
+            jitter,
+            safety_pass,
         });
     }
     Ok(jobs)

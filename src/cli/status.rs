@@ -1,0 +1,108 @@
+//! `hasync status [--json]`: the node's role and peer, and per job the last
+//! success, the lag, pending changes, the next run and the last error.
+
+use super::{Cli, CliError};
+use chrono::{DateTime, Utc};
+use hasync::status::{StatusReport, report};
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cli: &Cli, args: &StatusArgs) -> Result<i32, CliError> {
+    let cfg = std::sync::Arc::new(hasync::config::load(&super::config_path(cli))?);
+    let jobs = hasync::jobs::jobs_of(&cfg);
+    let daemon = hasync::state::load_daemon(&cfg.node.state_dir);
+    let r = report(&cfg, &jobs, daemon.as_ref(), Utc::now());
+    if args.json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&r).expect("status serializes")
+        );
+    } else {
+        print_text(&r);
+    }
+    Ok(0)
+}
+
+fn ago(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
+    let s = (now - t).num_seconds();
+    if s < 0 {
+        format!("in {}", span(-s))
+    } else {
+        format!("{} ago", span(s))
+    }
+}
+
+fn span(s: i64) -> String {
+    match s {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+fn when(now: DateTime<Utc>, t: Option<DateTime<Utc>>) -> String {
+    match t {
+        Some(t) => format!("{} ({})", t.format("%Y-%m-%d %H:%M:%S UTC"), ago(now, t)),
+        None => "-".into(),
+    }
+}
+
+fn print_text(r: &StatusReport) {
+    let now = r.now;
+    outln!("role: {}   peer: {}", r.role, r.peer);
+    match r.daemon_pid {
+        Some(pid) => outln!("daemon: running (pid {pid})"),
+        None => outln!("daemon: not running"),
+    }
+    for j in &r.jobs {
+        outln!();
+        outln!("job {} [{}]", j.name, j.schedule);
+        if let Some(why) = &j.skipped {
+            outln!("  not run on this node: {why}");
+            continue;
+        }
+        outln!("  last success: {}", when(now, j.last_success));
+        if let Some(l) = j.lag_seconds {
+            outln!("  lag:          {l:.0}s");
+        }
+        if let Some(p) = j.pending_since {
+            outln!("  pending:      changes since {}", when(now, Some(p)));
+        }
+        if let Some(t) = j.running_since {
+            outln!("  running:      since {}", when(now, Some(t)));
+        }
+        outln!("  next run:     {}", when(now, j.next_run));
+        if let Some(t) = j.retry_at {
+            outln!("  retry at:     {}", when(now, Some(t)));
+        }
+        if let Some(run) = &j.last_run {
+            outln!(
+                "  last run:     {} ({}, {})",
+                if run.ok { "ok" } else { "FAILED" },
+                run.trigger,
+                when(now, Some(run.end))
+            );
+        }
+        if let Some(e) = &j.last_error {
+            outln!(
+                "  last error:   {e}{}",
+                if j.consecutive_failures > 0 {
+                    format!(" ({} failures in a row)", j.consecutive_failures)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        outln!(
+            "  runs:         {} ({} failed)",
+            j.runs_total,
+            j.failures_total
+        );
+    }
+}
