@@ -15,6 +15,7 @@
 //! stop returns at once. Reload: a config that does not load is ignored and logged.
 
 mod http;
+mod master_loop;
 mod reload;
 mod watching;
 
@@ -391,6 +392,8 @@ pub fn run(path: &Path, tx: Sender<Msg>, rx: Receiver<Msg>) -> Result<Stopped, D
         }
     }
     d.start_watcher();
+    let master_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let master = master_loop::spawn(&cfg, master_stop.clone());
     tracing::info!(
         "daemon started (pid {}, {} jobs)",
         std::process::id(),
@@ -428,6 +431,13 @@ pub fn run(path: &Path, tx: Sender<Msg>, rx: Receiver<Msg>) -> Result<Stopped, D
             Err(RecvTimeoutError::Disconnected) => break Stopped::Clean,
         }
     };
+    master_stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(h) = master {
+        // A step in progress (probes, a service action) ends within its own timeouts.
+        if stopped == Stopped::Clean {
+            let _ = h.join();
+        }
+    }
     let _ = std::fs::remove_file(state::daemon_file(&d.cfg.node.state_dir));
     tracing::info!("daemon stopped");
     Ok(stopped)
