@@ -4,6 +4,7 @@
 //! calls in here and maps errors to exit codes. See `docs/ARCHITECTURE.md`.
 
 pub mod config;
+pub mod db;
 pub mod delta;
 pub mod engine;
 pub mod fsops;

@@ -12,6 +12,7 @@ macro_rules! outln {
     }};
 }
 
+mod db;
 mod output;
 mod push;
 mod serve;
@@ -62,6 +63,9 @@ pub enum Command {
     Pull(push::PushArgs),
     /// Run the config's [[sync]] jobs now (all, or the named ones)
     Sync(sync::SyncArgs),
+    /// Run the config's [db] job now: dump on the master, ship, replay on the slave
+    #[command(name = "db-replicate", after_help = db::DB_HELP)]
+    DbReplicate(db::DbArgs),
     /// The peer side of a connection, started over SSH or as a local child; not for people
     #[command(hide = true)]
     Serve(serve::ServeArgs),
@@ -115,6 +119,7 @@ pub fn main() -> i32 {
         Command::Push(a) => push::run(&cli, a, push::Direction::Push),
         Command::Pull(a) => push::run(&cli, a, push::Direction::Pull),
         Command::Sync(a) => sync::run(&cli, a),
+        Command::DbReplicate(a) => db::run(&cli, a),
         Command::Serve(a) => serve::run(&cli, a),
     };
     match result {

@@ -1,0 +1,428 @@
+//! The master's side of the DB job: plan (what would be replicated, from the catalog),
+//! then run: dump with pg_dump into the private work directory `state_dir/db` (mode
+//! 0700, random temp names, never a predictable /tmp path), wrap it into a replay script
+//! ([`super::script`]), and compare its BLAKE3 with the last script the slave committed.
+//! Unchanged: nothing is shipped or replayed. Changed: the script goes to the slave's
+//! staging directory through the sync engine (a block delta against the previous one),
+//! and the slave's `serve` replays it in one transaction. Every run is recorded in
+//! [`super::state`]; a failure keeps the last good hash, so the next run replays again.
+
+use super::script::{self, DumpSummary};
+use super::state::{self, RunRecord};
+use super::{DbError, PgConn};
+use crate::config::{Config, DbJob};
+use crate::engine::SyncError;
+use crate::engine::session::Client;
+use crate::protocol::db::{DbReplay, DbTarget};
+use crate::protocol::{Msg, SessionOptions};
+use serde::Serialize;
+use std::io::{BufReader, Seek, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// One relation of the replicated schema, from the catalog.
+#[derive(Debug, Clone, Serialize)]
+pub struct Relation {
+    pub name: String,
+    /// The planner's estimate (`reltuples`); `None` when the table was never analyzed.
+    pub rows_estimate: Option<u64>,
+    pub bytes: u64,
+}
+
+/// What a run would replicate (`--dry-run`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub database: String,
+    pub schema: String,
+    pub with_schema: bool,
+    pub tables: Vec<Relation>,
+    pub sequences: Vec<String>,
+    pub excluded_tables: Vec<Relation>,
+    pub excluded_sequences: Vec<String>,
+}
+
+/// The outcome and figures of one run (`--json`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// `replayed`, `unchanged`, `failed`, or `dry-run`.
+    pub outcome: String,
+    pub database: String,
+    pub dump_bytes: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub bytes_on_wire: u64,
+    pub bytes_literal: u64,
+    pub bytes_matched: u64,
+    pub tables: u64,
+    pub rows: u64,
+    pub sequences: u64,
+    pub dump_ms: u64,
+    pub ship_ms: u64,
+    pub replay_ms: u64,
+    pub duration_ms: u64,
+    /// BLAKE3 of the replay script (hex).
+    pub hash: String,
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+}
+
+/// Reads the catalog of the master's database: the schema's tables and sequences, split
+/// into replicated and excluded.
+pub fn plan(job: &DbJob) -> Result<Plan, DbError> {
+    let conn = PgConn::from_job(job);
+    let sql = format!(
+        "SELECT c.relkind::text, c.relname, c.reltuples::bigint, pg_total_relation_size(c.oid), \
+         coalesce((SELECT t.relname FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid \
+           WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid \
+           AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1), '') \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = '{}' AND c.relkind IN ('r', 'p', 'S') ORDER BY c.relname",
+        job.schema
+    );
+    let out = conn.query(&sql).map_err(|e| {
+        DbError::Dump(format!(
+            "cannot read the catalog of {} on this node: {e}",
+            conn.describe()
+        ))
+    })?;
+    let excluded = excluded_names(job);
+    let mut p = Plan {
+        database: job.database.clone(),
+        schema: job.schema.clone(),
+        with_schema: job.with_schema,
+        tables: vec![],
+        sequences: vec![],
+        excluded_tables: vec![],
+        excluded_sequences: vec![],
+    };
+    for rec in out.split('\x1e').filter(|r| !r.trim().is_empty()) {
+        let f: Vec<&str> = rec.trim_start_matches('\n').split('\x1f').collect();
+        if f.len() != 5 {
+            return Err(DbError::Dump(format!(
+                "unexpected catalog row from psql: {rec:?}"
+            )));
+        }
+        let (kind, name, owner) = (f[0], f[1].to_string(), f[4]);
+        let rel = Relation {
+            name: name.clone(),
+            rows_estimate: f[2]
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .map(|n| n as u64),
+            bytes: f[3].parse().unwrap_or(0),
+        };
+        if kind == "S" {
+            let of_excluded = excluded
+                .iter()
+                .any(|t| *t == owner || format!("{t}_id_seq") == name);
+            if of_excluded {
+                p.excluded_sequences.push(name);
+            } else {
+                p.sequences.push(name);
+            }
+        } else if excluded.contains(&name) {
+            p.excluded_tables.push(rel);
+        } else {
+            p.tables.push(rel);
+        }
+    }
+    Ok(p)
+}
+
+/// The excluded table names that live in the job's schema, as the catalog spells them
+/// (unquoted identifiers fold to lower case).
+fn excluded_names(job: &DbJob) -> Vec<String> {
+    job.exclude_tables
+        .iter()
+        .filter_map(|t| match t.split_once('.') {
+            Some((s, n)) if s.eq_ignore_ascii_case(&job.schema) => Some(n.to_lowercase()),
+            Some(_) => None,
+            None => Some(t.to_lowercase()),
+        })
+        .collect()
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// pg_dump's arguments for `job`, leaving out the excluded tables and their sequences.
+fn dump_args(job: &DbJob, plan: &Plan) -> Vec<String> {
+    let mut a = vec![format!("--schema={}", quote_ident(&job.schema))];
+    if job.with_schema {
+        a.extend(["--clean", "--if-exists", "--no-owner", "--no-privileges"].map(String::from));
+    } else {
+        a.push("--data-only".into());
+    }
+    for t in excluded_names(job) {
+        a.push(format!(
+            "--exclude-table={}.{}",
+            quote_ident(&job.schema),
+            quote_ident(&t)
+        ));
+    }
+    for s in &plan.excluded_sequences {
+        a.push(format!(
+            "--exclude-table={}.{}",
+            quote_ident(&job.schema),
+            quote_ident(s)
+        ));
+    }
+    a
+}
+
+fn local(what: &str, p: &Path, e: impl std::fmt::Display) -> DbError {
+    DbError::Local(format!("{what} {}: {e}", p.display()))
+}
+
+fn ms(t: Instant) -> u64 {
+    t.elapsed().as_millis() as u64
+}
+
+/// Runs the job once. `connect` opens the connection to the peer (only called when the
+/// dump changed). Always returns the report (also on failure, for `--json`); the run is
+/// recorded in `state_dir/db.json` either way.
+pub fn run(
+    cfg: &Config,
+    job: &DbJob,
+    force: bool,
+    connect: &mut dyn FnMut() -> Result<Client, SyncError>,
+) -> (Report, Result<(), DbError>) {
+    let t0 = Instant::now();
+    let started = state::now_unix();
+    let mut rep = Report {
+        database: job.database.clone(),
+        ..Default::default()
+    };
+    let state_dir = &cfg.node.state_dir;
+    let mut st = state::load(state_dir);
+    let res = run_inner(cfg, job, force, connect, &st, &mut rep);
+    rep.duration_ms = ms(t0);
+    let rec = RunRecord {
+        outcome: String::new(),
+        error: None,
+        started_unix: started,
+        finished_unix: state::now_unix(),
+        duration_ms: rep.duration_ms,
+        dump_bytes: rep.dump_bytes,
+        bytes_on_wire: rep.bytes_on_wire,
+    };
+    st.job = "db".into();
+    match &res {
+        Ok(replayed) => {
+            rep.outcome = if *replayed { "replayed" } else { "unchanged" }.into();
+            if *replayed {
+                st.replayed_hash = Some(rep.hash.clone());
+                st.replayed_unix = Some(rec.finished_unix);
+            }
+            st.last_success_unix = Some(rec.finished_unix);
+        }
+        Err(e) => {
+            rep.outcome = "failed".into();
+            rep.error = Some(e.to_string());
+        }
+    }
+    st.last_run = Some(RunRecord {
+        outcome: rep.outcome.clone(),
+        error: rep.error.clone(),
+        ..rec
+    });
+    let saved = state::save(state_dir, &st)
+        .map_err(|e| local("cannot record the run in", &state::path(state_dir), e));
+    let res = match (res, saved) {
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => {
+            rep.outcome = "failed".into();
+            rep.error = Some(e.to_string());
+            Err(e)
+        }
+        (Ok(_), Ok(())) => Ok(()),
+    };
+    (rep, res)
+}
+
+/// `Ok(true)`: replayed; `Ok(false)`: unchanged.
+fn run_inner(
+    cfg: &Config,
+    job: &DbJob,
+    force: bool,
+    connect: &mut dyn FnMut() -> Result<Client, SyncError>,
+    st: &state::DbState,
+    rep: &mut Report,
+) -> Result<bool, DbError> {
+    let work = cfg.node.state_dir.join(super::WORK_DIR);
+    let out_dir = work.join("out");
+    for d in [&work, &out_dir] {
+        super::private_dir(d).map_err(|e| local("cannot prepare the work directory", d, e))?;
+    }
+    let _lock = lock(&work)?;
+
+    // Dump and wrap.
+    let t = Instant::now();
+    let plan = plan(job)?;
+    let conn = PgConn::from_job(job);
+    let tmp = |what: &str| {
+        tempfile::Builder::new()
+            .prefix(&format!(".{what}-"))
+            .tempfile_in(&work)
+            .map_err(|e| local("cannot create a temp file in", &work, e))
+    };
+    let mut dump = tmp("dump")?;
+    let dump_file = dump
+        .as_file()
+        .try_clone()
+        .map_err(|e| local("cannot use", dump.path(), e))?;
+    conn.dump(&dump_args(job, &plan), dump_file).map_err(|e| {
+        DbError::Dump(format!(
+            "pg_dump of {} failed on this node: {e}",
+            conn.describe()
+        ))
+    })?;
+    dump.rewind()
+        .map_err(|e| local("cannot read", dump.path(), e))?;
+    let summary: DumpSummary = script::scan(BufReader::new(dump.as_file()))
+        .map_err(|e| local("cannot read", dump.path(), e))?;
+    dump.rewind()
+        .map_err(|e| local("cannot read", dump.path(), e))?;
+    let mut scr = tmp("script")?;
+    let mut hashing = HashingWriter {
+        inner: std::io::BufWriter::new(scr.as_file_mut()),
+        hasher: blake3::Hasher::new(),
+        bytes: 0,
+    };
+    script::write_script(&summary, job.with_schema, dump.as_file_mut(), &mut hashing)
+        .and_then(|_| hashing.inner.flush())
+        .map_err(|e| local("cannot write", &work, e))?;
+    let (hash, bytes) = (*hashing.hasher.finalize().as_bytes(), hashing.bytes);
+    drop(hashing);
+    rep.dump_bytes = bytes;
+    rep.hash = blake3::Hash::from(hash).to_hex().to_string();
+    rep.tables = summary.tables.len() as u64;
+    rep.rows = summary.rows();
+    rep.sequences = summary.sequences;
+    rep.dump_ms = ms(t);
+    drop(dump);
+
+    if !force && st.replayed_hash.as_deref() == Some(rep.hash.as_str()) {
+        return Ok(false);
+    }
+
+    // Keep only this script in out/: it is what the slave's staging directory mirrors.
+    let name = format!("{}.sql", job.database);
+    let target: PathBuf = out_dir.join(&name);
+    scr.persist(&target)
+        .map_err(|e| local("cannot write", &target, e.error))?;
+    if let Ok(rd) = std::fs::read_dir(&out_dir) {
+        for e in rd.flatten() {
+            if e.file_name().as_bytes() != name.as_bytes() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    // Ship.
+    let t = Instant::now();
+    let mut client = connect().map_err(DbError::Peer)?;
+    let res = ship_and_replay(&mut client, job, &out_dir, name, hash, rep, t);
+    let closed = client.close();
+    res?;
+    closed.map_err(DbError::Peer)?;
+    Ok(true)
+}
+
+fn ship_and_replay(
+    client: &mut Client,
+    job: &DbJob,
+    out_dir: &Path,
+    name: String,
+    hash: [u8; 32],
+    rep: &mut Report,
+    t: Instant,
+) -> Result<(), DbError> {
+    let dir = match client.request(&Msg::DbStage).map_err(DbError::Peer)? {
+        Msg::DbStaged { dir } => PathBuf::from(std::ffi::OsStr::from_bytes(&dir)),
+        m => {
+            return Err(DbError::Peer(SyncError::Peer(format!(
+                "protocol error: the peer answered {} to DbStage",
+                m.name()
+            ))));
+        }
+    };
+    let opts = SessionOptions {
+        delete: true,
+        checksum: true,
+        ..Default::default()
+    };
+    let s = client
+        .push(out_dir, &dir, &opts, &mut crate::report::Silent)
+        .map_err(DbError::Peer)?;
+    rep.bytes_sent = s.bytes_sent;
+    rep.bytes_received = s.bytes_received;
+    rep.bytes_on_wire = s.bytes_sent + s.bytes_received;
+    rep.bytes_literal = s.bytes_literal;
+    rep.bytes_matched = s.bytes_matched;
+    rep.ship_ms = ms(t);
+    let t = Instant::now();
+    let req = Msg::DbReplay(DbReplay {
+        file: name,
+        hash,
+        target: DbTarget {
+            database: job.database.clone(),
+            user: job.user.clone(),
+            host: job.host.clone().unwrap_or_default(),
+            port: job.port.unwrap_or(0),
+            run_as: job.run_as.clone().unwrap_or_default(),
+        },
+    });
+    let res = client.request(&req);
+    rep.replay_ms = ms(t);
+    match res {
+        Ok(Msg::DbReplayed { .. }) => Ok(()),
+        Ok(m) => Err(DbError::Peer(SyncError::Peer(format!(
+            "protocol error: the peer answered {} to DbReplay",
+            m.name()
+        )))),
+        // The slave answered with its psql's failure: a replay error, not a transport one.
+        Err(SyncError::Io(msg)) => Err(DbError::Replay(msg)),
+        Err(e) => Err(DbError::Peer(e)),
+    }
+}
+
+/// Only one run of the job at a time on this node (cron and a manual run may overlap).
+fn lock(work: &Path) -> Result<std::fs::File, DbError> {
+    let p = work.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|e| local("cannot open the lock file", &p, e))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+        DbError::Local(format!(
+            "another DB replication run holds {}; wait for it to finish",
+            p.display()
+        ))
+    })?;
+    Ok(f)
+}
+
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: blake3::Hasher,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
