@@ -293,11 +293,14 @@ fn run_inner(
         hasher: blake3::Hasher::new(),
         bytes: 0,
     };
-    script::write_script(&summary, job.with_schema, dump.as_file_mut(), &mut hashing)
+    let key = restrict_key(&work)?;
+    let mut dump_rd = BufReader::new(dump.as_file_mut());
+    script::write_script(&summary, job.with_schema, &key, &mut dump_rd, &mut hashing)
         .and_then(|_| hashing.inner.flush())
         .map_err(|e| local("cannot write", &work, e))?;
     let (hash, bytes) = (*hashing.hasher.finalize().as_bytes(), hashing.bytes);
     drop(hashing);
+    drop(dump_rd);
     rep.dump_bytes = bytes;
     rep.hash = blake3::Hash::from(hash).to_hex().to_string();
     rep.tables = summary.tables.len() as u64;
@@ -389,6 +392,35 @@ fn ship_and_replay(
         Err(SyncError::Io(msg)) => Err(DbError::Replay(msg)),
         Err(e) => Err(DbError::Peer(e)),
     }
+}
+
+/// This node's `\restrict` key for replay scripts (see [`script::write_script`]): made
+/// once from the system's random source, kept in the private work directory.
+fn restrict_key(work: &Path) -> Result<String, DbError> {
+    let p = work.join("restrict-key");
+    if let Ok(k) = std::fs::read_to_string(&p) {
+        let k = k.trim();
+        if k.len() >= 32 && k.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Ok(k.to_string());
+        }
+    }
+    let mut seed = [0u8; 32];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom")
+            .map_err(|e| local("cannot open", Path::new("/dev/urandom"), e))?,
+        &mut seed,
+    )
+    .map_err(|e| local("cannot read", Path::new("/dev/urandom"), e))?;
+    let key = blake3::hash(&seed).to_hex().to_string();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".restrict-key-")
+        .tempfile_in(work)
+        .map_err(|e| local("cannot create a temp file in", work, e))?;
+    tmp.write_all(key.as_bytes())
+        .map_err(|e| local("cannot write", tmp.path(), e))?;
+    tmp.persist(&p)
+        .map_err(|e| local("cannot write", &p, e.error))?;
+    Ok(key)
 }
 
 /// Only one run of the job at a time on this node (cron and a manual run may overlap).

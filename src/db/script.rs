@@ -78,11 +78,19 @@ fn copy_table(l: &[u8]) -> Option<String> {
 }
 
 /// Writes the replay script: the header, the `TRUNCATE` of `summary`'s tables (unless
-/// `with_schema`: then the dump drops and recreates them itself), then `dump` verbatim.
+/// `with_schema`: then the dump drops and recreates them itself), then `dump`.
+///
+/// Recent pg_dump releases (15.14 and later) frame their output with
+/// `\restrict KEY` ... `\unrestrict KEY`, a fresh random key each time, so that a
+/// hostile server cannot smuggle psql meta-commands into the dump. A fresh key would make
+/// every hour's script differ, so the key is replaced with `restrict_key`, this node's
+/// own secret (kept in the private work directory, never seen by the server): the
+/// protection stays, and an unchanged database gives a byte-identical script.
 pub fn write_script(
     summary: &DumpSummary,
     with_schema: bool,
-    dump: &mut impl io::Read,
+    restrict_key: &str,
+    dump: &mut impl BufRead,
     out: &mut impl Write,
 ) -> io::Result<()> {
     writeln!(
@@ -102,7 +110,27 @@ pub fn write_script(
             writeln!(out, "    {t}{sep}")?;
         }
     }
-    io::copy(dump, out)?;
+    let mut line = Vec::new();
+    let mut in_copy = false;
+    loop {
+        line.clear();
+        if dump.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        let l = line.strip_suffix(b"\n").unwrap_or(&line);
+        if in_copy {
+            in_copy = l != b"\\.";
+        } else if copy_table(l).is_some() {
+            in_copy = true;
+        } else if l.starts_with(b"\\restrict ") {
+            writeln!(out, "\\restrict {restrict_key}")?;
+            continue;
+        } else if l.starts_with(b"\\unrestrict ") {
+            writeln!(out, "\\unrestrict {restrict_key}")?;
+            continue;
+        }
+        out.write_all(&line)?;
+    }
     writeln!(out, "\nSET session_replication_role = DEFAULT;")?;
     Ok(())
 }
@@ -115,7 +143,7 @@ mod tests {
         SET statement_timeout = 0;\n\
         COPY public.tenant (id, name, main_user) FROM stdin;\n1\tacme\t1\n2\tfoo\t\\N\n\\.\n\n\
         COPY public.\"Odd Name\" (id) FROM stdin;\n\\.\n\n\
-        SELECT pg_catalog.setval('public.tenant_id_seq', 2, true);\n";
+        SELECT pg_catalog.setval('public.tenant_id_seq', 2, true);\n\\unrestrict abc\n";
 
     #[test]
     fn scan_counts_tables_rows_and_sequences() {
@@ -134,8 +162,11 @@ mod tests {
     fn script_truncates_every_copied_table_before_the_data() {
         let s = scan(DUMP.as_bytes()).unwrap();
         let mut out = Vec::new();
-        write_script(&s, false, &mut DUMP.as_bytes(), &mut out).unwrap();
+        let dump = format!("\\restrict abc\n{DUMP}");
+        write_script(&s, false, "k3y", &mut dump.as_bytes(), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\\restrict k3y\n") && text.contains("\\unrestrict k3y\n"));
+        assert!(!text.contains("abc"), "{text}");
         let trunc = text.find("TRUNCATE TABLE\n    public.tenant,\n    public.\"Odd Name\";");
         let replica = text
             .find("SET session_replication_role = replica;")
@@ -145,7 +176,7 @@ mod tests {
         assert!(!text.contains("BEGIN") && !text.contains("COMMIT"));
 
         let mut out = Vec::new();
-        write_script(&s, true, &mut DUMP.as_bytes(), &mut out).unwrap();
+        write_script(&s, true, "k", &mut DUMP.as_bytes(), &mut out).unwrap();
         assert!(!String::from_utf8(out).unwrap().contains("TRUNCATE"));
     }
 }

@@ -2,8 +2,10 @@
 //! sshd and real processes. Modules share helpers and one sshd per run.
 
 mod cli;
+mod db;
 mod hostile;
 mod interrupt;
+mod pg;
 mod ssh;
 mod sshd;
 mod sync;
