@@ -67,6 +67,9 @@ pub struct Node {
     /// The same on the peer (default `/`); relative: against the config file's
     /// directory (meaningful for `peer = "local"`). Never contains `..`.
     pub peer_root: PathBuf,
+    /// `timeout` (default 30 s): connect deadline, and how long a silent peer or a
+    /// cut link may go unnoticed before the run ends with exit 3.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -10,6 +10,7 @@
 //!   receiver applies it by reading the base with `pread`, checking every copy
 //!   against the base's length (a copy outside the base is an error, not a read
 //!   of something else).
+//!
 //! Signatures from the wire are validated before use (block size 0 makes
 //! fast_rsync panic; hash size 0 makes every block "match").
 
@@ -88,7 +89,7 @@ pub fn parse_signature(bytes: Vec<u8>) -> Result<Signature, String> {
     if !(4..=16).contains(&hash) {
         return Err(format!("signature hash size {hash} is out of bounds"));
     }
-    if (bytes.len() - SIG_HEADER) % (4 + hash as usize) != 0 {
+    if !(bytes.len() - SIG_HEADER).is_multiple_of(4 + hash as usize) {
         return Err("signature length does not match its block count".into());
     }
     Signature::deserialize(bytes).map_err(|e| format!("bad signature: {e}"))
@@ -189,13 +190,13 @@ pub fn diff_file(
         // Carry the trailing literal into the next window, unless it is the whole window.
         let mut used = n;
         let mut ops_to_emit = ops.len();
-        if !last {
-            if let Some(Op::Literal(l)) = ops.last() {
-                if l.len() < n && ops.len() > 1 {
-                    used -= l.len();
-                    ops_to_emit -= 1;
-                }
-            }
+        if !last
+            && let Some(Op::Literal(l)) = ops.last()
+            && l.len() < n
+            && ops.len() > 1
+        {
+            used -= l.len();
+            ops_to_emit -= 1;
         }
         for op in ops.into_iter().take(ops_to_emit) {
             emit(op)?;

@@ -109,10 +109,10 @@ impl DirCache {
     }
 
     pub fn get(&mut self, root: &SafeRoot, dir: &RelPath) -> io::Result<Arc<OwnedFd>> {
-        if let Some((p, fd)) = &self.last {
-            if p == dir {
-                return Ok(fd.clone());
-            }
+        if let Some((p, fd)) = &self.last
+            && p == dir
+        {
+            return Ok(fd.clone());
         }
         let fd = root.open_dir(dir)?;
         self.last = Some((dir.clone(), fd.clone()));

@@ -89,10 +89,10 @@ pub fn validate(entries: &[Entry]) -> Result<(), ManifestError> {
     let mut kinds: HashMap<&RelPath, Kind> = HashMap::with_capacity(entries.len());
     let mut prev: Option<&RelPath> = None;
     for e in entries {
-        if let Some(p) = prev {
-            if wire_order(p, &e.path) != std::cmp::Ordering::Less {
-                return Err(ManifestError::Order(e.path.clone()));
-            }
+        if let Some(p) = prev
+            && wire_order(p, &e.path) != std::cmp::Ordering::Less
+        {
+            return Err(ManifestError::Order(e.path.clone()));
         }
         if e.mode & !0o7777 != 0 {
             return Err(ManifestError::Mode(e.path.clone(), e.mode));

@@ -234,13 +234,13 @@ pub fn make_plan(source: &[Entry], dest: &[Entry], opts: &PlanOptions) -> Result
                 plan.deletions.len()
             )));
         }
-        if let Some(max) = opts.max_delete {
-            if plan.deletions.len() as u64 > max {
-                return Err(GuardError(format!(
-                    "this run would delete {} entries, more than --max-delete {max}; refusing to change anything",
-                    plan.deletions.len()
-                )));
-            }
+        if let Some(max) = opts.max_delete
+            && plan.deletions.len() as u64 > max
+        {
+            return Err(GuardError(format!(
+                "this run would delete {} entries, more than --max-delete {max}; refusing to change anything",
+                plan.deletions.len()
+            )));
         }
         if opts.sender_scan_errors > 0 && !plan.deletions.is_empty() {
             plan.deletions_skipped = Some(format!(
@@ -273,10 +273,10 @@ pub fn make_plan(source: &[Entry], dest: &[Entry], opts: &PlanOptions) -> Result
     );
     let mut seen: std::collections::HashSet<usize> = plan.dir_meta.iter().copied().collect();
     for d in touched {
-        if let Some(&i) = dir_index.get(&d) {
-            if seen.insert(i) {
-                plan.dir_meta.push(i);
-            }
+        if let Some(&i) = dir_index.get(&d)
+            && seen.insert(i)
+        {
+            plan.dir_meta.push(i);
         }
     }
     // Directory metadata deepest first, so setting a parent's mtime comes after its children changed.

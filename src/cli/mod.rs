@@ -13,6 +13,7 @@ macro_rules! outln {
 }
 
 mod db;
+mod init;
 mod output;
 mod push;
 mod serve;
@@ -66,6 +67,9 @@ pub enum Command {
     /// Run the config's [db] job now: dump on the master, ship, replay on the slave
     #[command(name = "db-replicate", after_help = db::DB_HELP)]
     DbReplicate(db::DbArgs),
+    /// Create this node's SSH key, install it on the peer (restricted), pin its host key
+    #[command(after_help = init::INIT_HELP)]
+    Init(init::InitArgs),
     /// The peer side of a connection, started over SSH or as a local child; not for people
     #[command(hide = true)]
     Serve(serve::ServeArgs),
@@ -120,6 +124,7 @@ pub fn main() -> i32 {
         Command::Pull(a) => push::run(&cli, a, push::Direction::Pull),
         Command::Sync(a) => sync::run(&cli, a),
         Command::DbReplicate(a) => db::run(&cli, a),
+        Command::Init(a) => init::run(&cli, a),
         Command::Serve(a) => serve::run(&cli, a),
     };
     match result {

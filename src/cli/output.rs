@@ -50,7 +50,7 @@ impl Console {
         }
         // "code path..." -> "code prefix/path..."
         match line.split_once(' ') {
-            Some((code, rest)) if rest == "./" => format!("{code} {}/", self.prefix),
+            Some((code, "./")) => format!("{code} {}/", self.prefix),
             Some((code, rest)) => format!("{code} {}/{rest}", self.prefix),
             None => line,
         }

@@ -68,6 +68,9 @@ pub struct PushArgs {
     /// Where hasync lives on the peer
     #[arg(long, value_name = "PATH", default_value = "hasync")]
     pub remote_path: String,
+    /// Connect deadline; a peer or link silent this long ends the run (exit 3)
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub timeout: f64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -91,13 +94,25 @@ pub fn location(s: &str, args: &PushArgs) -> Result<Location, CliError> {
             accept_new: args.accept_new,
             remote_path: args.remote_path.clone(),
             ..Default::default()
-        };
+        }
+        .with_timeout(timeout(args.timeout)?);
         let t = hasync::transport::ssh::SshTransport::new(target, opts);
         return Ok(Location::Remote(Box::new(t), PathBuf::from(dir)));
     }
     let p = std::path::absolute(Path::new(s))
         .map_err(|e| CliError::usage(format!("bad path {s}: {e}")))?;
     Ok(Location::Local(p))
+}
+
+fn timeout(secs: f64) -> Result<std::time::Duration, CliError> {
+    std::time::Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "--timeout {secs}: give a positive number of seconds"
+            ))
+        })
 }
 
 pub fn default_known_hosts() -> PathBuf {

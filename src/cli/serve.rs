@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// Only serve the directories of this node's config ([[sync]] paths under `root`) and --allow
+    /// Only serve the directories of this node's config ([[sync]] paths under `root`, the [db]
+    /// staging dir) and --allow; DB replay only with this node's own [db] section
     #[arg(long)]
     pub restrict: bool,
     /// A directory this peer may serve (repeatable; implies --restrict)
@@ -28,13 +29,11 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, CliError> {
     let db = db_policy(loaded.as_ref(), restricted);
     if restricted {
         let mut allowed = args.allow.clone();
-        if args.restrict {
-            if let Some(cfg) = loaded {
-                let cfg = cfg?;
-                for job in &cfg.sync {
-                    for p in &job.paths {
-                        allowed.push(cfg.local_path(p));
-                    }
+        if let (true, Some(cfg)) = (args.restrict, loaded) {
+            let cfg = cfg?;
+            for job in &cfg.sync {
+                for p in &job.paths {
+                    allowed.push(cfg.local_path(p));
                 }
             }
         }

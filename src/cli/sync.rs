@@ -58,7 +58,8 @@ pub fn peer_transport(cfg: &Config) -> Result<Box<dyn Transport>, CliError> {
                     .unwrap_or_else(super::push::default_known_hosts),
                 remote_path: cfg.node.remote_path.clone(),
                 ..Default::default()
-            };
+            }
+            .with_timeout(cfg.node.timeout);
             Ok(Box::new(hasync::transport::ssh::SshTransport::new(
                 target, opts,
             )))

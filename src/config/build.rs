@@ -40,6 +40,7 @@ struct RawNode {
     sentinel_dir: Option<String>,
     root: Option<String>,
     peer_root: Option<String>,
+    timeout: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -10,6 +10,7 @@
 //! 4. deletions (after transfers, like `--delete-after`), deepest first;
 //! 5. directory metadata, deepest first, so a directory's mtime is set after
 //!    its contents changed.
+//!
 //! Items go to the local reporter when we are the client, else back over the wire.
 
 use super::SyncError;
@@ -90,8 +91,24 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
     is_client: bool,
 ) -> Result<Stats, SyncError> {
     let mut sink = Sink { rep, is_client };
-    // 1. Manifest.
-    let (source, scan_errors) = read_manifest(rd, &mut sink)?;
+    // 1. Manifest, while a thread scans our own tree: the two scans (the
+    // sender's, which precedes its manifest, and ours) overlap instead of
+    // adding up, which is most of a no-change run.
+    let excludes = Excludes::new(&opts.excludes);
+    let exists = root.exists();
+    let (manifest, early_scan) = std::thread::scope(|s| {
+        let scanner = match (&excludes, exists) {
+            (Ok(ex), true) => Some(s.spawn(move || scan(root, ex))),
+            _ => None,
+        };
+        let m = read_manifest(rd, &mut sink);
+        let d = scanner.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the scan thread panicked")))
+        });
+        (m, d)
+    });
+    let (source, scan_errors) = manifest?;
     if let Err(e) = manifest::validate(&source) {
         return Err(fail(
             wr,
@@ -100,8 +117,7 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
             )),
         ));
     }
-    let excludes = Excludes::new(&opts.excludes).map_err(|e| fail(wr, SyncError::Usage(e)))?;
-    let exists = root.exists();
+    let excludes = excludes.map_err(|e| fail(wr, SyncError::Usage(e)))?;
     if !exists && !opts.dry_run {
         std::fs::create_dir_all(root).map_err(|e| {
             fail(
@@ -113,22 +129,23 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
             )
         })?;
     }
-    let dest = if exists || !opts.dry_run {
-        match scan(root, &excludes) {
-            Ok(Some(s)) => s,
-            Ok(None) => Default::default(),
-            Err(e) => {
-                return Err(fail(
-                    wr,
-                    SyncError::Io(format!(
-                        "cannot scan the destination {}: {e}",
-                        root.display()
-                    )),
-                ));
-            }
+    let scanned = match early_scan {
+        Some(r) => r,
+        None if !opts.dry_run => scan(root, &excludes),
+        None => Ok(None),
+    };
+    let dest = match scanned {
+        Ok(Some(s)) => s,
+        Ok(None) => Default::default(),
+        Err(e) => {
+            return Err(fail(
+                wr,
+                SyncError::Io(format!(
+                    "cannot scan the destination {}: {e}",
+                    root.display()
+                )),
+            ));
         }
-    } else {
-        Default::default()
     };
     let safe = if exists || !opts.dry_run {
         Some(SafeRoot::open(root).map_err(|e| {

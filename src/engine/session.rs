@@ -74,21 +74,21 @@ impl Client {
 
     /// Add what the peer printed on stderr to a connection error; that is usually the real cause.
     fn explain(&mut self, e: SyncError) -> SyncError {
-        if let SyncError::Peer(msg) = &e {
-            if let Some(c) = self.closer.take() {
-                drop(std::mem::replace(
-                    &mut self.wr,
-                    FrameWriter::new(BufWriter::new(Box::new(std::io::sink()))),
-                ));
-                let stderr = c.stderr();
-                let finished = c.finish();
-                let detail = match finished {
-                    Err(fe) => fe.to_string(),
-                    Ok(()) => stderr.trim().to_string(),
-                };
-                if !detail.is_empty() && !msg.contains(detail.as_str()) {
-                    return SyncError::Peer(format!("{msg} ({} said: {detail})", self.peer));
-                }
+        if let SyncError::Peer(msg) = &e
+            && let Some(c) = self.closer.take()
+        {
+            drop(std::mem::replace(
+                &mut self.wr,
+                FrameWriter::new(BufWriter::new(Box::new(std::io::sink()))),
+            ));
+            let stderr = c.stderr();
+            let finished = c.finish();
+            let detail = match finished {
+                Err(fe) => fe.to_string(),
+                Ok(()) => stderr.trim().to_string(),
+            };
+            if !detail.is_empty() && !msg.contains(detail.as_str()) {
+                return SyncError::Peer(format!("{msg} ({} said: {detail})", self.peer));
             }
         }
         e
@@ -219,18 +219,18 @@ impl ServePolicy {
         if p.components().any(|c| c == Component::ParentDir) {
             return Err(SyncError::Usage(format!("{} contains '..'", p.display())));
         }
-        if let Some(allowed) = &self.allowed_roots {
-            if !allowed.iter().any(|a| p.starts_with(a)) {
-                return Err(SyncError::Usage(format!(
-                    "{} is outside the directories this peer serves; allowed: {}",
-                    p.display(),
-                    allowed
-                        .iter()
-                        .map(|a| a.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
+        if let Some(allowed) = &self.allowed_roots
+            && !allowed.iter().any(|a| p.starts_with(a))
+        {
+            return Err(SyncError::Usage(format!(
+                "{} is outside the directories this peer serves; allowed: {}",
+                p.display(),
+                allowed
+                    .iter()
+                    .map(|a| a.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
         }
         Ok(p)
     }

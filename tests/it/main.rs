@@ -7,6 +7,7 @@ mod hostile;
 mod interrupt;
 mod pg;
 mod ssh;
+mod ssh_cli;
 mod sshd;
 mod sync;
 mod util;

@@ -381,6 +381,7 @@ fn frozen_peer_is_detected_by_keepalive() {
 
 #[test]
 fn init_installs_one_restricted_line_idempotently() {
+    let _home = crate::sshd::lock_test_user();
     let sshd = Sshd::start_with(SshdOptions {
         password_auth: true,
         ..Default::default()

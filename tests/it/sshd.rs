@@ -83,6 +83,12 @@ pub fn keygen(path: &Path) -> String {
         .to_string()
 }
 
+/// Held by tests that change the test user's ~/.ssh (they run in parallel otherwise).
+pub fn lock_test_user() -> std::sync::MutexGuard<'static, ()> {
+    static HOME: Mutex<()> = Mutex::new(());
+    HOME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Creates (once per process) the `hasynctest` user, and (always) sets its password.
 pub fn ensure_test_user() -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());

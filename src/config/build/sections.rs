@@ -89,6 +89,14 @@ pub(super) fn build_node(ctx: &Ctx, raw: RawNode) -> Res<Node> {
         )?,
         root: ctx.node_path("root", raw.root.as_deref(), "/")?,
         peer_root: ctx.node_path("peer_root", raw.peer_root.as_deref(), "/")?,
+        timeout: ctx.nonzero(
+            at!["node", "timeout"],
+            ctx.duration(
+                at!["node", "timeout"],
+                raw.timeout.as_deref(),
+                Duration::from_secs(30),
+            )?,
+        )?,
     })
 }
 
@@ -284,13 +292,14 @@ pub(super) fn build_db(ctx: &Ctx, raw: RawDb) -> Res<DbJob> {
     if let Some(u) = &raw.run_as {
         ctx.non_empty(at!["db", "run_as"], u, "a system user, e.g. \"postgres\"")?;
     }
-    if let Some(b) = &raw.bin_dir {
-        if !b.is_absolute() {
-            return Err(ctx.err(
-                at!["db", "bin_dir"],
-                "is not an absolute path (write e.g. \"/usr/lib/postgresql/15/bin\")",
-            ));
-        }
+    if let Some(b) = raw.bin_dir.as_ref().filter(|b| !b.is_absolute()) {
+        return Err(ctx.err(
+            at!["db", "bin_dir"],
+            format!(
+                "{} is not an absolute path (write e.g. \"/usr/lib/postgresql/15/bin\")",
+                b.display()
+            ),
+        ));
     }
     Ok(DbJob {
         kind,

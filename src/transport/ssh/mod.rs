@@ -54,6 +54,19 @@ impl Default for SshOptions {
     }
 }
 
+impl SshOptions {
+    /// Sets the deadlines from one "dead peer" timeout: connecting may take that
+    /// long, and a link that stops answering is noticed within about that long
+    /// (three missed keepalives at a third of it each).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        let timeout = timeout.max(Duration::from_millis(300));
+        self.connect_timeout = timeout;
+        self.keepalive = timeout / 3;
+        self.idle_timeout = timeout.max(Duration::from_secs(60));
+        self
+    }
+}
+
 /// Everything that can go wrong reaching the peer over SSH. All map to exit code 3.
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {

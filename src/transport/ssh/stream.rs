@@ -133,6 +133,7 @@ impl Shared {
 }
 
 /// Starts the pumps and returns the engine's view of the connection.
+#[allow(clippy::too_many_arguments)] // one call site, each argument a distinct piece of the session
 pub(crate) fn start(
     rt: &'static Runtime,
     handle: Arc<client::Handle<ClientHandler>>,
