@@ -63,6 +63,8 @@ struct Opts<'a> {
     master_db: Option<&'a str>,
     master_run_as: bool,
     peer: &'a str,
+    /// More `[node]` lines for the master (SSH identity, known_hosts, remote_path).
+    node_extra: String,
 }
 
 impl Default for Opts<'_> {
@@ -71,6 +73,7 @@ impl Default for Opts<'_> {
             master_db: None,
             master_run_as: false,
             peer: "local",
+            node_extra: String::new(),
         }
     }
 }
@@ -113,9 +116,9 @@ impl Case {
                  [hooks]\non_failure = 'printf \"%s|%s|%s\" \"$HASYNC_EVENT\" \"$HASYNC_JOB\" \"$HASYNC_ERROR\" > {}'\n",
                 opts.peer,
                 if opts.peer == "local" {
-                    "root = \"master-root\"\npeer_root = \"slave-root\"\n"
+                    "root = \"master-root\"\npeer_root = \"slave-root\"\n".to_string()
                 } else {
-                    ""
+                    opts.node_extra.clone()
                 },
                 db_section(master, opts.master_db.unwrap_or(db), opts.master_run_as),
                 hook.display()
@@ -428,4 +431,52 @@ fn db_dry_run_shows_the_plan_and_changes_nothing() {
     );
     assert_eq!(c.slave_snapshot(), before);
     assert!(!Path::new(&c.dir.path().join("master-state/db.json")).exists());
+}
+
+#[test]
+fn db_over_ssh_to_a_restricted_serve_uses_the_slave_config() {
+    let sshd = crate::sshd::Sshd::start();
+    let key = sshd.dir.path().join("restricted_key");
+    let pub_line = crate::sshd::keygen(&key);
+    let kh = sshd.dir.path().join("known_hosts");
+    sshd.write_known_hosts(&kh);
+    let c = Case::new(
+        "t_ssh",
+        Pg::slave(),
+        Opts {
+            peer: &format!("root@127.0.0.1:{}", sshd.port),
+            node_extra: format!(
+                "identity = \"{}\"\nknown_hosts = \"{}\"\nremote_path = \"{}\"\n",
+                key.display(),
+                kh.display(),
+                crate::util::bin().display()
+            ),
+            ..Default::default()
+        },
+    );
+    // The slave's key only runs `serve --restrict` with the slave's own config.
+    sshd.authorize(&format!(
+        "command=\"{} --config {} serve --restrict\",no-pty,no-port-forwarding {pub_line}",
+        crate::util::bin().display(),
+        c.slave_cfg().display()
+    ));
+    let o = c.run(&["--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(json_of(&o)["outcome"], "replayed");
+    // The master's [db] names the master's own socket: only the slave's [db] could have
+    // put the data into the slave's server.
+    c.assert_replicated();
+    excluded_untouched(&c);
+
+    // Without a [db] section of its own, a restricted slave refuses to replay.
+    let cfg = std::fs::read_to_string(c.slave_cfg()).unwrap();
+    std::fs::write(c.slave_cfg(), &cfg[..cfg.find("[db]").unwrap()]).unwrap();
+    c.master
+        .sql(&c.db, "UPDATE tenant SET name = 'changed' WHERE id = 2");
+    let before = c.slave_snapshot();
+    let o = c.run(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(stderr(&o).contains("has no [db] section"), "{}", text(&o));
+    assert_eq!(c.slave_snapshot(), before);
+    c.assert_failure_recorded("has no [db] section");
 }
