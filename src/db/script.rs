@@ -78,7 +78,9 @@ fn copy_table(l: &[u8]) -> Option<String> {
 }
 
 /// Writes the replay script: the header, the `TRUNCATE` of `summary`'s tables (unless
-/// `with_schema`: then the dump drops and recreates them itself), then `dump`.
+/// `with_schema`: then the dump drops and recreates them itself; its `DROP SCHEMA` is left
+/// out and its `CREATE SCHEMA` made `IF NOT EXISTS`, since the schema also holds the
+/// excluded tables), then `dump`.
 ///
 /// Recent pg_dump releases (15.14 and later) frame their output with
 /// `\restrict KEY` ... `\unrestrict KEY`, a fresh random key each time, so that a
@@ -122,6 +124,15 @@ pub fn write_script(
             in_copy = l != b"\\.";
         } else if copy_table(l).is_some() {
             in_copy = true;
+        } else if with_schema && l.starts_with(b"DROP SCHEMA IF EXISTS ") {
+            // The schema also holds the excluded tables: keep it, drop only what the
+            // dump recreates (its other DROP ... IF EXISTS lines).
+            continue;
+        } else if let Some(rest) = l.strip_prefix(b"CREATE SCHEMA ").filter(|_| with_schema) {
+            out.write_all(b"CREATE SCHEMA IF NOT EXISTS ")?;
+            out.write_all(rest)?;
+            out.write_all(b"\n")?;
+            continue;
         } else if l.starts_with(b"\\restrict ") {
             writeln!(out, "\\restrict {restrict_key}")?;
             continue;
@@ -176,7 +187,16 @@ mod tests {
         assert!(!text.contains("BEGIN") && !text.contains("COMMIT"));
 
         let mut out = Vec::new();
-        write_script(&s, true, "k", &mut DUMP.as_bytes(), &mut out).unwrap();
-        assert!(!String::from_utf8(out).unwrap().contains("TRUNCATE"));
+        let dump = format!("DROP SCHEMA IF EXISTS public;\nCREATE SCHEMA public;\n{DUMP}");
+        write_script(&s, true, "k", &mut dump.as_bytes(), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            !text.contains("TRUNCATE") && !text.contains("DROP SCHEMA"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nCREATE SCHEMA IF NOT EXISTS public;\n"),
+            "{text}"
+        );
     }
 }

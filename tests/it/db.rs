@@ -65,6 +65,8 @@ struct Opts<'a> {
     peer: &'a str,
     /// More `[node]` lines for the master (SSH identity, known_hosts, remote_path).
     node_extra: String,
+    /// More `[db]` lines for the master.
+    db_extra: &'a str,
 }
 
 impl Default for Opts<'_> {
@@ -74,6 +76,7 @@ impl Default for Opts<'_> {
             master_run_as: false,
             peer: "local",
             node_extra: String::new(),
+            db_extra: "",
         }
     }
 }
@@ -95,11 +98,11 @@ impl Case {
         master.sql(db, MASTER_DATA);
         slave.sql(db, SLAVE_DATA);
         let hook = c.hook_file();
-        let db_section = |pg: &Pg, database: &str, run_as: bool| {
+        let db_section = |pg: &Pg, database: &str, run_as: bool, extra: &str| {
             format!(
                 "[db]\nkind = \"postgres\"\ndatabase = \"{database}\"\nuser = \"postgres\"\n\
                  exclude_tables = [\"call_log\", \"public.cel\"]\nhost = \"{}\"\nport = {}\n\
-                 bin_dir = \"{PG_BIN}\"\n{}",
+                 bin_dir = \"{PG_BIN}\"\n{}{extra}",
                 pg.sock.display(),
                 pg.port,
                 if run_as {
@@ -120,7 +123,12 @@ impl Case {
                 } else {
                     opts.node_extra.clone()
                 },
-                db_section(master, opts.master_db.unwrap_or(db), opts.master_run_as),
+                db_section(
+                    master,
+                    opts.master_db.unwrap_or(db),
+                    opts.master_run_as,
+                    opts.db_extra
+                ),
                 hook.display()
             ),
         )
@@ -129,7 +137,7 @@ impl Case {
             c.slave_cfg(),
             format!(
                 "[node]\nrole = \"slave\"\npeer = \"local\"\nstate_dir = \"slave-state\"\n\n{}",
-                db_section(slave, db, false)
+                db_section(slave, db, false, "")
             ),
         )
         .unwrap();
@@ -479,4 +487,52 @@ fn db_over_ssh_to_a_restricted_serve_uses_the_slave_config() {
     assert!(stderr(&o).contains("has no [db] section"), "{}", text(&o));
     assert_eq!(c.slave_snapshot(), before);
     c.assert_failure_recorded("has no [db] section");
+}
+
+#[test]
+fn db_with_schema_brings_the_slave_schema_up_to_date() {
+    let c = Case::new(
+        "t_schema",
+        Pg::slave(),
+        Opts {
+            db_extra: "with_schema = true\n",
+            ..Default::default()
+        },
+    );
+    // The slave's schema is behind: a column and a table are missing.
+    c.slave.sql(&c.db, "ALTER TABLE users DROP COLUMN big");
+    c.master.sql(
+        &c.db,
+        "CREATE TABLE extra (id int PRIMARY KEY); INSERT INTO extra VALUES (7);",
+    );
+    let o = c.run(&["--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(json_of(&o)["outcome"], "replayed");
+    c.assert_replicated();
+    assert_eq!(c.slave.table(&c.db, "extra").trim(), "7");
+    excluded_untouched(&c);
+}
+
+#[test]
+fn db_on_a_slave_node_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("slave.toml");
+    std::fs::write(
+        &cfg,
+        "[node]\nrole = \"slave\"\npeer = \"local\"\nstate_dir = \"s\"\n\
+         [db]\nkind = \"postgres\"\ndatabase = \"x\"\n",
+    )
+    .unwrap();
+    let o = hasync()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["db-replicate", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(json_of(&o)["outcome"], "skipped");
+    assert!(
+        !dir.path().join("s").exists(),
+        "a skipped run leaves no state"
+    );
 }
