@@ -159,3 +159,79 @@ fn clip(s: &str) -> &str {
     }
     &s[..end]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::db::DbTarget;
+
+    fn served(dir: &std::path::Path, restricted: bool, own: bool) -> DbServe {
+        DbServe {
+            staging: dir.join("db-staging"),
+            own: own.then(|| PgConn {
+                database: "x".into(),
+                user: "nobody".into(),
+                bin_dir: Some("/nonexistent".into()),
+                ..Default::default()
+            }),
+            restricted,
+            refusal: None,
+        }
+    }
+
+    fn req(file: &str, hash: [u8; 32]) -> Msg {
+        Msg::DbReplay(DbReplay {
+            file: file.into(),
+            hash,
+            target: DbTarget::default(),
+        })
+    }
+
+    fn err_text(m: Msg) -> String {
+        match m {
+            Msg::Error { message, .. } => message,
+            m => panic!("expected an error, got {}", m.name()),
+        }
+    }
+
+    #[test]
+    fn stage_makes_a_private_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let db = served(d.path(), false, false);
+        match answer(Msg::DbStage, Some(&db)) {
+            Msg::DbStaged { dir } => assert_eq!(dir, db.staging.as_os_str().as_bytes()),
+            m => panic!("{}", m.name()),
+        }
+        let mode = std::fs::metadata(&db.staging).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn restricted_serve_without_its_own_db_section_refuses() {
+        let d = tempfile::tempdir().unwrap();
+        let db = served(d.path(), true, false);
+        assert!(err_text(answer(Msg::DbStage, Some(&db))).contains("no [db] section"));
+        assert!(err_text(answer(req("x.sql", [0; 32]), Some(&db))).contains("no [db] section"));
+        assert!(!db.staging.exists());
+        assert!(err_text(answer(Msg::DbStage, None)).contains("does not serve DB"));
+    }
+
+    #[test]
+    fn replay_checks_the_hash_and_refuses_symlinks_before_running_psql() {
+        let d = tempfile::tempdir().unwrap();
+        let db = served(d.path(), true, true);
+        super::super::private_dir(&db.staging).unwrap();
+        std::fs::write(db.staging.join("x.sql"), b"SELECT 1;\n").unwrap();
+        let e = err_text(answer(req("x.sql", [0; 32]), Some(&db)));
+        assert!(e.contains("BLAKE3 mismatch"), "{e}");
+        std::os::unix::fs::symlink("/etc/passwd", db.staging.join("l.sql")).unwrap();
+        let h = *blake3::hash(&std::fs::read("/etc/passwd").unwrap()).as_bytes();
+        let e = err_text(answer(req("l.sql", h), Some(&db)));
+        assert!(e.contains("cannot open the staged dump"), "{e}");
+        // The right hash gets as far as running psql (absent here): its error is reported.
+        let h = *blake3::hash(b"SELECT 1;\n").as_bytes();
+        let e = err_text(answer(req("x.sql", h), Some(&db)));
+        assert!(e.contains("cannot run /nonexistent/psql"), "{e}");
+    }
+}
