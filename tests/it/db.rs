@@ -536,3 +536,45 @@ fn db_on_a_slave_node_is_skipped() {
         "a skipped run leaves no state"
     );
 }
+
+#[test]
+fn db_link_cut_mid_transfer_exits_3_and_changes_nothing() {
+    let sshd = crate::sshd::Sshd::shared();
+    let kh = tempfile::NamedTempFile::new().unwrap();
+    sshd.write_known_hosts(kh.path());
+    // The peer's hasync sees its input end after 64 KiB: the link dies mid-transfer.
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut-serve.sh");
+    let c = Case::new(
+        "t_cut",
+        Pg::slave(),
+        Opts {
+            peer: &format!("root@127.0.0.1:{}", sshd.port),
+            node_extra: format!(
+                "identity = \"{}\"\nknown_hosts = \"{}\"\nremote_path = \"{}\"\n",
+                sshd.client_key.display(),
+                kh.path().display(),
+                cut.display()
+            ),
+            ..Default::default()
+        },
+    );
+    // dd with 1-byte blocks passes each byte on at once (head would buffer).
+    std::fs::write(
+        &cut,
+        format!(
+            "#!/bin/sh\ndd bs=1 count=65536 2>/dev/null | exec {} --config {} \"$@\"\n",
+            crate::util::bin().display(),
+            c.slave_cfg().display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cut, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let before = c.slave_snapshot();
+    let o = c.run(&[]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert_eq!(c.slave_snapshot(), before);
+    c.assert_failure_recorded("peer");
+    assert!(c.state()["replayed_hash"].is_null());
+}
