@@ -1,7 +1,8 @@
 //! The DB job: PostgreSQL replicated from master to slave by dump and replay (what Wazo's
 //! `xivo-master-slave-db-replication` does, made atomic and delta-shipped). This module
 //! owns the whole job: [`pg`] runs `pg_dump` and `psql` on the local node (unix socket,
-//! never a port opened to the peer), [`script`] turns a dump into a one-transaction
+//! never a port opened to the peer), [`plan`] reads what would be replicated from the
+//! catalog, [`script`] turns a dump into a one-transaction
 //! replay script and counts what it holds, [`state`] records each run in `state_dir`,
 //! [`job`] is the master's side (dump, compare, ship with the sync engine, ask for the
 //! replay) and [`serve`] the slave's (staging directory, hash check, replay with psql).
@@ -9,6 +10,7 @@
 
 pub mod job;
 pub mod pg;
+pub mod plan;
 pub mod script;
 pub mod serve;
 pub mod state;

@@ -6,7 +6,8 @@
 use super::output::human;
 use super::{Cli, CliError};
 use hasync::config::{Config, Role};
-use hasync::db::job::{self, Plan, Report};
+use hasync::db::job::{self, Report};
+use hasync::db::plan::{self, Plan, Relation};
 use hasync::engine::SyncError;
 use hasync::engine::session::Client;
 
@@ -53,7 +54,7 @@ pub fn run(cli: &Cli, args: &DbArgs) -> Result<i32, CliError> {
         return Ok(0);
     }
     if args.dry_run {
-        let plan = match job::plan(&db) {
+        let plan = match plan::plan(&db) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("hasync: db {}: {e}", db.database);
@@ -127,7 +128,7 @@ fn print_outcome(r: &Report) {
 }
 
 fn print_plan(p: &Plan) {
-    let est = |r: &job::Relation| match r.rows_estimate {
+    let est = |r: &Relation| match r.rows_estimate {
         Some(n) => format!("~{n} rows"),
         None => "rows unknown (not analyzed)".into(),
     };
