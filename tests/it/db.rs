@@ -308,6 +308,16 @@ fn db_replicates_then_skips_unchanged_then_ships_a_small_delta() {
     let out = crate::util::ok(c.run(&[]));
     assert!(out.contains("unchanged since the last replay"), "{out}");
     c.assert_replicated();
+
+    // --force replays an unchanged dump (nothing new crosses but the request).
+    c.slave.sql(
+        &c.db,
+        "INSERT INTO tenant (id, name) VALUES (98, 'slave-only')",
+    );
+    let j = json_of(&c.run(&["--force", "--json"]));
+    assert_eq!(j["outcome"], "replayed", "{j}");
+    assert_eq!(j["bytes_literal"], 0, "{j}");
+    assert!(!c.slave.table(&c.db, "tenant").contains("slave-only"));
 }
 
 #[test]
