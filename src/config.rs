@@ -198,7 +198,8 @@ pub struct Services {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckMaster {
     pub address: String,
-    /// `"icmp"`, `"tcp:PORT"`, `"http://..."` / `"https://..."` (default `["icmp"]`).
+    /// `"icmp"`, `"tcp:PORT"`, `"http://..."` / `"https://..."`, `"cmd:SHELL COMMAND"`
+    /// (default `["icmp"]`).
     pub probes: Vec<String>,
     /// Default 2 s, never zero.
     pub interval: Duration,
@@ -214,6 +215,9 @@ pub struct CheckMaster {
     pub witness: Vec<String>,
     /// Default [`ProbeMode::All`].
     pub mode: ProbeMode,
+    /// `copy_back`: absolute paths pushed back to the peer by `hasync demote --copy-back`
+    /// (what the slave wrote while it served: voicemail, recordings). Default empty.
+    pub copy_back: Vec<PathBuf>,
 }
 
 /// How probe results combine: `All` = the master is up only if every probe answers.

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod fsops;
 pub mod init;
 pub mod manifest;
+pub mod master;
 pub mod path;
 pub mod plan;
 pub mod protocol;

@@ -114,8 +114,8 @@ pub fn run(cli: &Cli, args: &InitArgs) -> Result<i32, CliError> {
     Ok(0)
 }
 
-/// The peer directories the forced command allows: every [[sync]] path (under
-/// `peer_root`) plus `--allow`, without duplicates.
+/// The peer directories the forced command allows: every [[sync]] path and every
+/// `[check_master] copy_back` path (under `peer_root`) plus `--allow`, without duplicates.
 fn allowed_dirs(cfg: Option<&hasync::config::Config>, extra: &[PathBuf]) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     if let Some(cfg) = cfg {
@@ -123,6 +123,9 @@ fn allowed_dirs(cfg: Option<&hasync::config::Config>, extra: &[PathBuf]) -> Vec<
             for p in &job.paths {
                 dirs.push(cfg.peer_path(p));
             }
+        }
+        for p in cfg.check_master.iter().flat_map(|c| &c.copy_back) {
+            dirs.push(cfg.peer_path(p));
         }
     }
     dirs.extend(extra.iter().cloned());

@@ -12,11 +12,14 @@ macro_rules! outln {
     }};
 }
 
+mod check_master;
 mod db;
 mod init;
 mod output;
 mod push;
+mod roles;
 mod serve;
+mod services;
 mod sync;
 
 use clap::{Parser, Subcommand};
@@ -70,6 +73,16 @@ pub enum Command {
     /// Create this node's SSH key, install it on the peer (restricted), pin its host key
     #[command(after_help = init::INIT_HELP)]
     Init(init::InitArgs),
+    /// Start, stop or show the slave services ([services]); idempotent
+    #[command(after_help = services::SERVICES_HELP)]
+    Services(services::ServicesArgs),
+    /// Probe the master; start the slave services when it is gone, stop them when back
+    #[command(after_help = check_master::CHECK_MASTER_HELP)]
+    CheckMaster(check_master::CheckMasterArgs),
+    /// Make this node the master: services up, sentinel is-primary, role file
+    Promote(roles::RoleArgs),
+    /// Make this node the slave: services down, sentinel is-secondary, role file
+    Demote(roles::RoleArgs),
     /// The peer side of a connection, started over SSH or as a local child; not for people
     #[command(hide = true)]
     Serve(serve::ServeArgs),
@@ -126,6 +139,10 @@ pub fn main() -> i32 {
         Command::DbReplicate(a) => db::run(&cli, a),
         Command::Init(a) => init::run(&cli, a),
         Command::Serve(a) => serve::run(&cli, a),
+        Command::Services(a) => services::run(&cli, a),
+        Command::CheckMaster(a) => check_master::run(&cli, a),
+        Command::Promote(a) => roles::run(&cli, a, true),
+        Command::Demote(a) => roles::run(&cli, a, false),
     };
     match result {
         Ok(code) => code,

@@ -68,8 +68,8 @@ pub fn peer_transport(cfg: &Config) -> Result<Box<dyn Transport>, CliError> {
 }
 
 /// Whether this node runs `job` given its role; `Some(reason)` when it does not.
-fn skip_reason(cfg: &Config, job: &SyncJob) -> Option<String> {
-    match (cfg.node.role, job.direction) {
+fn skip_reason(role: Role, job: &SyncJob) -> Option<String> {
+    match (role, job.direction) {
         (Role::Disabled, _) => Some("this node's role is disabled".into()),
         (Role::Master, Direction::Push) | (Role::Slave, Direction::Pull) => None,
         (Role::Master, Direction::Pull) => Some("pull jobs run on the slave".into()),
@@ -104,11 +104,14 @@ pub fn run(cli: &Cli, args: &SyncArgs) -> Result<i32, CliError> {
         !cli.quiet && (!args.json || cli.verbose > 0),
         !cli.quiet && !args.json,
     );
+    // The role file written by promote/demote overrides the config's role.
+    let role =
+        hasync::master::roles::effective_role(&cfg).map_err(|e| CliError::usage(e.to_string()))?;
     let mut reports = Vec::new();
     let mut worst = 0;
     let mut client: Option<Client> = None;
     for job in jobs {
-        if let Some(why) = skip_reason(&cfg, job) {
+        if let Some(why) = skip_reason(role, job) {
             if !args.json && !cli.quiet {
                 outln!("job {}: skipped ({why})", job.name);
             }

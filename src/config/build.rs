@@ -101,6 +101,8 @@ struct RawCheckMaster {
     #[serde(default)]
     witness: Vec<String>,
     mode: Option<String>,
+    #[serde(default)]
+    copy_back: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]

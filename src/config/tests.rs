@@ -771,3 +771,22 @@ fn inline_tables_are_located_too() {
     let msg = err_at(text, 4, "paths");
     assert!(msg.contains("[[sync]] #2 key"), "{msg}");
 }
+
+#[test]
+fn copy_back_paths_and_cmd_probes() {
+    let cm = |extra: &str| format!("{NODE}[check_master]\naddress = \"m\"\n{extra}");
+    let c = ok(&cm(
+        "probes = [\"cmd:systemctl is-active asterisk\", \"tcp:5060\"]\ncopy_back = [\"/var/spool/asterisk/voicemail/\"]\n",
+    ));
+    let m = c.check_master.unwrap();
+    assert_eq!(m.probes[0], "cmd:systemctl is-active asterisk");
+    assert_eq!(
+        m.copy_back,
+        vec![PathBuf::from("/var/spool/asterisk/voicemail")]
+    );
+    assert!(ok(&cm("")).check_master.unwrap().copy_back.is_empty());
+    err_at(&cm("probes = [\"cmd: \"]\n"), 6, "probes");
+    err_at(&cm("copy_back = [\"voicemail\"]\n"), 6, "copy_back");
+    err_at(&cm("copy_back = [\"/\"]\n"), 6, "copy_back");
+    err_at(&cm("copy_back = [\"/a/../b\"]\n"), 6, "copy_back");
+}

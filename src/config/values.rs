@@ -248,8 +248,15 @@ pub(super) fn job_name_problem(name: &str) -> Option<String> {
 
 /// Why `probe` is not a probe, if it is not.
 pub(super) fn probe_problem(probe: &str) -> Option<String> {
-    let help = "write \"icmp\", \"tcp:PORT\", or an \"http://\" or \"https://\" URL";
+    let help =
+        "write \"icmp\", \"tcp:PORT\", \"cmd:COMMAND\", or an \"http://\" or \"https://\" URL";
     if probe == "icmp" {
+        return None;
+    }
+    if let Some(cmd) = probe.strip_prefix("cmd:") {
+        if cmd.trim().is_empty() {
+            return Some(format!("{probe:?} has no command after \"cmd:\" ({help})"));
+        }
         return None;
     }
     if let Some(port) = probe.strip_prefix("tcp:") {

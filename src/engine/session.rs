@@ -219,21 +219,47 @@ impl ServePolicy {
         if p.components().any(|c| c == Component::ParentDir) {
             return Err(SyncError::Usage(format!("{} contains '..'", p.display())));
         }
-        if let Some(allowed) = &self.allowed_roots
-            && !allowed.iter().any(|a| p.starts_with(a))
-        {
-            return Err(SyncError::Usage(format!(
-                "{} is outside the directories this peer serves; allowed: {}",
-                p.display(),
-                allowed
-                    .iter()
-                    .map(|a| a.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+        if let Some(allowed) = &self.allowed_roots {
+            let Some(base) = allowed.iter().find(|a| p.starts_with(a)) else {
+                return Err(SyncError::Usage(format!(
+                    "{} is outside the directories this peer serves; allowed: {}",
+                    p.display(),
+                    allowed
+                        .iter()
+                        .map(|a| a.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            };
+            no_symlink_below(base, &p)?;
         }
         Ok(p)
     }
+}
+
+/// Refuses `p` if a component below the allowed directory `base` is a symlink.
+/// The comparison with the allowed roots is lexical: without this, a peer that
+/// first mirrored a symlink `x -> /etc` into an allowed directory could then
+/// open `<allowed>/x` as a root and write through it. (The allowed directory
+/// itself is the admin's choice and may be reached through symlinks.)
+fn no_symlink_below(base: &Path, p: &Path) -> Result<(), SyncError> {
+    let rest = p.strip_prefix(base).unwrap_or(Path::new(""));
+    let mut cur = base.to_path_buf();
+    for c in rest.components() {
+        cur.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(SyncError::Usage(format!(
+                    "{} is refused: {} is a symlink (a served root is never reached through a symlink)",
+                    p.display(),
+                    cur.display()
+                )));
+            }
+            Ok(_) => {}
+            Err(_) => break, // missing from here on: created as real directories
+        }
+    }
+    Ok(())
 }
 
 /// Serve one connection on `input`/`output` (the peer side).

@@ -109,14 +109,15 @@ impl<R: Read> FrameReader<R> {
         if len > MAX_FRAME {
             return Err(ProtocolError::FrameTooLarge(len as u64));
         }
-        self.buf.resize(len, 0);
-        self.inner.read_exact(&mut self.buf).map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                malformed("truncated frame")
-            } else {
-                e.into()
-            }
-        })?;
+        // Grow the buffer as bytes actually arrive (not to the announced length
+        // up front): a peer that announces 16 MiB and sends 4 bytes costs 4 bytes.
+        self.buf.clear();
+        let got = (&mut self.inner)
+            .take(len as u64)
+            .read_to_end(&mut self.buf)?;
+        if got < len {
+            return Err(malformed("truncated frame"));
+        }
         self.bytes += 4 + len as u64;
         Ok(&self.buf)
     }

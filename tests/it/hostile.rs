@@ -24,8 +24,14 @@ struct Peer {
 
 impl Peer {
     fn start() -> Peer {
+        Peer::start_with(&[])
+    }
+
+    /// `hasync serve ARGS...` (e.g. `--allow DIR`, as a restricted key runs it).
+    fn start_with(args: &[&std::ffi::OsStr]) -> Peer {
         let mut child = Command::new(bin())
             .arg("serve")
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -487,4 +493,47 @@ impl std::io::Write for RawWriter<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.0.flush()
     }
+}
+
+#[test]
+fn restricted_serve_never_opens_a_root_through_a_symlink() {
+    let (d, allowed) = sandbox();
+    let outside = d.path().join("outside");
+    // A symlink that an earlier (legitimate-looking) push could have mirrored.
+    std::os::unix::fs::symlink(&outside, allowed.join("x")).unwrap();
+    let allow = allowed.as_os_str();
+    for target in [allowed.join("x"), allowed.join("x/deeper")] {
+        let mut p = Peer::start_with(&["--allow".as_ref(), allow]);
+        p.hello();
+        let root = target.as_os_str().as_encoded_bytes().to_vec();
+        p.send(&Msg::Open(Open {
+            role: ServerRole::Receive,
+            root,
+            options: SessionOptions::default(),
+        }));
+        let err = p.expect_refusal();
+        assert!(err.contains("is a symlink"), "{err}");
+    }
+    // Outside the allowed directory altogether.
+    let mut p = Peer::start_with(&["--allow".as_ref(), allow]);
+    p.hello();
+    let root = outside.as_os_str().as_encoded_bytes().to_vec();
+    p.send(&Msg::Open(Open {
+        role: ServerRole::Send,
+        root,
+        options: SessionOptions::default(),
+    }));
+    assert!(
+        p.expect_refusal()
+            .contains("outside the directories this peer serves")
+    );
+    assert!(
+        !outside.exists(),
+        "something was created through the symlink"
+    );
+    // A real directory below the allowed one is served.
+    std::fs::create_dir(allowed.join("real")).unwrap();
+    let mut p = Peer::start_with(&["--allow".as_ref(), allow]);
+    p.hello();
+    p.open(ServerRole::Receive, &allowed.join("real/new"));
 }

@@ -3,9 +3,15 @@
 
 mod cli;
 mod db;
+mod faults;
+mod fuzz_regressions;
 mod hostile;
 mod interrupt;
+mod master;
+mod master_cli;
+mod netns;
 mod pg;
+mod races;
 mod ssh;
 mod ssh_cli;
 mod sshd;

@@ -436,7 +436,27 @@ pub(super) fn build_check_master(ctx: &Ctx, raw: RawCheckMaster) -> Res<CheckMas
             ));
         }
     };
+    let mut copy_back = Vec::with_capacity(raw.copy_back.len());
+    for (j, s) in raw.copy_back.iter().enumerate() {
+        let here = at!["check_master", "copy_back", j];
+        let p = Path::new(s);
+        if !p.is_absolute() || p.components().any(|c| c == Component::ParentDir) {
+            return Err(ctx.err(
+                here,
+                format!("{s:?} is not a plain absolute path (write the directory as it is on the node, e.g. \"/var/spool/asterisk/voicemail\")"),
+            ));
+        }
+        let normal: PathBuf = p.components().filter(|c| *c != Component::CurDir).collect();
+        if normal.parent().is_none() {
+            return Err(ctx.err(
+                here,
+                format!("{s:?} is the whole file system (list the directories written during a failover)"),
+            ));
+        }
+        copy_back.push(normal);
+    }
     Ok(CheckMaster {
+        copy_back,
         address: raw.address,
         probes,
         interval: ctx.nonzero(&cm("interval"), interval)?,

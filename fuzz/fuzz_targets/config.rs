@@ -1,0 +1,7 @@
+//! cargo-fuzz target `config`: see `fuzz/logic.rs`.
+#![no_main]
+
+#[path = "../logic.rs"]
+mod logic;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| logic::config(data));
