@@ -38,11 +38,11 @@ pub fn run(cli: &Cli, args: &DbArgs) -> Result<i32, CliError> {
         )));
     };
     let text = !args.json && !cli.quiet;
-    if cfg.node.role != Role::Master {
-        let why = format!(
-            "DB replication runs on the master; this node's role is {}",
-            cfg.node.role
-        );
+    // The role now: promote/demote and role_from (Wazo's ha.conf) win over [node] role.
+    let role =
+        hasync::master::roles::effective_role(&cfg).map_err(|e| CliError::usage(e.to_string()))?;
+    if role != Role::Master {
+        let why = format!("DB replication runs on the master; this node's role is {role}");
         if args.json {
             outln!(
                 "{}",
