@@ -73,3 +73,27 @@ pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
+
+/// Runs `[hooks] on_failure` for a failed DB run, with `HASYNC_EVENT=failure`,
+/// `HASYNC_JOB=db` and `HASYNC_ERROR=<message>` (60 s at most). Returns a message when
+/// the hook itself failed, for the caller to report; the run's own error stands.
+pub fn failure_hook(cfg: &crate::config::Config, error: &str) -> Option<String> {
+    let cmd = cfg.hooks.on_failure.as_deref()?;
+    let timeout = std::time::Duration::from_secs(60);
+    let env = [
+        ("HASYNC_EVENT", "failure"),
+        ("HASYNC_JOB", "db"),
+        ("HASYNC_ERROR", error),
+    ];
+    match crate::master::exec::shell(cmd, &env, timeout) {
+        Ok(o) if o.success() => None,
+        Ok(o) => Some(format!(
+            "the [hooks] on_failure command {cmd:?} failed ({}): {}",
+            o.describe(timeout),
+            o.output.trim()
+        )),
+        Err(e) => Some(format!(
+            "the [hooks] on_failure command {cmd:?} could not start: {e}"
+        )),
+    }
+}

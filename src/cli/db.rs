@@ -5,7 +5,7 @@
 
 use super::output::human;
 use super::{Cli, CliError};
-use hasync::config::{Config, Role};
+use hasync::config::Role;
 use hasync::db::job::{self, Report};
 use hasync::db::plan::{self, Plan, Relation};
 use hasync::engine::SyncError;
@@ -98,7 +98,9 @@ pub fn run(cli: &Cli, args: &DbArgs) -> Result<i32, CliError> {
         }
         Err(e) => {
             eprintln!("hasync: db {} failed: {e}", db.database);
-            failure_hook(&cfg, &e.to_string());
+            if let Some(hook_err) = hasync::db::failure_hook(&cfg, &e.to_string()) {
+                eprintln!("hasync: {hook_err}");
+            }
             Ok(e.exit_code())
         }
     }
@@ -165,27 +167,5 @@ fn print_plan(p: &Plan) {
     }
     for s in &p.excluded_sequences {
         outln!("  excluded sequence {s}");
-    }
-}
-
-/// Runs `[hooks] on_failure` (with `sh -c`); its output goes to stderr so `--json` stays clean.
-fn failure_hook(cfg: &Config, error: &str) {
-    let Some(cmd) = &cfg.hooks.on_failure else {
-        return;
-    };
-    use std::os::fd::AsFd;
-    let mut c = std::process::Command::new("sh");
-    c.args(["-c", cmd])
-        .env("HASYNC_EVENT", "failure")
-        .env("HASYNC_JOB", "db")
-        .env("HASYNC_ERROR", error)
-        .stdin(std::process::Stdio::null());
-    if let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() {
-        c.stdout(std::process::Stdio::from(fd));
-    }
-    match c.status() {
-        Ok(s) if s.success() => {}
-        Ok(s) => eprintln!("hasync: the on_failure hook {cmd:?} failed ({s})"),
-        Err(e) => eprintln!("hasync: cannot run the on_failure hook {cmd:?}: {e}"),
     }
 }
