@@ -171,6 +171,16 @@ pub struct DbJob {
     pub schedule: Schedule,
     /// Replicate the schema too, not only the data (default `false`).
     pub with_schema: bool,
+    /// libpq `host`: the server's unix-socket directory (or a host name); default: libpq's
+    /// own default (the local socket).
+    pub host: Option<String>,
+    /// libpq `port` (also names the socket file); default: libpq's own default (5432).
+    pub port: Option<u16>,
+    /// Run `pg_dump`/`psql` as this system user (via `runuser`) when hasync runs as root,
+    /// e.g. `"postgres"` for peer authentication; default: as hasync's own user.
+    pub run_as: Option<String>,
+    /// Directory holding `pg_dump` and `psql`; default: found on `PATH`.
+    pub bin_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -9,6 +9,9 @@
 //! [`Job`] and add it in [`jobs_of`]; the daemon then schedules, locks, retries,
 //! records and reports it like a sync job.
 
+mod db_run;
+pub use db_run::DB_JOB_NAME;
+
 use chrono::Utc;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -104,8 +107,11 @@ pub fn jobs_of(cfg: &Arc<Config>) -> Vec<Arc<dyn Job>> {
             }) as Arc<dyn Job>
         })
         .collect();
-    // Hook point: the [db] job (and later the master check) implement `Job` and are
-    // pushed here, e.g. `if let Some(db) = &cfg.db { jobs.push(Arc::new(DbJobRun::new(cfg, db))) }`.
+    // The [db] job is scheduled like the sync jobs. (The master check runs every few
+    // seconds on its own thread instead: see `daemon::master_loop`.)
+    if cfg.db.is_some() {
+        jobs.push(Arc::new(db_run::DbJobRun { cfg: cfg.clone() }));
+    }
     jobs.shrink_to_fit();
     jobs
 }

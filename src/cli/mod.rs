@@ -15,6 +15,7 @@ macro_rules! outln {
 mod check_master;
 mod cron;
 mod daemon;
+mod db;
 mod init;
 mod output;
 mod push;
@@ -71,6 +72,9 @@ pub enum Command {
     Pull(push::PushArgs),
     /// Run the config's [[sync]] jobs now (all, or the named ones)
     Sync(sync::SyncArgs),
+    /// Run the config's [db] job now: dump on the master, ship, replay on the slave
+    #[command(name = "db-replicate", after_help = db::DB_HELP)]
+    DbReplicate(db::DbArgs),
     /// Create this node's SSH key, install it on the peer (restricted), pin its host key
     #[command(after_help = init::INIT_HELP)]
     Init(init::InitArgs),
@@ -143,6 +147,7 @@ pub fn main() -> i32 {
         Command::Push(a) => push::run(&cli, a, push::Direction::Push),
         Command::Pull(a) => push::run(&cli, a, push::Direction::Pull),
         Command::Sync(a) => sync::run(&cli, a),
+        Command::DbReplicate(a) => db::run(&cli, a),
         Command::Init(a) => init::run(&cli, a),
         Command::Daemon(a) => daemon::run(&cli, a),
         Command::Status(a) => status::run(&cli, a),

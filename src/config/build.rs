@@ -71,6 +71,10 @@ struct RawDb {
     user: Option<String>,
     schedule: Option<String>,
     with_schema: Option<bool>,
+    host: Option<String>,
+    port: Option<u16>,
+    run_as: Option<String>,
+    bin_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]

@@ -725,6 +725,31 @@ fn db_kind_and_table_names_are_checked() {
 }
 
 #[test]
+fn db_connection_keys_default_and_are_checked() {
+    let db =
+        |extra: &str| format!("{NODE}[db]\nkind = \"postgres\"\ndatabase = \"asterisk\"\n{extra}");
+    let d = ok(&db("")).db.unwrap();
+    assert_eq!(
+        (d.host, d.port, d.run_as, d.bin_dir),
+        (None, None, None, None)
+    );
+    let d = ok(&db(
+        "host = \"/run/postgresql\"\nport = 5433\nrun_as = \"postgres\"\nbin_dir = \"/usr/lib/postgresql/15/bin\"\n",
+    ))
+    .db
+    .unwrap();
+    assert_eq!(
+        (d.host.as_deref(), d.port, d.run_as.as_deref()),
+        (Some("/run/postgresql"), Some(5433), Some("postgres"))
+    );
+    assert_eq!(d.bin_dir.unwrap(), Path::new("/usr/lib/postgresql/15/bin"));
+    err_at(&db("port = 0\n"), 7, "port");
+    err_at(&db("host = \" \"\n"), 7, "host");
+    err_at(&db("run_as = \"\"\n"), 7, "run_as");
+    err_at(&db("bin_dir = \"bin\"\n"), 7, "bin_dir");
+}
+
+#[test]
 fn probes_listen_address_and_hooks_are_checked() {
     let cm = |extra: &str| format!("{NODE}[check_master]\naddress = \"m\"\n{extra}");
     let msg = err_at(&cm("probes = [\"icmp\", \"udp:53\"]\n"), 6, "probes");

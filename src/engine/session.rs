@@ -167,6 +167,23 @@ impl Client {
         })
     }
 
+    /// Send one request outside a sync session (the DB job's) and return the answer; a
+    /// peer `Error` becomes the matching [`SyncError`].
+    pub fn request(&mut self, m: &Msg) -> Result<Msg, SyncError> {
+        let res = send(&mut self.wr, m)
+            .map_err(SyncError::from)
+            .and_then(|_| {
+                self.wr
+                    .flush()
+                    .map_err(|e| SyncError::Peer(e.to_string()))?;
+                match recv(&mut self.rd)? {
+                    Msg::Error { code, message } => Err(SyncError::from_wire(code, message)),
+                    m => Ok(m),
+                }
+            });
+        res.map_err(|e| self.explain(e))
+    }
+
     /// Say goodbye and wait for the peer to exit.
     pub fn close(mut self) -> Result<(), SyncError> {
         let _ = send(&mut self.wr, &Msg::Bye);
@@ -186,6 +203,8 @@ pub struct ServePolicy {
     /// When set, only these directories (and what is beneath them) may be opened.
     pub allowed_roots: Option<Vec<PathBuf>>,
     pub cfg: ReceiverConfig,
+    /// The DB job's requests (`DbStage`, `DbReplay`); `None`: refused.
+    pub db: Option<crate::db::serve::DbServe>,
 }
 
 impl ServePolicy {
@@ -289,6 +308,12 @@ pub fn serve<R: Read + Send, W: Write + Send>(
         let open = match recv(&mut rd) {
             Ok(Msg::Open(o)) => o,
             Ok(Msg::Bye) | Err(protocol::ProtocolError::Closed) => return Ok(()),
+            Ok(m @ (Msg::DbStage | Msg::DbReplay(_))) => {
+                // Answered in place; a failed replay does not end the connection.
+                send(&mut wr, &crate::db::serve::answer(m, policy.db.as_ref()))?;
+                flush(&mut wr)?;
+                continue;
+            }
             Ok(m) => {
                 return Err(SyncError::Peer(format!(
                     "protocol error: expected Open, got {}",

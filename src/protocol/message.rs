@@ -5,6 +5,7 @@
 //! count. Decoding never trusts the peer: paths are validated as [`RelPath`],
 //! kinds and enums are checked, and trailing bytes are an error.
 
+use super::db::DbReplay;
 use super::frame::{Dec, Enc, ProtocolError, malformed};
 use crate::manifest::{Entry, Kind};
 use crate::path::RelPath;
@@ -120,6 +121,18 @@ pub enum Msg {
     Item(Item),
     Done(Stats),
     Bye,
+    /// Ask the server for its private DB staging directory (created mode 0700).
+    DbStage,
+    /// The staging directory's absolute path on the server.
+    DbStaged {
+        dir: Vec<u8>,
+    },
+    /// Replay a staged dump into the server's local database (see [`super::db`]).
+    DbReplay(DbReplay),
+    /// The replay committed.
+    DbReplayed {
+        duration_ms: u64,
+    },
 }
 
 pub(crate) mod tag {
@@ -140,6 +153,10 @@ pub(crate) mod tag {
     pub const ITEM: u8 = 30;
     pub const DONE: u8 = 31;
     pub const BYE: u8 = 40;
+    pub const DB_STAGE: u8 = 50;
+    pub const DB_STAGED: u8 = 51;
+    pub const DB_REPLAY: u8 = 52;
+    pub const DB_REPLAYED: u8 = 53;
 }
 
 impl Msg {
@@ -163,6 +180,10 @@ impl Msg {
             Msg::Item(_) => "Item",
             Msg::Done(_) => "Done",
             Msg::Bye => "Bye",
+            Msg::DbStage => "DbStage",
+            Msg::DbStaged { .. } => "DbStaged",
+            Msg::DbReplay(_) => "DbReplay",
+            Msg::DbReplayed { .. } => "DbReplayed",
         }
     }
 
@@ -265,6 +286,19 @@ impl Msg {
                 }
             }
             Msg::Bye => e = Enc::tag(tag::BYE),
+            Msg::DbStage => e = Enc::tag(tag::DB_STAGE),
+            Msg::DbStaged { dir } => {
+                e = Enc::tag(tag::DB_STAGED);
+                e.bytes(dir);
+            }
+            Msg::DbReplay(r) => {
+                e = Enc::tag(tag::DB_REPLAY);
+                r.encode(&mut e);
+            }
+            Msg::DbReplayed { duration_ms } => {
+                e = Enc::tag(tag::DB_REPLAYED);
+                e.u64(*duration_ms);
+            }
         }
         e.0
     }
@@ -400,6 +434,14 @@ impl Msg {
                 Msg::Done(Stats::from_counters(vals))
             }
             tag::BYE => Msg::Bye,
+            tag::DB_STAGE => Msg::DbStage,
+            tag::DB_STAGED => Msg::DbStaged {
+                dir: d.bytes(crate::path::MAX_PATH, "staging dir")?.to_vec(),
+            },
+            tag::DB_REPLAY => Msg::DbReplay(DbReplay::decode(&mut d)?),
+            tag::DB_REPLAYED => Msg::DbReplayed {
+                duration_ms: d.u64("duration")?,
+            },
             t => return Err(malformed(format!("unknown message tag {t}"))),
         };
         d.end(msg.name())?;
@@ -509,6 +551,39 @@ mod tests {
             hash: [1; 32],
         });
         roundtrip(Msg::Done(Stats::default()));
+    }
+
+    #[test]
+    fn db_messages_round_trip_and_bad_names_are_refused() {
+        use crate::protocol::db::DbTarget;
+        roundtrip(Msg::DbStage);
+        roundtrip(Msg::DbStaged {
+            dir: b"/var/lib/hasync/db-staging".to_vec(),
+        });
+        roundtrip(Msg::DbReplayed { duration_ms: 12 });
+        let good = DbReplay {
+            file: "asterisk.sql".into(),
+            hash: [3; 32],
+            target: DbTarget {
+                database: "asterisk".into(),
+                user: "postgres".into(),
+                host: "/run/postgresql".into(),
+                port: 5432,
+                run_as: String::new(),
+            },
+        };
+        roundtrip(Msg::DbReplay(good.clone()));
+        for bad in ["../x.sql", "a/b", ".hidden", ""] {
+            let m = Msg::DbReplay(DbReplay {
+                file: bad.into(),
+                ..good.clone()
+            });
+            assert!(Msg::decode(&m.encode()).is_err(), "{bad:?} accepted");
+        }
+        // A huge declared name length is refused before allocation.
+        let mut e = Enc::tag(tag::DB_REPLAY);
+        e.u32(u32::MAX);
+        assert!(Msg::decode(&e.0).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! (`Open` ... `Done`) and ends with `Bye`. See docs/ARCHITECTURE.md for the
 //! message flow of a session.
 
+pub mod db;
 pub mod frame;
 pub mod message;
 

@@ -3,6 +3,7 @@
 
 mod cli;
 mod daemon;
+mod db;
 mod faults;
 mod fuzz_regressions;
 mod hostile;
@@ -10,6 +11,7 @@ mod interrupt;
 mod master;
 mod master_cli;
 mod netns;
+mod pg;
 mod races;
 mod ssh;
 mod ssh_cli;

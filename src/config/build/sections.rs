@@ -300,6 +300,31 @@ pub(super) fn build_db(ctx: &Ctx, raw: RawDb) -> Res<DbJob> {
             "\"watch\" is for [[sync]] jobs only (write \"hourly\", \"minutely\" or a cron expression)",
         ));
     }
+    if let Some(h) = &raw.host {
+        ctx.non_empty(
+            at!["db", "host"],
+            h,
+            "the socket directory, e.g. \"/var/run/postgresql\"",
+        )?;
+    }
+    if raw.port == Some(0) {
+        return Err(ctx.err(
+            at!["db", "port"],
+            "is 0 (write e.g. 5432, or remove the key)",
+        ));
+    }
+    if let Some(u) = &raw.run_as {
+        ctx.non_empty(at!["db", "run_as"], u, "a system user, e.g. \"postgres\"")?;
+    }
+    if let Some(b) = raw.bin_dir.as_ref().filter(|b| !b.is_absolute()) {
+        return Err(ctx.err(
+            at!["db", "bin_dir"],
+            format!(
+                "{} is not an absolute path (write e.g. \"/usr/lib/postgresql/15/bin\")",
+                b.display()
+            ),
+        ));
+    }
     Ok(DbJob {
         kind,
         database: raw.database,
@@ -308,6 +333,10 @@ pub(super) fn build_db(ctx: &Ctx, raw: RawDb) -> Res<DbJob> {
         user,
         schedule,
         with_schema: raw.with_schema.unwrap_or(false),
+        host: raw.host,
+        port: raw.port,
+        run_as: raw.run_as,
+        bin_dir: raw.bin_dir,
     })
 }
 

@@ -1,0 +1,170 @@
+//! `hasync db-replicate`: run the config's `[db]` job now (what Wazo's
+//! `xivo-master-slave-db-replication` does). Turns arguments into a call to
+//! [`hasync::db::job`], prints the outcome, and on failure runs the `[hooks] on_failure`
+//! command with `HASYNC_EVENT=failure`, `HASYNC_JOB=db`, `HASYNC_ERROR=<message>`.
+
+use super::output::human;
+use super::{Cli, CliError};
+use hasync::config::Role;
+use hasync::db::job::{self, Report};
+use hasync::db::plan::{self, Plan, Relation};
+use hasync::engine::SyncError;
+use hasync::engine::session::Client;
+
+#[derive(clap::Args, Debug)]
+pub struct DbArgs {
+    /// Show what would be replicated (tables, sizes, row estimates), change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Print one JSON object with the run's stats on stdout at the end
+    #[arg(long)]
+    pub json: bool,
+    /// Ship and replay even when the dump equals the last one replayed
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub const DB_HELP: &str = "\
+Exit codes: 0 replayed or unchanged (or skipped: not the master); 1 pg_dump or the slave's
+replay failed (the slave's database is left exactly as it was); 2 usage or config error;
+3 peer or transport failure.";
+
+pub fn run(cli: &Cli, args: &DbArgs) -> Result<i32, CliError> {
+    let cfg = hasync::config::load(&super::config_path(cli))?;
+    let Some(db) = cfg.db.clone() else {
+        return Err(CliError::usage(format!(
+            "{} has no [db] section (add kind, database, user, ...; see docs/db.md)",
+            cfg.path.display()
+        )));
+    };
+    let text = !args.json && !cli.quiet;
+    // The role now: promote/demote and role_from (Wazo's ha.conf) win over [node] role.
+    let role =
+        hasync::master::roles::effective_role(&cfg).map_err(|e| CliError::usage(e.to_string()))?;
+    if role != Role::Master {
+        let why = format!("DB replication runs on the master; this node's role is {role}");
+        if args.json {
+            outln!(
+                "{}",
+                serde_json::json!({"outcome": "skipped", "database": db.database, "skipped": why})
+            );
+        } else if text {
+            outln!("db {}: skipped ({why})", db.database);
+        }
+        return Ok(0);
+    }
+    if args.dry_run {
+        let plan = match plan::plan(&db) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("hasync: db {}: {e}", db.database);
+                return Ok(e.exit_code());
+            }
+        };
+        if args.json {
+            let rep = Report {
+                outcome: "dry-run".into(),
+                database: db.database.clone(),
+                tables: plan.tables.len() as u64,
+                plan: Some(plan),
+                ..Default::default()
+            };
+            outln!("{}", serde_json::to_string(&rep).unwrap_or_default());
+        } else if !cli.quiet {
+            print_plan(&plan);
+        }
+        return Ok(0);
+    }
+    let mut connect = || -> Result<Client, SyncError> {
+        let transport = hasync::jobs::peer_transport(&cfg)?;
+        Client::connect(transport.as_ref(), &[]).map_err(|e| match e {
+            SyncError::Peer(m) => {
+                SyncError::Peer(format!("cannot reach the peer {}: {m}", cfg.node.peer))
+            }
+            e => e,
+        })
+    };
+    let (rep, res) = job::run(&cfg, &db, args.force, &mut connect);
+    if args.json {
+        outln!("{}", serde_json::to_string(&rep).unwrap_or_default());
+    }
+    match res {
+        Ok(()) => {
+            if text {
+                print_outcome(&rep);
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("hasync: db {} failed: {e}", db.database);
+            if let Some(hook_err) = hasync::db::failure_hook(&cfg, &e.to_string()) {
+                eprintln!("hasync: {hook_err}");
+            }
+            Ok(e.exit_code())
+        }
+    }
+}
+
+fn print_outcome(r: &Report) {
+    let what = format!(
+        "{} tables, {} rows, {} sequences; script {}",
+        r.tables,
+        r.rows,
+        r.sequences,
+        human(r.dump_bytes)
+    );
+    if r.outcome == "unchanged" {
+        outln!(
+            "db {}: unchanged since the last replay ({what}); nothing shipped",
+            r.database
+        );
+    } else {
+        outln!(
+            "db {}: replayed ({what}, {} on the wire) in {:.1} s",
+            r.database,
+            human(r.bytes_on_wire),
+            r.duration_ms as f64 / 1000.0
+        );
+    }
+}
+
+fn print_plan(p: &Plan) {
+    let est = |r: &Relation| match r.rows_estimate {
+        Some(n) => format!("~{n} rows"),
+        None => "rows unknown (not analyzed)".into(),
+    };
+    outln!(
+        "db {} (dry run): schema {}, {}; would replicate {} tables and {} sequences:",
+        p.database,
+        p.schema,
+        if p.with_schema {
+            "schema and data"
+        } else {
+            "data only"
+        },
+        p.tables.len(),
+        p.sequences.len()
+    );
+    for t in &p.tables {
+        outln!(
+            "  table {:<40} {:>24} {:>10}",
+            t.name,
+            est(t),
+            human(t.bytes)
+        );
+    }
+    for s in &p.sequences {
+        outln!("  sequence {s}");
+    }
+    for t in &p.excluded_tables {
+        outln!(
+            "  excluded table {:<31} {:>24} {:>10}",
+            t.name,
+            est(t),
+            human(t.bytes)
+        );
+    }
+    for s in &p.excluded_sequences {
+        outln!("  excluded sequence {s}");
+    }
+}

@@ -1,0 +1,334 @@
+//! The master's side of the DB job, after [`super::plan`] has read the catalog:
+//! dump with pg_dump into the private work directory `state_dir/db` (mode
+//! 0700, random temp names, never a predictable /tmp path), wrap it into a replay script
+//! ([`super::script`]), and compare its BLAKE3 with the last script the slave committed.
+//! Unchanged: nothing is shipped or replayed. Changed: the script goes to the slave's
+//! staging directory through the sync engine (a block delta against the previous one),
+//! and the slave's `serve` replays it in one transaction. Every run is recorded in
+//! [`super::state`]; a failure keeps the last good hash, so the next run replays again.
+
+use super::plan::{Plan, dump_args};
+use super::script::{self, DumpSummary};
+use super::state::{self, RunRecord};
+use super::{DbError, PgConn};
+use crate::config::{Config, DbJob};
+use crate::engine::SyncError;
+use crate::engine::session::Client;
+use crate::protocol::db::{DbReplay, DbTarget};
+use crate::protocol::{Msg, SessionOptions};
+use serde::Serialize;
+use std::io::{BufReader, Seek, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The outcome and figures of one run (`--json`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// `replayed`, `unchanged`, `failed`, or `dry-run`.
+    pub outcome: String,
+    pub database: String,
+    pub dump_bytes: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub bytes_on_wire: u64,
+    pub bytes_literal: u64,
+    pub bytes_matched: u64,
+    pub tables: u64,
+    pub rows: u64,
+    pub sequences: u64,
+    pub dump_ms: u64,
+    pub ship_ms: u64,
+    pub replay_ms: u64,
+    pub duration_ms: u64,
+    /// BLAKE3 of the replay script (hex).
+    pub hash: String,
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+}
+
+fn local(what: &str, p: &Path, e: impl std::fmt::Display) -> DbError {
+    DbError::Local(format!("{what} {}: {e}", p.display()))
+}
+
+fn ms(t: Instant) -> u64 {
+    t.elapsed().as_millis() as u64
+}
+
+/// Runs the job once. `connect` opens the connection to the peer (only called when the
+/// dump changed). Always returns the report (also on failure, for `--json`); the run is
+/// recorded in `state_dir/db.json` either way.
+pub fn run(
+    cfg: &Config,
+    job: &DbJob,
+    force: bool,
+    connect: &mut dyn FnMut() -> Result<Client, SyncError>,
+) -> (Report, Result<(), DbError>) {
+    let t0 = Instant::now();
+    let started = state::now_unix();
+    let mut rep = Report {
+        database: job.database.clone(),
+        ..Default::default()
+    };
+    let state_dir = &cfg.node.state_dir;
+    let mut st = state::load(state_dir);
+    let res = run_inner(cfg, job, force, connect, &st, &mut rep);
+    rep.duration_ms = ms(t0);
+    let rec = RunRecord {
+        outcome: String::new(),
+        error: None,
+        started_unix: started,
+        finished_unix: state::now_unix(),
+        duration_ms: rep.duration_ms,
+        dump_bytes: rep.dump_bytes,
+        bytes_on_wire: rep.bytes_on_wire,
+    };
+    st.job = "db".into();
+    match &res {
+        Ok(replayed) => {
+            rep.outcome = if *replayed { "replayed" } else { "unchanged" }.into();
+            if *replayed {
+                st.replayed_hash = Some(rep.hash.clone());
+                st.replayed_unix = Some(rec.finished_unix);
+            }
+            st.last_success_unix = Some(rec.finished_unix);
+        }
+        Err(e) => {
+            rep.outcome = "failed".into();
+            rep.error = Some(e.to_string());
+        }
+    }
+    st.last_run = Some(RunRecord {
+        outcome: rep.outcome.clone(),
+        error: rep.error.clone(),
+        ..rec
+    });
+    let saved = state::save(state_dir, &st)
+        .map_err(|e| local("cannot record the run in", &state::path(state_dir), e));
+    let res = match (res, saved) {
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => {
+            rep.outcome = "failed".into();
+            rep.error = Some(e.to_string());
+            Err(e)
+        }
+        (Ok(_), Ok(())) => Ok(()),
+    };
+    (rep, res)
+}
+
+/// `Ok(true)`: replayed; `Ok(false)`: unchanged.
+fn run_inner(
+    cfg: &Config,
+    job: &DbJob,
+    force: bool,
+    connect: &mut dyn FnMut() -> Result<Client, SyncError>,
+    st: &state::DbState,
+    rep: &mut Report,
+) -> Result<bool, DbError> {
+    let work = cfg.node.state_dir.join(super::WORK_DIR);
+    let out_dir = work.join("out");
+    for d in [&work, &out_dir] {
+        super::private_dir(d).map_err(|e| local("cannot prepare the work directory", d, e))?;
+    }
+    let _lock = lock(&work)?;
+
+    // Dump and wrap.
+    let t = Instant::now();
+    let plan = super::plan::plan(job)?;
+    let conn = PgConn::from_job(job);
+    let tmp = |what: &str| {
+        tempfile::Builder::new()
+            .prefix(&format!(".{what}-"))
+            .tempfile_in(&work)
+            .map_err(|e| local("cannot create a temp file in", &work, e))
+    };
+    let mut dump = tmp("dump")?;
+    let dump_file = dump
+        .as_file()
+        .try_clone()
+        .map_err(|e| local("cannot use", dump.path(), e))?;
+    conn.dump(&dump_args(job, &plan), dump_file).map_err(|e| {
+        DbError::Dump(format!(
+            "pg_dump of {} failed on this node: {e}",
+            conn.describe()
+        ))
+    })?;
+    dump.rewind()
+        .map_err(|e| local("cannot read", dump.path(), e))?;
+    let summary: DumpSummary = script::scan(BufReader::new(dump.as_file()))
+        .map_err(|e| local("cannot read", dump.path(), e))?;
+    dump.rewind()
+        .map_err(|e| local("cannot read", dump.path(), e))?;
+    let mut scr = tmp("script")?;
+    let mut hashing = HashingWriter {
+        inner: std::io::BufWriter::new(scr.as_file_mut()),
+        hasher: blake3::Hasher::new(),
+        bytes: 0,
+    };
+    let key = restrict_key(&work)?;
+    let mut dump_rd = BufReader::new(dump.as_file_mut());
+    script::write_script(&summary, job.with_schema, &key, &mut dump_rd, &mut hashing)
+        .and_then(|_| hashing.inner.flush())
+        .map_err(|e| local("cannot write", &work, e))?;
+    let (hash, bytes) = (*hashing.hasher.finalize().as_bytes(), hashing.bytes);
+    drop(hashing);
+    drop(dump_rd);
+    rep.dump_bytes = bytes;
+    rep.hash = blake3::Hash::from(hash).to_hex().to_string();
+    rep.tables = summary.tables.len() as u64;
+    rep.rows = summary.rows();
+    rep.sequences = summary.sequences;
+    rep.dump_ms = ms(t);
+    drop(dump);
+
+    if !force && st.replayed_hash.as_deref() == Some(rep.hash.as_str()) {
+        return Ok(false);
+    }
+
+    // Keep only this script in out/: it is what the slave's staging directory mirrors.
+    let name = format!("{}.sql", job.database);
+    let target: PathBuf = out_dir.join(&name);
+    scr.persist(&target)
+        .map_err(|e| local("cannot write", &target, e.error))?;
+    if let Ok(rd) = std::fs::read_dir(&out_dir) {
+        for e in rd.flatten() {
+            if e.file_name().as_bytes() != name.as_bytes() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    // Ship.
+    let t = Instant::now();
+    let mut client = connect().map_err(DbError::Peer)?;
+    let res = ship_and_replay(&mut client, job, &out_dir, name, hash, rep, t);
+    let closed = client.close();
+    res?;
+    closed.map_err(DbError::Peer)?;
+    Ok(true)
+}
+
+fn ship_and_replay(
+    client: &mut Client,
+    job: &DbJob,
+    out_dir: &Path,
+    name: String,
+    hash: [u8; 32],
+    rep: &mut Report,
+    t: Instant,
+) -> Result<(), DbError> {
+    let dir = match client.request(&Msg::DbStage).map_err(DbError::Peer)? {
+        Msg::DbStaged { dir } => PathBuf::from(std::ffi::OsStr::from_bytes(&dir)),
+        m => {
+            return Err(DbError::Peer(SyncError::Peer(format!(
+                "protocol error: the peer answered {} to DbStage",
+                m.name()
+            ))));
+        }
+    };
+    let opts = SessionOptions {
+        delete: true,
+        checksum: true,
+        ..Default::default()
+    };
+    let s = client
+        .push(out_dir, &dir, &opts, &mut crate::report::Silent)
+        .map_err(DbError::Peer)?;
+    rep.bytes_sent = s.bytes_sent;
+    rep.bytes_received = s.bytes_received;
+    rep.bytes_on_wire = s.bytes_sent + s.bytes_received;
+    rep.bytes_literal = s.bytes_literal;
+    rep.bytes_matched = s.bytes_matched;
+    rep.ship_ms = ms(t);
+    let t = Instant::now();
+    let req = Msg::DbReplay(DbReplay {
+        file: name,
+        hash,
+        target: DbTarget {
+            database: job.database.clone(),
+            user: job.user.clone(),
+            host: job.host.clone().unwrap_or_default(),
+            port: job.port.unwrap_or(0),
+            run_as: job.run_as.clone().unwrap_or_default(),
+        },
+    });
+    let res = client.request(&req);
+    rep.replay_ms = ms(t);
+    match res {
+        Ok(Msg::DbReplayed { .. }) => Ok(()),
+        Ok(m) => Err(DbError::Peer(SyncError::Peer(format!(
+            "protocol error: the peer answered {} to DbReplay",
+            m.name()
+        )))),
+        // The slave answered with its psql's failure: a replay error, not a transport one.
+        Err(SyncError::Io(msg)) => Err(DbError::Replay(msg)),
+        Err(e) => Err(DbError::Peer(e)),
+    }
+}
+
+/// This node's `\restrict` key for replay scripts (see [`script::write_script`]): made
+/// once from the system's random source, kept in the private work directory.
+fn restrict_key(work: &Path) -> Result<String, DbError> {
+    let p = work.join("restrict-key");
+    if let Ok(k) = std::fs::read_to_string(&p) {
+        let k = k.trim();
+        if k.len() >= 32 && k.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Ok(k.to_string());
+        }
+    }
+    let mut seed = [0u8; 32];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom")
+            .map_err(|e| local("cannot open", Path::new("/dev/urandom"), e))?,
+        &mut seed,
+    )
+    .map_err(|e| local("cannot read", Path::new("/dev/urandom"), e))?;
+    let key = blake3::hash(&seed).to_hex().to_string();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".restrict-key-")
+        .tempfile_in(work)
+        .map_err(|e| local("cannot create a temp file in", work, e))?;
+    tmp.write_all(key.as_bytes())
+        .map_err(|e| local("cannot write", tmp.path(), e))?;
+    tmp.persist(&p)
+        .map_err(|e| local("cannot write", &p, e.error))?;
+    Ok(key)
+}
+
+/// Only one run of the job at a time on this node (cron and a manual run may overlap).
+fn lock(work: &Path) -> Result<std::fs::File, DbError> {
+    let p = work.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|e| local("cannot open the lock file", &p, e))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+        DbError::Local(format!(
+            "another DB replication run holds {}; wait for it to finish",
+            p.display()
+        ))
+    })?;
+    Ok(f)
+}
+
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: blake3::Hasher,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}

@@ -1,0 +1,162 @@
+//! Running PostgreSQL's own clients on this node: `pg_dump` to take a dump, `psql` to
+//! query the catalog and to replay a script. Connections go through libpq's `host`
+//! (normally the local unix-socket directory) and `port`; hasync never asks for a
+//! password (`-w`) and never reads `~/.psqlrc` (`-X`). When hasync runs as root and
+//! `run_as` is set, the clients run as that system user through `runuser`, which is
+//! what peer authentication on the local socket expects; their input and output go
+//! through pipes opened by hasync, so the staging files stay private to root.
+
+use crate::config::DbJob;
+use std::fs::File;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// How to reach one node's local database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PgConn {
+    pub database: String,
+    pub user: String,
+    /// Socket directory (or host); `None`: libpq's default.
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// System user to run the clients as (only when hasync runs as root).
+    pub run_as: Option<String>,
+    /// Where `pg_dump` and `psql` live; `None`: `PATH`.
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl PgConn {
+    pub fn from_job(job: &DbJob) -> PgConn {
+        PgConn {
+            database: job.database.clone(),
+            user: job.user.clone(),
+            host: job.host.clone(),
+            port: job.port,
+            run_as: job.run_as.clone(),
+            bin_dir: job.bin_dir.clone(),
+        }
+    }
+
+    /// Where the database is, for messages: `database "x" as user "postgres" on /run/postgresql:5432`.
+    pub fn describe(&self) -> String {
+        format!(
+            "database {:?} as user {:?} on {}:{}",
+            self.database,
+            self.user,
+            self.host.as_deref().unwrap_or("the default local socket"),
+            self.port
+                .map_or("default port".to_string(), |p| p.to_string())
+        )
+    }
+
+    /// `program` (pg_dump, psql) with the connection arguments, ready for more.
+    fn command(&self, program: &str) -> Command {
+        let prog = match &self.bin_dir {
+            Some(d) => d.join(program),
+            None => PathBuf::from(program),
+        };
+        let mut c = match &self.run_as {
+            Some(u) if rustix::process::geteuid().is_root() => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", u, "--"]).arg(&prog);
+                c
+            }
+            _ => Command::new(&prog),
+        };
+        c.arg("-w").arg("-d").arg(&self.database);
+        c.arg("-U").arg(&self.user);
+        if let Some(h) = &self.host {
+            c.arg("-h").arg(h);
+        }
+        if let Some(p) = self.port {
+            c.arg("-p").arg(p.to_string());
+        }
+        if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
+            c.env("PGCONNECT_TIMEOUT", "10");
+        }
+        c.env("PGAPPNAME", "hasync");
+        c
+    }
+
+    /// Runs one SQL statement with psql, returns its unaligned output (fields separated
+    /// by 0x1f, records by 0x1e). `Err` is psql's own message.
+    pub fn query(&self, sql: &str) -> Result<String, String> {
+        let mut c = self.command("psql");
+        c.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args(["-F", "\x1f", "-R", "\x1e", "-c", sql]);
+        let out = run(c, Stdio::null(), Stdio::piped())?;
+        Ok(String::from_utf8_lossy(&out.0).into_owned())
+    }
+
+    /// Dumps the database into `out` with pg_dump and the given extra arguments; returns
+    /// pg_dump's warnings (stderr) on success, its message on failure.
+    pub fn dump(&self, args: &[String], out: File) -> Result<String, String> {
+        let mut c = self.command("pg_dump");
+        c.args(args);
+        let (_, stderr) = run(c, Stdio::null(), Stdio::from(out))?;
+        Ok(stderr)
+    }
+
+    /// Replays `script` with psql in one transaction, stopping at the first error
+    /// (`--single-transaction -v ON_ERROR_STOP=1`): either everything commits or nothing
+    /// does. `Err` is psql's own message.
+    pub fn replay(&self, script: File) -> Result<(), String> {
+        let mut c = self.command("psql");
+        c.args([
+            "-X",
+            "-q",
+            "--single-transaction",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-f",
+            "-",
+        ]);
+        run(c, Stdio::from(script), Stdio::null()).map(|_| ())
+    }
+}
+
+/// Runs `c`, returns (stdout, stderr) on exit 0, else a message with stderr.
+fn run(mut c: Command, stdin: Stdio, stdout: Stdio) -> Result<(Vec<u8>, String), String> {
+    let program = c.get_program().to_string_lossy().into_owned();
+    let mut child = c
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot run {program}: {e} (install the PostgreSQL client, or set [db] bin_dir)"
+            )
+        })?;
+    // Read stderr on a thread while stdout is read here: neither pipe may fill up.
+    let mut err_pipe = child.stderr.take().expect("piped stderr");
+    let err_thread = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err_pipe.read_to_end(&mut s);
+        s
+    });
+    let mut stdout_bytes = Vec::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_end(&mut stdout_bytes);
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("{program} did not finish: {e}"))?;
+    let stderr = String::from_utf8_lossy(&err_thread.join().unwrap_or_default())
+        .trim()
+        .to_string();
+    if status.success() {
+        Ok((stdout_bytes, stderr))
+    } else {
+        let how = match status.code() {
+            Some(c) => format!("exit {c}"),
+            None => "killed by a signal".to_string(),
+        };
+        Err(if stderr.is_empty() {
+            format!("{program} failed ({how})")
+        } else {
+            format!("{program} failed ({how}): {stderr}")
+        })
+    }
+}

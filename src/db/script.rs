@@ -1,0 +1,202 @@
+//! From a `pg_dump` to a replay script, and what a dump holds. The script is the dump
+//! wrapped the way Wazo wraps it, minus the transaction statements (psql's
+//! `--single-transaction` adds those, so a failure anywhere rolls everything back):
+//! `SET session_replication_role = replica` (no triggers, no foreign-key checks while the
+//! tables are refilled, so any order and cycles are fine), a `TRUNCATE` of every table
+//! the dump has a `COPY` for, then the dump itself (its `COPY` blocks and `setval`
+//! calls). The header is stable, so hour-to-hour scripts differ only where the data does.
+
+use std::io::{self, BufRead, Write};
+
+/// What a dump holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DumpSummary {
+    /// Each table with a `COPY` block (qualified and quoted as pg_dump wrote it) and its row count.
+    pub tables: Vec<(String, u64)>,
+    /// `setval` calls (sequences set).
+    pub sequences: u64,
+    /// Size of the dump in bytes.
+    pub bytes: u64,
+}
+
+impl DumpSummary {
+    pub fn rows(&self) -> u64 {
+        self.tables.iter().map(|t| t.1).sum()
+    }
+}
+
+/// Reads a plain-format dump and counts its tables, rows and sequences.
+pub fn scan(mut r: impl BufRead) -> io::Result<DumpSummary> {
+    let mut s = DumpSummary::default();
+    let mut line = Vec::new();
+    let mut in_copy = false;
+    loop {
+        line.clear();
+        let n = r.read_until(b'\n', &mut line)?;
+        if n == 0 {
+            break;
+        }
+        s.bytes += n as u64;
+        let l = line.strip_suffix(b"\n").unwrap_or(&line);
+        if in_copy {
+            if l == b"\\." {
+                in_copy = false;
+            } else if let Some(t) = s.tables.last_mut() {
+                t.1 += 1;
+            }
+        } else if let Some(name) = copy_table(l) {
+            s.tables.push((name, 0));
+            in_copy = true;
+        } else if l.starts_with(b"SELECT pg_catalog.setval(") {
+            s.sequences += 1;
+        }
+    }
+    Ok(s)
+}
+
+/// The table of a `COPY <table> [(cols)] FROM stdin;` line, as written (quoted identifiers kept).
+fn copy_table(l: &[u8]) -> Option<String> {
+    let rest = l.strip_prefix(b"COPY ")?;
+    if !l.ends_with(b" FROM stdin;") {
+        return None;
+    }
+    // The name ends at the first space outside double quotes.
+    let mut in_quote = false;
+    let mut end = rest.len();
+    for (i, &b) in rest.iter().enumerate() {
+        match b {
+            b'"' => in_quote = !in_quote,
+            b' ' if !in_quote => {
+                end = i;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let name = std::str::from_utf8(&rest[..end]).ok()?;
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+/// Writes the replay script: the header, the `TRUNCATE` of `summary`'s tables (unless
+/// `with_schema`: then the dump drops and recreates them itself; its `DROP SCHEMA` is left
+/// out and its `CREATE SCHEMA` made `IF NOT EXISTS`, since the schema also holds the
+/// excluded tables), then `dump`.
+///
+/// Recent pg_dump releases (15.14 and later) frame their output with
+/// `\restrict KEY` ... `\unrestrict KEY`, a fresh random key each time, so that a
+/// hostile server cannot smuggle psql meta-commands into the dump. A fresh key would make
+/// every hour's script differ, so the key is replaced with `restrict_key`, this node's
+/// own secret (kept in the private work directory, never seen by the server): the
+/// protection stays, and an unchanged database gives a byte-identical script.
+pub fn write_script(
+    summary: &DumpSummary,
+    with_schema: bool,
+    restrict_key: &str,
+    dump: &mut impl BufRead,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "-- hasync DB replication: replay with psql --single-transaction -v ON_ERROR_STOP=1"
+    )?;
+    writeln!(out, "\\set ON_ERROR_STOP on")?;
+    writeln!(out, "SET session_replication_role = replica;")?;
+    if !with_schema && !summary.tables.is_empty() {
+        writeln!(out, "TRUNCATE TABLE")?;
+        for (i, (t, _)) in summary.tables.iter().enumerate() {
+            let sep = if i + 1 == summary.tables.len() {
+                ";"
+            } else {
+                ","
+            };
+            writeln!(out, "    {t}{sep}")?;
+        }
+    }
+    let mut line = Vec::new();
+    let mut in_copy = false;
+    loop {
+        line.clear();
+        if dump.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        let l = line.strip_suffix(b"\n").unwrap_or(&line);
+        if in_copy {
+            in_copy = l != b"\\.";
+        } else if copy_table(l).is_some() {
+            in_copy = true;
+        } else if with_schema && l.starts_with(b"DROP SCHEMA IF EXISTS ") {
+            // The schema also holds the excluded tables: keep it, drop only what the
+            // dump recreates (its other DROP ... IF EXISTS lines).
+            continue;
+        } else if let Some(rest) = l.strip_prefix(b"CREATE SCHEMA ").filter(|_| with_schema) {
+            out.write_all(b"CREATE SCHEMA IF NOT EXISTS ")?;
+            out.write_all(rest)?;
+            out.write_all(b"\n")?;
+            continue;
+        } else if l.starts_with(b"\\restrict ") {
+            writeln!(out, "\\restrict {restrict_key}")?;
+            continue;
+        } else if l.starts_with(b"\\unrestrict ") {
+            writeln!(out, "\\unrestrict {restrict_key}")?;
+            continue;
+        }
+        out.write_all(&line)?;
+    }
+    writeln!(out, "\nSET session_replication_role = DEFAULT;")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DUMP: &str = "--\n-- PostgreSQL database dump\n--\n\
+        SET statement_timeout = 0;\n\
+        COPY public.tenant (id, name, main_user) FROM stdin;\n1\tacme\t1\n2\tfoo\t\\N\n\\.\n\n\
+        COPY public.\"Odd Name\" (id) FROM stdin;\n\\.\n\n\
+        SELECT pg_catalog.setval('public.tenant_id_seq', 2, true);\n\\unrestrict abc\n";
+
+    #[test]
+    fn scan_counts_tables_rows_and_sequences() {
+        let s = scan(DUMP.as_bytes()).unwrap();
+        assert_eq!(
+            s.tables,
+            vec![
+                ("public.tenant".to_string(), 2),
+                ("public.\"Odd Name\"".to_string(), 0)
+            ]
+        );
+        assert_eq!((s.sequences, s.rows(), s.bytes), (1, 2, DUMP.len() as u64));
+    }
+
+    #[test]
+    fn script_truncates_every_copied_table_before_the_data() {
+        let s = scan(DUMP.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let dump = format!("\\restrict abc\n{DUMP}");
+        write_script(&s, false, "k3y", &mut dump.as_bytes(), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\\restrict k3y\n") && text.contains("\\unrestrict k3y\n"));
+        assert!(!text.contains("abc"), "{text}");
+        let trunc = text.find("TRUNCATE TABLE\n    public.tenant,\n    public.\"Odd Name\";");
+        let replica = text
+            .find("SET session_replication_role = replica;")
+            .unwrap();
+        let copy = text.find("COPY public.tenant").unwrap();
+        assert!(replica < trunc.unwrap() && trunc.unwrap() < copy, "{text}");
+        assert!(!text.contains("BEGIN") && !text.contains("COMMIT"));
+
+        let mut out = Vec::new();
+        let dump = format!("DROP SCHEMA IF EXISTS public;\nCREATE SCHEMA public;\n{DUMP}");
+        write_script(&s, true, "k", &mut dump.as_bytes(), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            !text.contains("TRUNCATE") && !text.contains("DROP SCHEMA"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nCREATE SCHEMA IF NOT EXISTS public;\n"),
+            "{text}"
+        );
+    }
+}

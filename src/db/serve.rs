@@ -1,0 +1,237 @@
+//! The slave's side of the DB job, inside `hasync serve`: it hands out its private
+//! staging directory (`DbStage`), and replays a staged script into its local database
+//! (`DbReplay`) after checking that the file is a plain file inside that directory and
+//! that its BLAKE3 hash is the one the master announced. The database, user and socket
+//! come from this node's own `[db]` section when it has one; under `serve --restrict`
+//! they must (the master never chooses what the slave's psql connects to). A failed
+//! replay is answered with psql's own message and leaves the connection usable.
+
+use super::PgConn;
+use crate::protocol::Msg;
+use crate::protocol::db::DbReplay;
+use crate::protocol::message::code;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// What `serve` may do for the DB job.
+#[derive(Debug, Clone, Default)]
+pub struct DbServe {
+    /// This node's staging directory (`state_dir/db-staging`).
+    pub staging: PathBuf,
+    /// This node's own `[db]` connection, if its config has one.
+    pub own: Option<PgConn>,
+    /// `serve --restrict`: refuse unless `own` is set.
+    pub restricted: bool,
+    /// Why DB requests are refused outright (e.g. this node's config is unreadable).
+    pub refusal: Option<String>,
+}
+
+fn error(c: u8, message: String) -> Msg {
+    Msg::Error { code: c, message }
+}
+
+/// The answer to a DB request (`DbStage` or `DbReplay`); anything else is a usage error.
+pub fn answer(req: Msg, db: Option<&DbServe>) -> Msg {
+    let Some(db) = db else {
+        return error(
+            code::USAGE,
+            "this peer does not serve DB requests (hasync serve was started without DB support)"
+                .into(),
+        );
+    };
+    if let Some(r) = &db.refusal {
+        return error(code::USAGE, r.clone());
+    }
+    if db.restricted && db.own.is_none() {
+        return error(
+            code::USAGE,
+            "this peer runs `hasync serve --restrict` and its config has no [db] section: \
+             add [db] (database, user, host/port) to the slave's config to allow replication"
+                .into(),
+        );
+    }
+    match req {
+        Msg::DbStage => match super::private_dir(&db.staging) {
+            Ok(()) => Msg::DbStaged {
+                dir: db.staging.as_os_str().as_bytes().to_vec(),
+            },
+            Err(e) => error(
+                code::PARTIAL,
+                format!(
+                    "cannot prepare the DB staging directory {}: {e}",
+                    db.staging.display()
+                ),
+            ),
+        },
+        Msg::DbReplay(r) => replay(db, &r),
+        m => error(code::USAGE, format!("{} is not a DB request", m.name())),
+    }
+}
+
+fn replay(db: &DbServe, r: &DbReplay) -> Msg {
+    let t0 = Instant::now();
+    let conn = db.own.clone().unwrap_or_else(|| {
+        let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        PgConn {
+            database: r.target.database.clone(),
+            user: r.target.user.clone(),
+            host: opt(&r.target.host),
+            port: (r.target.port != 0).then_some(r.target.port),
+            run_as: opt(&r.target.run_as),
+            bin_dir: None,
+        }
+    });
+    // The decoder already refused names with '/', leading '.', or NUL; O_NOFOLLOW
+    // refuses a symlink planted in the staging directory.
+    let path = db.staging.join(&r.file);
+    let open = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path);
+    let mut file = match open {
+        Ok(f) => f,
+        Err(e) => {
+            return error(
+                code::PARTIAL,
+                format!("cannot open the staged dump {}: {e}", path.display()),
+            );
+        }
+    };
+    match file.metadata() {
+        Ok(md) if md.is_file() => {}
+        _ => {
+            return error(
+                code::PARTIAL,
+                format!("{} is not a regular file", path.display()),
+            );
+        }
+    }
+    let mut h = blake3::Hasher::new();
+    if let Err(e) = h.update_reader(&mut file) {
+        return error(
+            code::PARTIAL,
+            format!("cannot read {}: {e}", path.display()),
+        );
+    }
+    if h.finalize().as_bytes() != &r.hash {
+        return error(
+            code::PARTIAL,
+            format!(
+                "the staged dump {} does not have the content the master sent (BLAKE3 mismatch); \
+                 nothing was replayed, run the job again",
+                path.display()
+            ),
+        );
+    }
+    if let Err(e) = std::io::Seek::rewind(&mut file) {
+        return error(
+            code::PARTIAL,
+            format!("cannot read {}: {e}", path.display()),
+        );
+    }
+    match conn.replay(file) {
+        Ok(()) => Msg::DbReplayed {
+            duration_ms: t0.elapsed().as_millis() as u64,
+        },
+        Err(e) => error(
+            code::PARTIAL,
+            format!(
+                "replay into {} failed, the transaction was rolled back and the slave's \
+                 database is unchanged: {}",
+                conn.describe(),
+                clip(&e)
+            ),
+        ),
+    }
+}
+
+/// psql can print a lot (one line per failed statement); keep the message well inside a frame.
+fn clip(s: &str) -> &str {
+    const MAX: usize = 16 * 1024;
+    if s.len() <= MAX {
+        return s;
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::db::DbTarget;
+
+    fn served(dir: &std::path::Path, restricted: bool, own: bool) -> DbServe {
+        DbServe {
+            staging: dir.join("db-staging"),
+            own: own.then(|| PgConn {
+                database: "x".into(),
+                user: "nobody".into(),
+                bin_dir: Some("/nonexistent".into()),
+                ..Default::default()
+            }),
+            restricted,
+            refusal: None,
+        }
+    }
+
+    fn req(file: &str, hash: [u8; 32]) -> Msg {
+        Msg::DbReplay(DbReplay {
+            file: file.into(),
+            hash,
+            target: DbTarget::default(),
+        })
+    }
+
+    fn err_text(m: Msg) -> String {
+        match m {
+            Msg::Error { message, .. } => message,
+            m => panic!("expected an error, got {}", m.name()),
+        }
+    }
+
+    #[test]
+    fn stage_makes_a_private_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let db = served(d.path(), false, false);
+        match answer(Msg::DbStage, Some(&db)) {
+            Msg::DbStaged { dir } => assert_eq!(dir, db.staging.as_os_str().as_bytes()),
+            m => panic!("{}", m.name()),
+        }
+        let mode = std::fs::metadata(&db.staging).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn restricted_serve_without_its_own_db_section_refuses() {
+        let d = tempfile::tempdir().unwrap();
+        let db = served(d.path(), true, false);
+        assert!(err_text(answer(Msg::DbStage, Some(&db))).contains("no [db] section"));
+        assert!(err_text(answer(req("x.sql", [0; 32]), Some(&db))).contains("no [db] section"));
+        assert!(!db.staging.exists());
+        assert!(err_text(answer(Msg::DbStage, None)).contains("does not serve DB"));
+    }
+
+    #[test]
+    fn replay_checks_the_hash_and_refuses_symlinks_before_running_psql() {
+        let d = tempfile::tempdir().unwrap();
+        let db = served(d.path(), true, true);
+        super::super::private_dir(&db.staging).unwrap();
+        std::fs::write(db.staging.join("x.sql"), b"SELECT 1;\n").unwrap();
+        let e = err_text(answer(req("x.sql", [0; 32]), Some(&db)));
+        assert!(e.contains("BLAKE3 mismatch"), "{e}");
+        std::os::unix::fs::symlink("/etc/passwd", db.staging.join("l.sql")).unwrap();
+        let h = *blake3::hash(&std::fs::read("/etc/passwd").unwrap()).as_bytes();
+        let e = err_text(answer(req("l.sql", h), Some(&db)));
+        assert!(e.contains("cannot open the staged dump"), "{e}");
+        // The right hash gets as far as running psql (absent here): its error is reported.
+        let h = *blake3::hash(b"SELECT 1;\n").as_bytes();
+        let e = err_text(answer(req("x.sql", h), Some(&db)));
+        assert!(e.contains("cannot run /nonexistent/psql"), "{e}");
+    }
+}

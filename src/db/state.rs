@@ -1,0 +1,95 @@
+//! The DB job's record in `state_dir/db.json`: the last run (outcome, error, times,
+//! sizes) and the hash of the last script the slave replayed successfully, which is what
+//! makes an unchanged dump a no-op. Written atomically (temp file in the same directory,
+//! fsync, rename), so a reader, or a crash, sees the old record or the new one. A
+//! missing or unreadable record means "nothing replayed yet": the next run replays,
+//! which is always safe.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// File name of the record under `state_dir`.
+pub const FILE: &str = "db.json";
+
+/// One run, as recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// `replayed`, `unchanged` or `failed`.
+    pub outcome: String,
+    pub error: Option<String>,
+    pub started_unix: u64,
+    pub finished_unix: u64,
+    pub duration_ms: u64,
+    pub dump_bytes: u64,
+    pub bytes_on_wire: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbState {
+    pub job: String,
+    pub last_run: Option<RunRecord>,
+    /// BLAKE3 (hex) of the last script the slave committed.
+    pub replayed_hash: Option<String>,
+    pub replayed_unix: Option<u64>,
+    /// When a run last ended well (replayed or unchanged).
+    pub last_success_unix: Option<u64>,
+}
+
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join(FILE)
+}
+
+/// The record, or an empty one when there is none or it cannot be read.
+pub fn load(state_dir: &Path) -> DbState {
+    std::fs::read(path(state_dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Writes the record atomically.
+pub fn save(state_dir: &Path, st: &DbState) -> std::io::Result<()> {
+    std::fs::create_dir_all(state_dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".db.json.")
+        .tempfile_in(state_dir)?;
+    let mut bytes = serde_json::to_vec_pretty(st).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    tmp.write_all(&bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path(state_dir)).map_err(|e| e.error)?;
+    Ok(())
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_then_load_round_trips_and_garbage_reads_as_empty() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(load(d.path()), DbState::default());
+        let st = DbState {
+            job: "db".into(),
+            replayed_hash: Some("ab".into()),
+            last_run: Some(RunRecord {
+                outcome: "failed".into(),
+                error: Some("boom".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        save(d.path(), &st).unwrap();
+        assert_eq!(load(d.path()), st);
+        std::fs::write(path(d.path()), b"{not json").unwrap();
+        assert_eq!(load(d.path()), DbState::default());
+    }
+}
