@@ -91,6 +91,11 @@ impl SafeRoot {
         Ok(File::from(fd))
     }
 
+    /// The root's descriptor, shared (for a flush on another thread).
+    pub fn fd_clone(&self) -> Arc<OwnedFd> {
+        self.fd.clone()
+    }
+
     /// Flush the whole file system holding the root to disk.
     pub fn sync_all(&self) -> io::Result<()> {
         rustix::fs::syncfs(self.fd.as_fd())?;

@@ -209,9 +209,18 @@ struct Ready {
 }
 
 /// Commit groups of verified files: make them durable, then rename them over.
+///
+/// Double-buffered: when a group is full its flush starts on a background
+/// thread and the receiver goes on rebuilding the next group; the next time a
+/// group fills (or at the end), the previous flush is awaited and its files are
+/// renamed. So the disk writes of one group overlap the network and CPU work of
+/// the next, and at most two groups of temp files exist at once. A file is
+/// still only renamed over its final name after the flush that covers it.
 pub struct Committer {
     ready: Vec<Ready>,
     bytes: u64,
+    /// The previous group and its flush in progress.
+    flushing: Option<(Vec<Ready>, std::thread::JoinHandle<io::Result<()>>)>,
     pub fsync: bool,
 }
 
@@ -220,11 +229,12 @@ impl Committer {
         Committer {
             ready: Vec::new(),
             bytes: 0,
+            flushing: None,
             fsync,
         }
     }
 
-    /// Queue a verified file; returns finished items if the group was committed.
+    /// Queue a verified file; returns finished items if a group was committed.
     pub fn push(
         &mut self,
         root: &SafeRoot,
@@ -248,45 +258,84 @@ impl Committer {
         });
         self.bytes += size;
         if self.ready.len() >= GROUP_FILES || self.bytes >= GROUP_BYTES {
-            self.commit(root)
+            self.rotate(root)
         } else {
             Vec::new()
         }
     }
 
+    /// Finish the previous group, then start flushing the current one in the background.
+    fn rotate(&mut self, root: &SafeRoot) -> Vec<Item> {
+        let done = self.finish_previous();
+        let group = std::mem::take(&mut self.ready);
+        self.bytes = 0;
+        let flush = if self.fsync {
+            let fd = root.fd_clone();
+            std::thread::spawn(move || rustix::fs::syncfs(&*fd).map_err(io::Error::from))
+        } else {
+            std::thread::spawn(|| Ok(()))
+        };
+        self.flushing = Some((group, flush));
+        done
+    }
+
+    /// Wait for the background flush and rename its group.
+    fn finish_previous(&mut self) -> Vec<Item> {
+        let Some((group, flush)) = self.flushing.take() else {
+            return Vec::new();
+        };
+        let res = flush
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the flush thread panicked")));
+        install(group, res.err())
+    }
+
     /// Make every queued file durable and rename it over its final name.
     pub fn commit(&mut self, root: &SafeRoot) -> Vec<Item> {
+        let mut done = self.finish_previous();
         if self.ready.is_empty() {
-            return Vec::new();
+            return done;
         }
         let sync_err = if self.fsync {
             root.sync_all().err()
         } else {
             None
         };
-        let mut done = Vec::with_capacity(self.ready.len());
-        for mut r in self.ready.drain(..) {
-            let res = match &sync_err {
-                Some(e) => Err(io::Error::new(e.kind(), format!("sync failed: {e}"))),
-                None => fsops::rename(&r.dir, &r.temp_name, &r.final_name),
-            };
-            if let Err(e) = res {
-                let _ = fsops::remove(&r.dir, &r.temp_name, false);
-                r.item.error = Some(format!("cannot install: {e}"));
-            }
-            let _ = r.size;
-            done.push(r.item);
-        }
+        done.extend(install(std::mem::take(&mut self.ready), sync_err));
         self.bytes = 0;
         done
     }
 
     /// Remove every queued temp file (the run is failing).
     pub fn abandon(&mut self) {
+        if let Some((group, flush)) = self.flushing.take() {
+            let _ = flush.join();
+            for r in group {
+                let _ = fsops::remove(&r.dir, &r.temp_name, false);
+            }
+        }
         for r in self.ready.drain(..) {
             let _ = fsops::remove(&r.dir, &r.temp_name, false);
         }
     }
+}
+
+/// Rename each file of a flushed group over its final name (or drop it if the flush failed).
+fn install(group: Vec<Ready>, sync_err: Option<io::Error>) -> Vec<Item> {
+    let mut done = Vec::with_capacity(group.len());
+    for mut r in group {
+        let res = match &sync_err {
+            Some(e) => Err(io::Error::new(e.kind(), format!("sync failed: {e}"))),
+            None => fsops::rename(&r.dir, &r.temp_name, &r.final_name),
+        };
+        if let Err(e) = res {
+            let _ = fsops::remove(&r.dir, &r.temp_name, false);
+            r.item.error = Some(format!("cannot install: {e}"));
+        }
+        let _ = r.size;
+        done.push(r.item);
+    }
+    done
 }
 
 impl Drop for Committer {
