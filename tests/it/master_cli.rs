@@ -394,3 +394,77 @@ fn master_check_skips_while_another_run_holds_the_lock() {
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["event"]["decision"], "failover", "{}", text(&o));
 }
+
+/// The daemon runs the master check on its own thread: a master service that goes
+/// away (a TCP port that stops listening) starts the slave's services within
+/// fail_after x interval, and its return stops them again.
+#[test]
+fn master_check_runs_inside_the_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let d = dir.display();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cfg = write(
+        dir,
+        &format!(
+            r#"[node]
+role = "slave"
+peer = "local"
+state_dir = "state"
+sentinel_dir = "sentinels"
+[services]
+start = ["touch {d}/up"]
+stop = ["rm {d}/up"]
+status = "test -f {d}/up"
+[check_master]
+address = "127.0.0.1"
+probes = ["tcp:{port}"]
+interval = "200ms"
+timeout = "150ms"
+fail_after = 3
+recover_after = 2
+hold_down = "300ms"
+"#
+        ),
+    );
+    let log = dir.join("daemon.log");
+    let mut daemon = hasync()
+        .env("HASYNC_LOG", "info")
+        .arg("-c")
+        .arg(&cfg)
+        .arg("daemon")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let wait_for = |what: &str, cond: &dyn Fn() -> bool| {
+        let t0 = std::time::Instant::now();
+        while !cond() {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(15),
+                "{what} did not happen: {}",
+                read(&log)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    // The master answers: nothing starts.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert!(!dir.join("up").exists(), "{}", read(&log));
+    // The master's service goes away: failover.
+    drop(listener);
+    wait_for("failover", &|| dir.join("up").exists());
+    // It comes back on the same port: failback.
+    let _back = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    wait_for("failback", &|| !dir.join("up").exists());
+    let _ = std::process::Command::new("kill")
+        .arg(daemon.id().to_string())
+        .status();
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "{}", read(&log));
+    let state: serde_json::Value =
+        serde_json::from_str(&read(dir.join("state/master.json"))).unwrap();
+    assert_eq!(state["failovers"], 1, "{state}");
+    assert_eq!(state["failbacks"], 1, "{state}");
+}
