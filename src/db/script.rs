@@ -101,6 +101,13 @@ pub fn write_script(
     )?;
     writeln!(out, "\\set ON_ERROR_STOP on")?;
     writeln!(out, "SET session_replication_role = replica;")?;
+    // Readers on the slave that lock the same tables in another order can deadlock
+    // with the TRUNCATE; let them be the victim (they retry a read), not the replay.
+    // deadlock_timeout needs superuser: without it, the default applies.
+    writeln!(
+        out,
+        "DO $$ BEGIN PERFORM set_config('deadlock_timeout', '30s', true); EXCEPTION WHEN insufficient_privilege THEN NULL; END $$;"
+    )?;
     if !with_schema && !summary.tables.is_empty() {
         writeln!(out, "TRUNCATE TABLE")?;
         for (i, (t, _)) in summary.tables.iter().enumerate() {
@@ -184,7 +191,16 @@ mod tests {
             .unwrap();
         let copy = text.find("COPY public.tenant").unwrap();
         assert!(replica < trunc.unwrap() && trunc.unwrap() < copy, "{text}");
-        assert!(!text.contains("BEGIN") && !text.contains("COMMIT"));
+        // No transaction control of its own: psql --single-transaction is the transaction.
+        assert!(
+            !text.lines().any(|l| {
+                let l = l.trim().to_ascii_uppercase();
+                l.starts_with("BEGIN")
+                    || l.starts_with("COMMIT")
+                    || l.starts_with("START TRANSACTION")
+            }),
+            "{text}"
+        );
 
         let mut out = Vec::new();
         let dump = format!("DROP SCHEMA IF EXISTS public;\nCREATE SCHEMA public;\n{DUMP}");
