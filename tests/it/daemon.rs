@@ -80,13 +80,16 @@ impl Drop for Daemon {
 /// Polls `cond` every 20 ms until it holds, or panics after `secs` with `what()`.
 fn wait_for(secs: u64, mut cond: impl FnMut() -> bool, what: impl Fn() -> String) {
     let t0 = Instant::now();
+    // Poll fast at first, then back off: a check of a big tree costs CPU the daemon needs.
+    let mut pause = Duration::from_millis(20);
     while !cond() {
         assert!(
             t0.elapsed() < Duration::from_secs(secs),
             "timed out after {secs}s: {}",
             what()
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(300));
     }
 }
 

@@ -244,3 +244,28 @@ pub fn pseudo(n: usize, seed: u64) -> Vec<u8> {
     v.truncate(n);
     v
 }
+
+/// A tmpfs mounted on `dir` for one test (root only); unmounted on drop.
+pub struct TmpFs(PathBuf);
+
+impl TmpFs {
+    pub fn mount(dir: &Path, size: &str) -> TmpFs {
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount");
+        assert!(
+            st.success(),
+            "cannot mount a tmpfs on {} (the tests run as root)",
+            dir.display()
+        );
+        TmpFs(dir.to_path_buf())
+    }
+}
+
+impl Drop for TmpFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
