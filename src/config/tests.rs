@@ -215,7 +215,7 @@ fn defaults_of_each_table() {
     assert_eq!(
         (cm.interval, cm.timeout, cm.hold_down),
         (
-            Duration::from_secs(2),
+            Duration::from_secs(1),
             Duration::from_secs(1),
             Duration::from_secs(30)
         )

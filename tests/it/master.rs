@@ -206,8 +206,8 @@ fn master_isolated_slave_starts_nothing_and_says_so() {
     assert!(!dir.join("svc.log").exists());
 }
 
-/// The defaults (interval 2s, timeout 1s, fail_after 3, icmp): measures the time from
-/// master loss to services started, as a reference for docs/master-check.md.
+/// The defaults (interval 1s, timeout 1s, fail_after 3, icmp): the time from master
+/// loss to services started is at most 5 s (the target; Wazo's bound is 5 min).
 #[test]
 fn master_failover_time_with_default_settings() {
     let mut lab = Lab::new();
@@ -221,13 +221,10 @@ fn master_failover_time_with_default_settings() {
     let m = lab.master.clone();
     lab.link(&m, false);
     let took = wait(Duration::from_secs(12), "failover", dir, || svc.running());
-    eprintln!("MEASURED failover with defaults (interval 2s, timeout 1s, fail_after 3): {took:?}");
+    eprintln!("MEASURED failover with defaults (interval 1s, timeout 1s, fail_after 3): {took:?}");
     // Third failed check: between 2 and 3 intervals after the loss, plus the timeout.
-    assert!(took >= Duration::from_secs(3), "{took:?}");
-    assert!(
-        took <= Duration::from_millis(3 * 2000 + 1000 + 1000),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(1500), "{took:?}");
+    assert!(took <= Duration::from_secs(5), "{took:?}");
 }
 
 /// The slave's own interface loses its address (no route to the master: ENETUNREACH,

@@ -420,7 +420,7 @@ pub(super) fn build_check_master(ctx: &Ctx, raw: RawCheckMaster) -> Res<CheckMas
     let interval = ctx.duration(
         &cm("interval"),
         raw.interval.as_deref(),
-        Duration::from_secs(2),
+        Duration::from_secs(1),
     )?;
     let timeout = ctx.duration(
         &cm("timeout"),
