@@ -73,16 +73,24 @@ pub fn run(probe: &str, address: &str, timeout: Duration) -> ProbeReport {
     }
 }
 
-/// `ping -c 1 -W secs -n host`.
+/// `ping -c 1 -w SECS -i 0.2 -n host` when the timeout is a second or more: ping
+/// sends an echo request every 0.2 s until the first reply or the deadline, so
+/// one lost packet (a lossy link) does not fail the check; below a second,
+/// `ping -c 1 -W secs` (one request; ping's -w only takes whole seconds).
 pub fn icmp(host: &str, timeout: Duration) -> (ProbeResult, String) {
-    let secs = format!("{:.3}", timeout.as_secs_f64().max(0.001));
-    // ping's own -W bounds the wait; our deadline is a safety net (DNS, a stuck ping).
-    match exec::run(
-        "ping",
-        &["-c", "1", "-W", &secs, "-n", host],
-        &[],
-        timeout + Duration::from_secs(2),
-    ) {
+    let whole = timeout.as_secs();
+    let (w, secs) = if whole >= 1 {
+        ("-w", whole.to_string())
+    } else {
+        ("-W", format!("{:.3}", timeout.as_secs_f64().max(0.001)))
+    };
+    let args: Vec<&str> = if whole >= 1 {
+        vec!["-c", "1", w, &secs, "-i", "0.2", "-n", host]
+    } else {
+        vec!["-c", "1", w, &secs, "-n", host]
+    };
+    // ping's own deadline bounds the wait; ours is a safety net (DNS, a stuck ping).
+    match exec::run("ping", &args, &[], timeout + Duration::from_secs(2)) {
         Err(e) if e.kind() == ErrorKind::NotFound => (
             ProbeResult::Local,
             "the ping command is missing (install iputils-ping, or use tcp: probes)".into(),
@@ -118,10 +126,26 @@ fn classify(e: &std::io::Error) -> ProbeResult {
     }
 }
 
+/// Connects within `timeout`, in up to three attempts of a third of it each: a lost
+/// SYN is only retransmitted by the kernel after a second, so one dropped packet
+/// would otherwise fail the probe on a lossy link. A refusal (RST) is final.
 fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, (ProbeResult, String)> {
     let addr = resolve(host, port).map_err(|m| (ProbeResult::Local, m))?;
-    TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| (classify(&e), format!("connect to {addr}: {e}")))
+    let deadline = Instant::now() + timeout;
+    let attempt = (timeout / 3).max(Duration::from_millis(50));
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match TcpStream::connect_timeout(&addr, attempt.min(left).max(Duration::from_millis(1))) {
+            Ok(s) => return Ok(s),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::TimedOut
+                    && Instant::now() + Duration::from_millis(10) < deadline =>
+            {
+                continue;
+            }
+            Err(e) => return Err((classify(&e), format!("connect to {addr}: {e}"))),
+        }
+    }
 }
 
 /// A TCP connect to `host:port`.
