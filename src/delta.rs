@@ -151,6 +151,12 @@ pub fn parse_delta(mut d: &[u8]) -> Result<Vec<Op<'_>>, String> {
 /// Diff a file against an indexed signature, window by window, calling `emit`
 /// with each op and `consumed` with each span of new data (in order, exactly
 /// once over the whole file) so the caller can hash it.
+///
+/// Windows are diffed two at a time on two threads (fast_rsync's diff checks
+/// every matching block with MD4, which makes it the sender's bottleneck on a
+/// big file). The second window of a pair carries its trailing literal into the
+/// next pair, so a match across that boundary is still found; across the
+/// boundary inside a pair, a shifted match can cost up to one block of literal.
 pub fn diff_file(
     sig: &fast_rsync::IndexedSignature<'_>,
     file: &File,
@@ -164,6 +170,7 @@ pub fn diff_file(
     // After a window with no match at all, send a few windows literally: diffing
     // data without matches is ten times slower than sending it.
     let mut skip_windows = 0u32;
+    let (mut buf2, mut delta2) = (Vec::new(), Vec::new());
     while start < len {
         let n = ((len - start) as usize).min(WINDOW);
         buf.resize(n, 0);
@@ -176,41 +183,85 @@ pub fn diff_file(
             start += n as u64;
             continue;
         }
-        delta.clear();
-        fast_rsync::diff(sig, buf, &mut *delta)
-            .map_err(|e| io::Error::other(format!("diff failed: {e}")))?;
-        let ops = parse_delta(delta).map_err(io::Error::other)?;
-        let matched: u64 = ops
-            .iter()
-            .map(|o| {
-                if let Op::Copy { len, .. } = o {
-                    *len
-                } else {
-                    0
-                }
-            })
-            .sum();
-        if matched == 0 && !last {
+        if last {
+            // One window left: diff it alone.
+            let ops = diff_window(sig, buf, delta)?;
+            if matched(&ops) == 0 {
+                skip_windows = 3;
+            }
+            for op in ops {
+                emit(op)?;
+            }
+            consumed(buf);
+            start += n as u64;
+            continue;
+        }
+        // A pair: this window and the next, diffed in parallel.
+        let start2 = start + n as u64;
+        let n2 = ((len - start2) as usize).min(WINDOW);
+        buf2.resize(n2, 0);
+        file.read_exact_at(&mut buf2, start2)?;
+        let last2 = start2 + n2 as u64 == len;
+        let (first, second) = std::thread::scope(|s| {
+            let other = s.spawn(|| diff_window(sig, &buf2, &mut delta2));
+            let first = diff_window(sig, buf, delta);
+            let second = other
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("diff thread panicked")));
+            (first, second)
+        });
+        let (first, second) = (first?, second?);
+        if matched(&first) == 0 && matched(&second) == 0 && !last2 {
             skip_windows = 3;
         }
-        // Carry the trailing literal into the next window, unless it is the whole window.
-        let mut used = n;
-        let mut ops_to_emit = ops.len();
-        if !last
-            && let Some(Op::Literal(l)) = ops.last()
-            && l.len() < n
-            && ops.len() > 1
+        for op in first {
+            emit(op)?;
+        }
+        consumed(buf);
+        // Carry the second window's trailing literal into the next pair, unless it
+        // is the whole window.
+        let mut used = n2;
+        let mut ops_to_emit = second.len();
+        if !last2
+            && let Some(Op::Literal(l)) = second.last()
+            && l.len() < n2
+            && second.len() > 1
         {
             used -= l.len();
             ops_to_emit -= 1;
         }
-        for op in ops.into_iter().take(ops_to_emit) {
+        for op in second.into_iter().take(ops_to_emit) {
             emit(op)?;
         }
-        consumed(&buf[..used]);
-        start += used as u64;
+        consumed(&buf2[..used]);
+        start = start2 + used as u64;
     }
     Ok(())
+}
+
+/// fast_rsync's diff of one window, parsed into ops.
+fn diff_window<'a>(
+    sig: &fast_rsync::IndexedSignature<'_>,
+    data: &'a [u8],
+    delta: &'a mut Vec<u8>,
+) -> io::Result<Vec<Op<'a>>> {
+    delta.clear();
+    fast_rsync::diff(sig, data, &mut *delta)
+        .map_err(|e| io::Error::other(format!("diff failed: {e}")))?;
+    parse_delta(delta).map_err(io::Error::other)
+}
+
+/// Bytes of the old copy reused by `ops`.
+fn matched(ops: &[Op<'_>]) -> u64 {
+    ops.iter()
+        .map(|o| {
+            if let Op::Copy { len, .. } = o {
+                *len
+            } else {
+                0
+            }
+        })
+        .sum()
 }
 
 #[cfg(test)]
