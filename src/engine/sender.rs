@@ -49,21 +49,27 @@ pub fn send_tree<R: Read + Send, W: Write>(
         Ok(None) => {
             let e = SyncError::Guard(format!(
                 "the source {} does not exist; refusing to sync (a missing source must never wipe the mirror)",
-                root.display()
+                crate::path::escape_bytes(root.as_os_str().as_encoded_bytes())
             ));
             return Err(fail(wr, e));
         }
         Err(e) => {
             return Err(fail(
                 wr,
-                SyncError::Io(format!("cannot read the source {}: {e}", root.display())),
+                SyncError::Io(format!(
+                    "cannot read the source {}: {e}",
+                    crate::path::escape_bytes(root.as_os_str().as_encoded_bytes())
+                )),
             ));
         }
     };
     let safe = SafeRoot::open(root).map_err(|e| {
         fail(
             wr,
-            SyncError::Io(format!("cannot open {}: {e}", root.display())),
+            SyncError::Io(format!(
+                "cannot open {}: {e}",
+                crate::path::escape_bytes(root.as_os_str().as_encoded_bytes())
+            )),
         )
     })?;
     let mut entries = found.entries;

@@ -12,6 +12,7 @@ mod interrupt;
 mod master;
 mod master_cli;
 mod netns;
+mod output_hygiene;
 mod pg;
 mod races;
 mod ssh;
