@@ -15,6 +15,7 @@ mod netns;
 mod output_hygiene;
 mod pg;
 mod races;
+mod source_races;
 mod ssh;
 mod ssh_cli;
 mod sshd;
