@@ -9,6 +9,7 @@ mod fuzz_regressions;
 mod hostile;
 mod hostile_receiver;
 mod interrupt;
+mod kill_points;
 mod master;
 mod master_cli;
 mod netns;
