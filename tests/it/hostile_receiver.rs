@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 const WANT: u8 = 12;
 const MD4_MAGIC: u32 = 0x7273_0136;
 /// Each case must be over well within this (a hung serve is killed at this point and the test fails).
-const CASE_LIMIT: Duration = Duration::from_secs(20);
+const CASE_LIMIT: Duration = Duration::from_secs(10);
 
 struct Sandbox {
     _d: tempfile::TempDir,
@@ -177,7 +177,10 @@ impl Peer {
         let status = self.child.wait().unwrap();
         self.watchdog_stop.store(true, Ordering::SeqCst);
         let took = self.started.elapsed();
-        assert!(took < CASE_LIMIT, "serve took {took:?} (killed)");
+        assert!(
+            took < CASE_LIMIT,
+            "serve took {took:?} (limit {CASE_LIMIT:?})"
+        );
         assert!(!status.success(), "serve accepted it; stderr: {stderr}");
         assert_ne!(status.code(), Some(101), "serve panicked: {stderr}");
         assert!(!stderr.contains("panicked"), "serve panicked: {stderr}");

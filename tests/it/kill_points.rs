@@ -100,6 +100,25 @@ fn killing_either_peer_at_random_points_in_100_runs_never_corrupts_and_converges
         seed ^= seed << 17;
         seed
     };
+    // A reader checks both mirrors continuously while the runs are killed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (stop, pushed, pulled, valid) =
+            (stop.clone(), pushed.clone(), pulled.clone(), valid.clone());
+        std::thread::spawn(move || {
+            let mut rounds = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for dst in [&pushed, &pulled] {
+                    if dst.exists() {
+                        check_old_or_new(dst, &valid);
+                    }
+                }
+                rounds += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            rounds
+        })
+    };
     let (mut killed_serve, mut killed_client, mut completed) = (0, 0, 0);
     let t0 = Instant::now();
     for run in 0..RUNS {
@@ -156,6 +175,11 @@ fn killing_either_peer_at_random_points_in_100_runs_never_corrupts_and_converges
             check_old_or_new(&pulled, &valid);
         }
     }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let rounds = reader
+        .join()
+        .expect("a mirror file was neither old nor new");
+    assert!(rounds > 10, "the reader barely ran");
     // The next runs converge and leave no temporary file.
     for (cmd, dst) in [("push", &pushed), ("pull", &pulled)] {
         ok(hasync()
