@@ -101,14 +101,48 @@ fn a_bad_handshake_timeout_is_a_usage_error() {
 
 #[test]
 fn a_completed_handshake_is_not_cut_by_the_deadline() {
-    // A session that outlives the handshake deadline (1 s) is not affected by it.
+    // Hello answered, then 1.5 s of silence with a 0.5 s deadline: serve is still there
+    // and serves a pull.
+    use hasync::protocol::{FrameReader, FrameWriter, Msg, Open, ServerRole, SessionOptions};
     let d = tempfile::tempdir().unwrap();
-    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
-    Tree::new(&src).file("a", b"a");
-    let mut c = hasync();
-    c.env("HASYNC_HANDSHAKE_TIMEOUT", "1");
-    ok(c.arg("push").arg(&src).arg(&dst).output().unwrap());
-    assert_mirror(&src, &dst);
+    Tree::new(&d.path().join("src")).file("a", b"a");
+    let mut child = Command::new(bin())
+        .arg("serve")
+        .env("HASYNC_HANDSHAKE_TIMEOUT", "0.5")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut wr = FrameWriter::new(child.stdin.take().unwrap());
+    let mut rd = FrameReader::new(child.stdout.take().unwrap());
+    let mut send = |m: Msg| {
+        wr.write_frame(&m.encode()).unwrap();
+        wr.flush().unwrap();
+    };
+    send(Msg::Hello {
+        major: 1,
+        minor: 0,
+        software: "slow".into(),
+    });
+    assert!(matches!(
+        Msg::decode(rd.read_frame().unwrap()).unwrap(),
+        Msg::HelloOk { .. }
+    ));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "serve gave up after a good Hello"
+    );
+    send(Msg::Open(Open {
+        role: ServerRole::Send,
+        root: d.path().join("src").as_os_str().as_encoded_bytes().to_vec(),
+        options: SessionOptions::default(),
+    }));
+    assert_eq!(Msg::decode(rd.read_frame().unwrap()).unwrap(), Msg::OpenOk);
+    send(Msg::Bye);
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[test]
