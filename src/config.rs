@@ -13,6 +13,8 @@ mod error;
 mod values;
 
 #[cfg(test)]
+mod bad_table;
+#[cfg(test)]
 mod tests;
 
 use std::path::{Component, Path, PathBuf};

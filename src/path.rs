@@ -169,9 +169,40 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
     out
 }
 
+/// Escape the control characters of a message for display (`\n`, `\r`, `\t`,
+/// `\x1b`, ... and C1 controls): for text that may carry names from the peer or
+/// the file system (error messages, log lines), so none can forge output lines
+/// or send terminal escapes. Unlike [`escape_bytes`], backslashes are kept as
+/// they are, so text that already holds escaped names is not escaped twice.
+pub fn escape_controls(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escape_controls_leaves_no_control_character() {
+        assert_eq!(
+            escape_controls("a\nb\x1b[31m\r\t\x01\x7f\u{85}ok \\n é"),
+            "a\\nb\\x1b[31m\\r\\t\\x01\\x7f\\x85ok \\n é"
+        );
+        assert_eq!(escape_controls("plain"), "plain");
+    }
 
     #[test]
     fn accepts_normal_paths() {

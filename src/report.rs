@@ -26,17 +26,19 @@ pub struct Item {
 impl Item {
     /// The line printed for this item (names escaped).
     pub fn line(&self) -> String {
-        let mut s = format!("{} {}", self.code, self.path);
-        if self.path.is_root() {
-            s.truncate(self.code.len());
-            s.push_str(" ./");
-        }
+        // The code comes from the peer when it is the receiver: escaped too.
+        let code = crate::path::escape_controls(&self.code);
+        let mut s = if self.path.is_root() {
+            format!("{code} ./")
+        } else {
+            format!("{code} {}", self.path)
+        };
         if !self.target.is_empty() {
             s.push_str(" -> ");
             s.push_str(&escape_bytes(&self.target));
         }
         if let Some(e) = &self.error {
-            s.push_str(&format!("  (failed: {e})"));
+            s.push_str(&format!("  (failed: {})", crate::path::escape_controls(e)));
         }
         s
     }

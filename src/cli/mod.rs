@@ -161,9 +161,61 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("hasync: {}", e.message);
+            // Multi-line messages keep their lines; any other control character is escaped.
+            let msg: Vec<String> = e
+                .message
+                .split('\n')
+                .map(hasync::path::escape_controls)
+                .collect();
+            eprintln!("hasync: {}", msg.join("\n"));
             e.code
         }
+    }
+}
+
+/// Log output: stderr with every control character of an event escaped except
+/// the newline that ends it (and ESC when colours are on, for the level's
+/// colour), so a log line that quotes a hostile name stays one plain line.
+/// The fmt layer writes each event with one `write_all` of its whole text.
+struct SafeStderr {
+    ansi: bool,
+}
+
+impl SafeStderr {
+    fn make() -> SafeStderr {
+        SafeStderr {
+            ansi: std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("JOURNAL_STREAM").is_none(),
+        }
+    }
+}
+
+impl std::io::Write for SafeStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (body, nl) = match buf.strip_suffix(b"\n") {
+            Some(b) => (b, true),
+            None => (buf, false),
+        };
+        let mut out = Vec::with_capacity(buf.len() + 16);
+        for &b in body {
+            match b {
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                0x1b if self.ansi => out.push(b),
+                0..=0x1f | 0x7f => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+                _ => out.push(b),
+            }
+        }
+        if nl {
+            out.push(b'\n');
+        }
+        std::io::stderr().write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 
@@ -183,7 +235,7 @@ fn init_logging(cli: &Cli) {
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(SafeStderr::make)
         .with_target(false);
     let _ = if journald {
         builder.without_time().with_ansi(false).try_init()

@@ -36,6 +36,9 @@ impl Console {
     }
 
     fn print(&self, line: String, to_stderr: bool) {
+        // Names are escaped where they are formatted; this is the last guard for
+        // any text (item codes and errors from the peer) that reaches the terminal.
+        let line = hasync::path::escape_controls(&line);
         match (&self.bar, to_stderr) {
             (Some(b), _) => b.println(line),
             (None, true) => eprintln!("{line}"),

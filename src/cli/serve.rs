@@ -18,11 +18,67 @@ pub struct ServeArgs {
     /// Don't flush received files to disk before renaming them
     #[arg(long)]
     pub no_fsync: bool,
+    /// Seconds the peer has to complete its Hello before serve gives up (exit 3);
+    /// default $HASYNC_HANDSHAKE_TIMEOUT or 30
+    #[arg(long, value_name = "SECS", hide = true)]
+    pub handshake_timeout: Option<f64>,
+}
+
+/// Default handshake deadline of `hasync serve`, in seconds.
+const HANDSHAKE_TIMEOUT: f64 = 30.0;
+
+/// The handshake deadline: `--handshake-timeout`, else `$HASYNC_HANDSHAKE_TIMEOUT`, else 30 s.
+fn handshake_timeout(args: &ServeArgs) -> Result<std::time::Duration, CliError> {
+    let (secs, what) = match args.handshake_timeout {
+        Some(s) => (s, "--handshake-timeout".to_string()),
+        None => match std::env::var("HASYNC_HANDSHAKE_TIMEOUT") {
+            Ok(v) => (
+                v.trim().parse::<f64>().unwrap_or(-1.0),
+                format!("HASYNC_HANDSHAKE_TIMEOUT={v}"),
+            ),
+            Err(_) => (HANDSHAKE_TIMEOUT, String::new()),
+        },
+    };
+    std::time::Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| CliError::usage(format!("{what}: give a positive number of seconds")))
+}
+
+/// A peer that connects and then says nothing (or half a Hello) must not hold a
+/// `serve` process forever: if the handshake is not done by the deadline, this
+/// thread ends the process with exit 3. (A blocked read on stdin cannot be
+/// interrupted portably; the process serves one connection, so exiting is the
+/// simple and complete answer.)
+fn handshake_watchdog(
+    timeout: std::time::Duration,
+) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if flag.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50).min(timeout));
+        }
+        if !flag.load(Ordering::SeqCst) {
+            eprintln!(
+                "hasync: error: the peer did not complete the handshake (Hello) within {:.1} s; giving up",
+                timeout.as_secs_f64()
+            );
+            std::process::exit(3);
+        }
+    });
+    done
 }
 
 pub fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, CliError> {
     let mut policy = ServePolicy::default();
     policy.cfg.fsync = !args.no_fsync;
+    let deadline = handshake_timeout(args)?;
     let restricted = args.restrict || !args.allow.is_empty();
     let path = super::config_path(cli);
     let loaded = path.exists().then(|| hasync::config::load(&path));
@@ -50,6 +106,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, CliError> {
         dup(std::io::stdin().as_fd()).map_err(|e| CliError::usage(format!("stdin: {e}")))?;
     let output =
         dup(std::io::stdout().as_fd()).map_err(|e| CliError::usage(format!("stdout: {e}")))?;
+    policy.handshake_done = Some(handshake_watchdog(deadline));
     let res = serve(input, output, &policy);
     report_rss();
     res?;

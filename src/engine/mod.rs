@@ -61,7 +61,8 @@ impl SyncError {
 
     /// Rebuild an error the peer reported.
     pub fn from_wire(c: u8, message: String) -> SyncError {
-        let message = format!("peer: {message}");
+        // The peer may be hostile: its text must not carry control characters to our output.
+        let message = format!("peer: {}", crate::path::escape_controls(&message));
         match c {
             code::USAGE => SyncError::Usage(message),
             code::GUARD => SyncError::Guard(message),

@@ -124,7 +124,7 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
                 wr,
                 SyncError::Io(format!(
                     "cannot create the destination {}: {e}",
-                    root.display()
+                    crate::path::escape_bytes(root.as_os_str().as_encoded_bytes())
                 )),
             )
         })?;
@@ -142,7 +142,7 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
                 wr,
                 SyncError::Io(format!(
                     "cannot scan the destination {}: {e}",
-                    root.display()
+                    crate::path::escape_bytes(root.as_os_str().as_encoded_bytes())
                 )),
             ));
         }
@@ -151,7 +151,10 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
         Some(SafeRoot::open(root).map_err(|e| {
             fail(
                 wr,
-                SyncError::Io(format!("cannot open {}: {e}", root.display())),
+                SyncError::Io(format!(
+                    "cannot open {}: {e}",
+                    crate::path::escape_bytes(root.as_os_str().as_encoded_bytes())
+                )),
             )
         })?)
     } else {

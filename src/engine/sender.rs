@@ -49,21 +49,27 @@ pub fn send_tree<R: Read + Send, W: Write>(
         Ok(None) => {
             let e = SyncError::Guard(format!(
                 "the source {} does not exist; refusing to sync (a missing source must never wipe the mirror)",
-                root.display()
+                crate::path::escape_bytes(root.as_os_str().as_encoded_bytes())
             ));
             return Err(fail(wr, e));
         }
         Err(e) => {
             return Err(fail(
                 wr,
-                SyncError::Io(format!("cannot read the source {}: {e}", root.display())),
+                SyncError::Io(format!(
+                    "cannot read the source {}: {e}",
+                    crate::path::escape_bytes(root.as_os_str().as_encoded_bytes())
+                )),
             ));
         }
     };
     let safe = SafeRoot::open(root).map_err(|e| {
         fail(
             wr,
-            SyncError::Io(format!("cannot open {}: {e}", root.display())),
+            SyncError::Io(format!(
+                "cannot open {}: {e}",
+                crate::path::escape_bytes(root.as_os_str().as_encoded_bytes())
+            )),
         )
     })?;
     let mut entries = found.entries;
@@ -107,8 +113,10 @@ pub fn send_tree<R: Read + Send, W: Write>(
     let outstanding = AtomicUsize::new(0);
     std::thread::scope(|s| {
         let (tx, rx) = mpsc::channel::<Event>();
-        let reader = s.spawn(|| read_loop(rd, tx, &rep, &outstanding));
-        let served = serve_wants(wr, &safe, &entries, rx, &rep, &outstanding);
+        let n_entries = entries.len();
+        let (rep, outstanding) = (&rep, &outstanding);
+        let reader = s.spawn(move || read_loop(rd, tx, rep, outstanding, n_entries));
+        let served = serve_wants(wr, &safe, &entries, rx, rep, outstanding);
         let done = reader
             .join()
             .unwrap_or_else(|_| Err(SyncError::Peer("reader thread panicked".into())));
@@ -168,10 +176,33 @@ fn read_loop<R: Read>(
     tx: mpsc::Sender<Event>,
     rep: &Mutex<&mut dyn Reporter>,
     outstanding: &AtomicUsize,
+    n_entries: usize,
 ) -> Result<Stats, SyncError> {
+    // Per entry: 0 never asked, 1 asked with a signature (one whole retry allowed), 2 done.
+    let mut asked = vec![0u8; n_entries];
+    let mut ended = false;
     loop {
         match recv(rd)? {
+            Msg::Want(_) | Msg::WantsEnd if ended => {
+                return Err(SyncError::Peer(
+                    "protocol error: the receiver sent a request after WantsEnd".into(),
+                ));
+            }
             Msg::Want(w) => {
+                // A file may be asked once, plus once more whole after a failed delta
+                // (the receiver's retry); anything else is a hostile or broken peer.
+                if let Some(state) = asked.get_mut(w.idx as usize) {
+                    *state = match (*state, w.signature.is_some()) {
+                        (0, true) => 1,
+                        (0, false) | (1, false) => 2,
+                        _ => {
+                            return Err(SyncError::Peer(format!(
+                                "protocol error: the receiver asked for entry {} twice",
+                                w.idx
+                            )));
+                        }
+                    };
+                }
                 if outstanding.fetch_add(1, Ordering::SeqCst) >= MAX_OUTSTANDING {
                     return Err(SyncError::Peer(
                         "protocol error: the receiver sent too many requests at once".into(),
@@ -180,6 +211,7 @@ fn read_loop<R: Read>(
                 let _ = tx.send(Event::Want(w));
             }
             Msg::WantsEnd => {
+                ended = true;
                 let _ = tx.send(Event::WantsEnd);
             }
             Msg::Item(item) => rep.lock().unwrap_or_else(|e| e.into_inner()).item(&item),

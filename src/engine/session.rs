@@ -48,27 +48,60 @@ impl Client {
             minor: PROTO_MINOR,
             software: protocol::software(),
         };
-        let res = send(&mut client.wr, &hello)
-            .map_err(SyncError::from)
-            .and_then(|_| {
-                client
-                    .wr
-                    .flush()
-                    .map_err(|e| SyncError::Peer(e.to_string()))?;
-                match recv(&mut client.rd)? {
-                    Msg::HelloOk {
-                        major, software, ..
-                    } => protocol::check_version(major, &software).map_err(SyncError::Peer),
-                    Msg::Error { code, message } => Err(SyncError::from_wire(code, message)),
-                    m => Err(SyncError::Peer(format!(
-                        "protocol error: the peer answered {} to Hello",
-                        m.name()
-                    ))),
-                }
-            });
+        let res = (|| -> Result<(), HandshakeError> {
+            send(&mut client.wr, &hello).map_err(SyncError::from)?;
+            client
+                .wr
+                .flush()
+                .map_err(|e| SyncError::Peer(e.to_string()))?;
+            match client.recv_hello()? {
+                Msg::HelloOk {
+                    major, software, ..
+                } => Ok(protocol::check_version(major, &software).map_err(SyncError::Peer)?),
+                Msg::Error { code, message } => Err(SyncError::from_wire(code, message).into()),
+                m => Err(SyncError::Peer(format!(
+                    "protocol error: the peer answered {} to Hello",
+                    m.name()
+                ))
+                .into()),
+            }
+        })();
         match res {
             Ok(()) => Ok(client),
-            Err(e) => Err(client.explain(e)),
+            Err(HandshakeError::Timeout(e)) => {
+                // The peer may be wedged: don't wait for it, end it (dropping the closer
+                // kills a local child; an SSH channel is closed).
+                drop(client.closer.take());
+                Err(e)
+            }
+            Err(HandshakeError::Other(e)) => Err(client.explain(e)),
+        }
+    }
+
+    /// Read the answer to Hello, giving up after [`handshake_timeout`]: a peer that
+    /// never answers must not hang the client (the read runs on a helper thread,
+    /// which ends when the connection is dropped).
+    fn recv_hello(&mut self) -> Result<Msg, HandshakeError> {
+        let timeout = handshake_timeout();
+        let mut rd = std::mem::replace(
+            &mut self.rd,
+            FrameReader::new(BufReader::new(Box::new(std::io::empty()))),
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = recv(&mut rd);
+            let _ = tx.send((rd, r));
+        });
+        match rx.recv_timeout(timeout) {
+            Ok((rd, r)) => {
+                self.rd = rd;
+                Ok(r?)
+            }
+            Err(_) => Err(HandshakeError::Timeout(SyncError::Peer(format!(
+                "{} did not answer the handshake (Hello) within {:.1} s",
+                self.peer,
+                timeout.as_secs_f64()
+            )))),
         }
     }
 
@@ -197,6 +230,38 @@ impl Client {
     }
 }
 
+/// How the handshake failed: a timeout skips waiting for the peer's exit.
+enum HandshakeError {
+    Timeout(SyncError),
+    Other(SyncError),
+}
+
+impl From<SyncError> for HandshakeError {
+    fn from(e: SyncError) -> Self {
+        HandshakeError::Other(e)
+    }
+}
+
+impl From<protocol::ProtocolError> for HandshakeError {
+    fn from(e: protocol::ProtocolError) -> Self {
+        HandshakeError::Other(e.into())
+    }
+}
+
+/// Default deadline for the peer's answer to `Hello`, in seconds.
+pub const HANDSHAKE_TIMEOUT_SECS: f64 = 30.0;
+
+/// How long the client waits for the peer's answer to `Hello`:
+/// `$HASYNC_HANDSHAKE_TIMEOUT` (seconds) or [`HANDSHAKE_TIMEOUT_SECS`].
+pub fn handshake_timeout() -> std::time::Duration {
+    std::env::var("HASYNC_HANDSHAKE_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(std::time::Duration::from_secs_f64(HANDSHAKE_TIMEOUT_SECS))
+}
+
 /// What a `serve` process may do.
 #[derive(Debug, Clone, Default)]
 pub struct ServePolicy {
@@ -205,6 +270,9 @@ pub struct ServePolicy {
     pub cfg: ReceiverConfig,
     /// The DB job's requests (`DbStage`, `DbReplay`); `None`: refused.
     pub db: Option<crate::db::serve::DbServe>,
+    /// Set once the peer's `Hello` was answered: `hasync serve`'s handshake
+    /// watchdog (`serve --handshake-timeout`) gives up on a peer that stalls before.
+    pub handshake_done: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl ServePolicy {
@@ -272,7 +340,11 @@ pub fn serve<R: Read + Send, W: Write + Send>(
     let mut wr = FrameWriter::new(BufWriter::with_capacity(256 * 1024, output));
     let flush =
         |wr: &mut FrameWriter<BufWriter<W>>| wr.flush().map_err(|e| SyncError::Peer(e.to_string()));
-    match recv(&mut rd)? {
+    let first = match recv(&mut rd) {
+        Ok(m) => m,
+        Err(e) => return Err(super::sender::fail(&mut wr, e.into())),
+    };
+    match first {
         Msg::Hello {
             major, software, ..
         } => {
@@ -289,10 +361,10 @@ pub fn serve<R: Read + Send, W: Write + Send>(
             }
         }
         m => {
-            return Err(SyncError::Peer(format!(
-                "protocol error: expected Hello, got {}",
-                m.name()
-            )));
+            return Err(super::sender::fail(
+                &mut wr,
+                SyncError::Peer(format!("protocol error: expected Hello, got {}", m.name())),
+            ));
         }
     }
     send(
@@ -304,6 +376,9 @@ pub fn serve<R: Read + Send, W: Write + Send>(
         },
     )?;
     flush(&mut wr)?;
+    if let Some(done) = &policy.handshake_done {
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     loop {
         let open = match recv(&mut rd) {
             Ok(Msg::Open(o)) => o,
@@ -315,12 +390,12 @@ pub fn serve<R: Read + Send, W: Write + Send>(
                 continue;
             }
             Ok(m) => {
-                return Err(SyncError::Peer(format!(
-                    "protocol error: expected Open, got {}",
-                    m.name()
-                )));
+                return Err(super::sender::fail(
+                    &mut wr,
+                    SyncError::Peer(format!("protocol error: expected Open, got {}", m.name())),
+                ));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(super::sender::fail(&mut wr, e.into())),
         };
         let root = match policy.check_root(&open.root) {
             Ok(r) => r,
