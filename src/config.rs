@@ -210,8 +210,9 @@ pub struct Services {
 /// `[check_master]`: how the slave decides the master is gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckMaster {
-    /// The master's host or address. Empty when omitted under `[node] peer_from =
-    /// "wazo"`: then it is remote_address of ha.conf, read by `MasterCheck::new`.
+    /// The master's host or address. Empty when omitted on a Wazo node (`[node]
+    /// role_from` or `peer_from` = "wazo"): then it is remote_address of ha.conf, read
+    /// at run time by `MasterCheck`.
     pub address: String,
     /// `"icmp"`, `"tcp:PORT"`, `"http://..."` / `"https://..."`, `"cmd:SHELL COMMAND"`
     /// (default `["icmp"]`).

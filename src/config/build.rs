@@ -341,7 +341,11 @@ pub(super) fn build(text: &str, file: &Path) -> Res<Config> {
     let services = raw.services.map(|s| build_services(&ctx, s)).transpose()?;
     let check_master = raw
         .check_master
-        .map(|c| build_check_master(&ctx, c, node.peer == super::Peer::WazoHaConf))
+        .map(|c| {
+            let wazo =
+                node.peer == super::Peer::WazoHaConf || node.role_from.as_deref() == Some("wazo");
+            build_check_master(&ctx, c, wazo)
+        })
         .transpose()?;
     for (key, value) in [
         ("on_failure", &raw.hooks.on_failure),

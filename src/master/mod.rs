@@ -165,12 +165,9 @@ pub fn run_hook(cfg: &Config, event: &str, error: Option<&str>) {
     }
 }
 
-/// The master's host from ha.conf's remote_address (`peer_from = "wazo"`).
+/// The master's host from ha.conf's remote_address (Wazo nodes without an address).
 fn wazo_master_address(cfg: &Config) -> Result<String, MasterError> {
-    Ok(match wazo::effective_peer(cfg)? {
-        crate::config::Peer::Ssh { host, .. } => host,
-        other => other.to_string(),
-    })
+    wazo::remote_address(cfg)
 }
 
 /// What one [`MasterCheck::step`] did.

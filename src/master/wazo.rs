@@ -70,30 +70,44 @@ pub fn role(cfg: &Config) -> Result<Option<Role>, MasterError> {
     }
 }
 
-/// The peer to connect to now: `[node] peer`, or with `peer_from = "wazo"`,
-/// `root@<remote_address>` of ha.conf. Errors (naming the file) when ha.conf is missing,
-/// malformed, or has no `remote_address`.
-pub fn effective_peer(cfg: &Config) -> Result<Peer, MasterError> {
-    if cfg.node.peer != Peer::WazoHaConf {
-        return Ok(cfg.node.peer.clone());
-    }
+/// `remote_address` of ha.conf: the peer of a Wazo node. Errors (naming the file) when
+/// ha.conf is missing, malformed, or has no `remote_address`.
+pub fn remote_address(cfg: &Config) -> Result<String, MasterError> {
     let path = ha_conf_path(cfg);
     let Some(ha) = read_ha_conf(&path)? else {
         return Err(MasterError::State {
             path,
-            reason: "does not exist, and [node] peer_from = \"wazo\" takes the peer from its remote_address (set up HA in Wazo first, or set [node] peer = \"root@<peer IP>\")".into(),
+            reason: "does not exist, and hasync takes the peer from its remote_address ([node] peer_from = \"wazo\", or [check_master] without address) (set up HA in Wazo first, or set [node] peer and [check_master] address)".into(),
         });
     };
     let addr = ha.remote_address.trim();
     if addr.is_empty() {
         return Err(MasterError::State {
             path,
-            reason: "has no remote_address, and [node] peer_from = \"wazo\" takes the peer from it (set up HA in Wazo, or set [node] peer = \"root@<peer IP>\")".into(),
+            reason: "has no remote_address, and hasync takes the peer from it (set up HA in Wazo, or set [node] peer and [check_master] address)".into(),
         });
     }
-    peer_at(addr).map_err(|why| MasterError::State {
-        path,
-        reason: format!("remote_address {addr:?} is not a host: {why}"),
+    match peer_at(addr) {
+        Ok(Peer::Ssh { host, .. }) => Ok(host),
+        Ok(other) => Ok(other.to_string()),
+        Err(why) => Err(MasterError::State {
+            path,
+            reason: format!("remote_address {addr:?} is not a host: {why}"),
+        }),
+    }
+}
+
+/// The peer to connect to now: `[node] peer`, or with `peer_from = "wazo"`,
+/// `root@<remote_address>` of ha.conf (see [`remote_address`] for the errors).
+pub fn effective_peer(cfg: &Config) -> Result<Peer, MasterError> {
+    if cfg.node.peer != Peer::WazoHaConf {
+        return Ok(cfg.node.peer.clone());
+    }
+    let host = remote_address(cfg)?;
+    Ok(Peer::Ssh {
+        user: Some("root".into()),
+        host,
+        port: None,
     })
 }
 
@@ -108,6 +122,25 @@ pub fn peer_at(addr: &str) -> Result<Peer, String> {
         } if !host.contains(':') => Err(format!("{addr:?} has a port (write the address alone)")),
         p => Ok(p),
     }
+}
+
+/// Points `cfg` at `addr` (the IP argument of Wazo's scripts): the peer's host (user and
+/// port kept; `peer_from = "wazo"` becomes `root@addr`) and `[check_master] address`.
+/// A `"local"` peer (demo, tests) stays local.
+pub fn override_address(cfg: &mut Config, addr: &str) -> Result<(), String> {
+    let at = peer_at(addr)?;
+    let Peer::Ssh { host: new_host, .. } = &at else {
+        return Err(format!("{addr:?} is not a host"));
+    };
+    match &mut cfg.node.peer {
+        Peer::Local => {}
+        Peer::Ssh { host, .. } => host.clone_from(new_host),
+        p @ Peer::WazoHaConf => *p = at.clone(),
+    }
+    if let Some(cm) = &mut cfg.check_master {
+        cm.address.clone_from(new_host);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -162,6 +195,25 @@ mod tests {
         std::fs::write(&ha, r#"{"node_type": "master", "remote_address": "a b"}"#).unwrap();
         let e = effective_peer(&c).unwrap_err().to_string();
         assert!(e.contains("ha.conf") && e.contains("not a host"), "{e}");
+    }
+
+    #[test]
+    fn the_ip_argument_overrides_peer_and_master_address() {
+        let t = tempfile::tempdir().unwrap();
+        let mut c = cfg(
+            t.path(),
+            "role = \"slave\"\npeer = \"admin@10.0.0.9:2222\"\n[check_master]\naddress = \"10.0.0.9\"",
+        );
+        override_address(&mut c, "192.168.1.2").unwrap();
+        assert_eq!(c.node.peer.to_string(), "admin@192.168.1.2:2222");
+        assert_eq!(c.check_master.unwrap().address, "192.168.1.2");
+        let mut w = cfg(t.path(), "role_from = \"wazo\"\npeer_from = \"wazo\"");
+        override_address(&mut w, "10.1.1.1").unwrap();
+        assert_eq!(w.node.peer.to_string(), "root@10.1.1.1");
+        let mut l = cfg(t.path(), "role = \"master\"\npeer = \"local\"");
+        override_address(&mut l, "10.1.1.1").unwrap();
+        assert_eq!(l.node.peer, Peer::Local);
+        assert!(override_address(&mut l, "a b").is_err());
     }
 
     #[test]

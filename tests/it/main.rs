@@ -12,6 +12,7 @@ mod master;
 mod master_cli;
 mod netns;
 mod pg;
+mod profiles;
 mod races;
 mod ssh;
 mod ssh_cli;

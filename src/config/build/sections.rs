@@ -419,13 +419,9 @@ pub(super) fn build_services(ctx: &Ctx, raw: RawServices) -> Res<Services> {
     })
 }
 
-/// `peer_from_wazo`: `[node] peer_from = "wazo"`, which lets `address` be omitted (the
-/// master is then the remote_address of ha.conf, resolved at run time).
-pub(super) fn build_check_master(
-    ctx: &Ctx,
-    raw: RawCheckMaster,
-    peer_from_wazo: bool,
-) -> Res<CheckMaster> {
+/// `wazo`: `[node] role_from` or `peer_from` is `"wazo"`, which lets `address` be
+/// omitted (the master is then the remote_address of ha.conf, read at run time).
+pub(super) fn build_check_master(ctx: &Ctx, raw: RawCheckMaster, wazo: bool) -> Res<CheckMaster> {
     let cm = |key: &str| at!["check_master", key].to_vec();
     let address = match raw.address {
         Some(a) => {
@@ -438,12 +434,12 @@ pub(super) fn build_check_master(
             a
         }
         // Empty: resolved from ha.conf by `MasterCheck::new`.
-        None if peer_from_wazo => String::new(),
+        None if wazo => String::new(),
         None => {
             return Err(ctx.missing(
                 at!["check_master"],
                 "address",
-                "missing field `address` (add address = \"<master's IP>\", or set [node] peer_from = \"wazo\" to use remote_address of /etc/xivo/ha.conf)",
+                "missing field `address` (add address = \"<master's IP>\", or set [node] role_from = \"wazo\" to use remote_address of /etc/xivo/ha.conf)",
             ));
         }
     };
