@@ -575,9 +575,57 @@ fn profiles_completions_generate_for_bash_zsh_fish() {
         3,
         "hasync.bash, _hasync, hasync.fish"
     );
+    // The Debian package installs the committed copies.
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/completions");
+    for n in ["hasync.bash", "_hasync", "hasync.fish"] {
+        assert_eq!(
+            read(&t.path().join(n)),
+            read(&committed.join(n)),
+            "contrib/completions/{n} is stale (regenerate: cargo run -- generate completions SHELL --out contrib/completions)"
+        );
+    }
     let o = hasync()
         .args(["generate", "completions", "tcsh"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn profiles_packaged_example_config_is_the_wazo_profile() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let value = |p: &Path| -> toml::Value { toml::from_str(&read(p)).unwrap() };
+    assert_eq!(
+        value(&root.join("contrib/hasync.toml")),
+        value(&root.join("profiles/wazo.toml")),
+        "contrib/hasync.toml (the package's /etc/hasync/hasync.toml) must stay a copy of profiles/wazo.toml"
+    );
+    let o = hasync()
+        .arg("-c")
+        .arg(root.join("contrib/hasync.toml"))
+        .arg("cron")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // The Debian metadata installs what exists.
+    let cargo: toml::Value = toml::from_str(&read(&root.join("Cargo.toml"))).unwrap();
+    let assets = cargo["package"]["metadata"]["deb"]["assets"]
+        .as_array()
+        .unwrap();
+    for a in assets {
+        let src = a[0].as_str().unwrap();
+        if src.starts_with("target/") {
+            continue;
+        }
+        let dir = root.join(Path::new(src).parent().unwrap());
+        let pattern = Path::new(src).file_name().unwrap().to_str().unwrap();
+        let found = std::fs::read_dir(&dir).unwrap().any(|e| {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            match pattern.split_once('*') {
+                Some((pre, suf)) => n.starts_with(pre) && n.ends_with(suf),
+                None => n == pattern,
+            }
+        });
+        assert!(found, "package asset {src} does not exist");
+    }
 }
