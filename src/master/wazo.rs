@@ -200,10 +200,11 @@ mod tests {
     #[test]
     fn the_ip_argument_overrides_peer_and_master_address() {
         let t = tempfile::tempdir().unwrap();
-        let mut c = cfg(
-            t.path(),
-            "role = \"slave\"\npeer = \"admin@10.0.0.9:2222\"\n[check_master]\naddress = \"10.0.0.9\"",
-        );
+        let mut c = crate::config::parse(
+            "[node]\nrole = \"slave\"\npeer = \"admin@10.0.0.9:2222\"\n[check_master]\naddress = \"10.0.0.9\"\n",
+            &t.path().join("hasync.toml"),
+        )
+        .unwrap();
         override_address(&mut c, "192.168.1.2").unwrap();
         assert_eq!(c.node.peer.to_string(), "admin@192.168.1.2:2222");
         assert_eq!(c.check_master.unwrap().address, "192.168.1.2");
