@@ -303,6 +303,12 @@ impl Wazo {
 fn profiles_wazo_syncs_exactly_wazos_directories_and_new_tenants() {
     let w = Wazo::new();
     w.ha_conf("master");
+    let o = w.run(&["status"]);
+    assert!(
+        text(&o).contains("role: master (from wazo)"),
+        "{}",
+        text(&o)
+    );
     let o = w.run(&["sync"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(files(&w.slave()), w.expected(&["t1", "t2"]));
