@@ -396,6 +396,14 @@ fn profiles_wazo_script_names_do_what_the_scripts_did() {
     let o = w.script("wazo-sync", &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(w.slave().join("etc/xivo/asterisk/b.conf").exists());
+    // `-i` is `hasync init`: here it refuses, the test's peer being "local".
+    let o = w.script("xivo-sync", &["-i"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("no remote peer to set up"),
+        "{}",
+        text(&o)
+    );
     let o = w.script("xivo-sync", &["--bogus"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("usage: xivo-sync [-i]"), "{}", text(&o));
