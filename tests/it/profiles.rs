@@ -537,6 +537,13 @@ fn profiles_man_page_names_every_command_and_matches_the_committed_one() {
             "man page lacks {sub}"
         );
     }
+    for name in [
+        "xivo\\-sync",
+        "xivo\\-check\\-master\\-status",
+        "/etc/hasync/hasync.toml",
+    ] {
+        assert!(page.contains(name), "man page lacks {name}");
+    }
     let t = tempfile::tempdir().unwrap();
     let o = hasync()
         .args(["generate", "man", "--out"])
