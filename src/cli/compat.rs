@@ -113,7 +113,7 @@ fn run(name: &str, rest: &[String]) -> i32 {
             }
         };
     }
-    super::run(&cli)
+    super::run(cli)
 }
 
 /// The longest a `xivo-check-master-status` run keeps checking (cron starts the next

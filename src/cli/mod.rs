@@ -156,26 +156,26 @@ pub fn main() -> i32 {
             };
         }
     };
-    run(&cli)
+    run(cli)
 }
 
 /// Runs a parsed command line; the process exit code.
-pub fn run(cli: &Cli) -> i32 {
-    init_logging(cli);
+pub fn run(cli: Cli) -> i32 {
+    init_logging(&cli);
     let result = match &cli.command {
-        Command::Push(a) => push::run(cli, a, push::Direction::Push),
-        Command::Pull(a) => push::run(cli, a, push::Direction::Pull),
-        Command::Sync(a) => sync::run(cli, a),
-        Command::DbReplicate(a) => db::run(cli, a),
-        Command::Init(a) => init::run(cli, a),
-        Command::Daemon(a) => daemon::run(cli, a),
-        Command::Status(a) => status::run(cli, a),
-        Command::Cron(a) => cron::run(cli, a),
-        Command::Serve(a) => serve::run(cli, a),
-        Command::Services(a) => services::run(cli, a),
-        Command::CheckMaster(a) => check_master::run(cli, a),
-        Command::Promote(a) => roles::run(cli, a, true),
-        Command::Demote(a) => roles::run(cli, a, false),
+        Command::Push(a) => push::run(&cli, a, push::Direction::Push),
+        Command::Pull(a) => push::run(&cli, a, push::Direction::Pull),
+        Command::Sync(a) => sync::run(&cli, a),
+        Command::DbReplicate(a) => db::run(&cli, a),
+        Command::Init(a) => init::run(&cli, a),
+        Command::Daemon(a) => daemon::run(&cli, a),
+        Command::Status(a) => status::run(&cli, a),
+        Command::Cron(a) => cron::run(&cli, a),
+        Command::Serve(a) => serve::run(&cli, a),
+        Command::Services(a) => services::run(&cli, a),
+        Command::CheckMaster(a) => check_master::run(&cli, a),
+        Command::Promote(a) => roles::run(&cli, a, true),
+        Command::Demote(a) => roles::run(&cli, a, false),
         Command::Generate(a) => generate::run(a),
     };
     match result {
