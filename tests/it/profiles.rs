@@ -650,3 +650,33 @@ fn profiles_packaged_example_config_is_the_wazo_profile() {
         assert!(found, "package asset {src} does not exist");
     }
 }
+
+/// The IP argument of Wazo's scripts (`--peer-address`) over real SSH: the config's peer
+/// host is replaced, its user and port kept.
+#[test]
+fn profiles_wazo_ip_argument_replaces_the_ssh_peer_host() {
+    let sshd = crate::sshd::Sshd::shared();
+    let w = Wazo::new();
+    w.ha_conf("master");
+    let kh = w.dir.path().join("known_hosts");
+    sshd.write_known_hosts(&kh);
+    let mut doc: toml_edit::DocumentMut = read(&w.cfg()).parse().unwrap();
+    let node = doc["node"].as_table_mut().unwrap();
+    // 192.0.2.1 (TEST-NET-1) is never reached: the argument says 127.0.0.1.
+    node["peer"] = toml_edit::value(format!("root@192.0.2.1:{}", sshd.port));
+    node["peer_root"] = toml_edit::value(w.slave().display().to_string());
+    node["identity"] = toml_edit::value(sshd.client_key.display().to_string());
+    node["known_hosts"] = toml_edit::value(kh.display().to_string());
+    node["remote_path"] = toml_edit::value(bin().display().to_string());
+    node["timeout"] = toml_edit::value("5s");
+    std::fs::write(w.cfg(), doc.to_string()).unwrap();
+    let o = w.run(&["--peer-address", "127.0.0.1", "sync", "asterisk"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        w.slave()
+            .join("etc/asterisk/extensions_extra.d/a.conf")
+            .exists()
+    );
+    let o = w.run(&["--peer-address", "not a host", "sync"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
