@@ -50,8 +50,12 @@ pub struct Node {
     pub role: Role,
     /// `role_from = "wazo"`: read the role from `/etc/xivo/ha.conf` at run time.
     pub role_from: Option<String>,
-    /// `peer = "local" | "[user@]host[:port]"`.
+    /// `peer = "local" | "[user@]host[:port]"`, or [`Peer::WazoHaConf`] for
+    /// `peer_from = "wazo"`.
     pub peer: Peer,
+    /// `peer_from = "wazo"`: the peer is `root@<remote_address>` of `/etc/xivo/ha.conf`
+    /// (under `root`), read at run time (see `master::wazo::effective_peer`).
+    pub peer_from: Option<String>,
     /// SSH private key; relative paths are resolved against the config file's directory.
     pub identity: Option<PathBuf>,
     /// Pinned host keys; relative paths are resolved against the config file's directory.
@@ -108,6 +112,9 @@ pub enum Peer {
         host: String,
         port: Option<u16>,
     },
+    /// `peer_from = "wazo"`: `root@<remote_address>` of `/etc/xivo/ha.conf`, resolved at
+    /// run time by `master::wazo::effective_peer` (never connected to as such).
+    WazoHaConf,
 }
 
 /// One `[[sync]]` job: a set of directories mirrored between the nodes.
@@ -205,6 +212,9 @@ pub struct Services {
 /// `[check_master]`: how the slave decides the master is gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckMaster {
+    /// The master's host or address. Empty when omitted on a Wazo node (`[node]
+    /// role_from` or `peer_from` = "wazo"): then it is remote_address of ha.conf, read
+    /// at run time by `MasterCheck`.
     pub address: String,
     /// `"icmp"`, `"tcp:PORT"`, `"http://..."` / `"https://..."`, `"cmd:SHELL COMMAND"`
     /// (default `["icmp"]`).

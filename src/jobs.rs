@@ -192,7 +192,13 @@ impl<T: Transport> Transport for OneConnectAtATime<T> {
 /// the transport keeps and reuses across connections, also between jobs running at
 /// the same time).
 pub fn peer_transport(cfg: &Config) -> Result<SharedTransport, SyncError> {
-    match &cfg.node.peer {
+    // peer_from = "wazo": the peer is read from ha.conf now, not when the config was.
+    let peer = crate::master::wazo::effective_peer(cfg)
+        .map_err(|e| SyncError::Usage(format!("cannot tell the peer: {e}")))?;
+    match &peer {
+        Peer::WazoHaConf => Err(SyncError::Usage(
+            "the peer from ha.conf is not resolved".into(),
+        )),
         Peer::Local => Ok(Arc::new(crate::transport::local::LocalTransport::new()?)),
         Peer::Ssh { user, host, port } => {
             let mut target = crate::transport::ssh::SshTarget::new(host.clone());

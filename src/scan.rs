@@ -202,6 +202,19 @@ mod tests {
         assert!(!e.excluded(&r("logs/sub/x.log"), false));
     }
 
+    /// The Wazo profile's sounds job: each tenant's own monitor/ and recording/ only.
+    #[test]
+    fn wazo_tenant_excludes_are_anchored_one_level_down() {
+        let e = ex(&["/*/monitor/", "/*/recording/"]);
+        assert!(e.excluded(&r("t1/monitor"), true));
+        assert!(e.excluded(&r("t2/recording"), true));
+        assert!(!e.excluded(&r("t1/monitor"), false), "a file named monitor");
+        assert!(!e.excluded(&r("monitor"), true), "the tenants dir itself");
+        assert!(!e.excluded(&r("t1/playback/monitor"), true), "deeper down");
+        assert!(!e.excluded(&r("t1/playback"), true));
+        assert!(!e.excluded(&r("t1/playback/hello.wav"), false));
+    }
+
     #[test]
     fn scan_is_in_wire_order() {
         let d = tempfile::tempdir().unwrap();

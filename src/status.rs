@@ -97,11 +97,18 @@ pub fn report(
         .collect();
     StatusReport {
         now,
+        // The role and peer now: role_from / peer_from ("wazo") are read at run time.
         role: match &cfg.node.role_from {
-            Some(src) => format!("{} (from {src})", cfg.node.role),
+            Some(src) => match crate::master::roles::effective_role(cfg) {
+                Ok(r) => format!("{r} (from {src})"),
+                Err(e) => format!("unknown (from {src}: {e})"),
+            },
             None => cfg.node.role.to_string(),
         },
-        peer: cfg.node.peer.to_string(),
+        peer: match crate::master::wazo::effective_peer(cfg) {
+            Ok(p) => p.to_string(),
+            Err(e) => format!("unknown ({e})"),
+        },
         config: cfg.path.display().to_string(),
         daemon_pid: daemon.map(|d| d.pid),
         jobs,

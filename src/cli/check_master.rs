@@ -33,7 +33,7 @@ impl From<MasterError> for CliError {
 }
 
 pub fn run(cli: &Cli, args: &CheckMasterArgs) -> Result<i32, CliError> {
-    let cfg = hasync::config::load(&super::config_path(cli))?;
+    let cfg = super::load_config(cli)?;
     let mut mc = MasterCheck::new(&cfg)?;
     if args.once {
         let ev = mc.step()?;

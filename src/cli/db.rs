@@ -30,7 +30,7 @@ replay failed (the slave's database is left exactly as it was); 2 usage or confi
 3 peer or transport failure.";
 
 pub fn run(cli: &Cli, args: &DbArgs) -> Result<i32, CliError> {
-    let cfg = hasync::config::load(&super::config_path(cli))?;
+    let cfg = super::load_config(cli)?;
     let Some(db) = cfg.db.clone() else {
         return Err(CliError::usage(format!(
             "{} has no [db] section (add kind, database, user, ...; see docs/db.md)",

@@ -61,7 +61,12 @@ pub fn run(cli: &Cli, args: &InitArgs) -> Result<i32, CliError> {
     } else {
         None
     };
-    let target = match (&args.peer, cfg.as_ref().map(|c| &c.node.peer)) {
+    // peer_from = "wazo": the peer is remote_address of ha.conf, read now.
+    let peer = match (&args.peer, cfg.as_ref()) {
+        (None, Some(c)) => Some(hasync::master::wazo::effective_peer(c)?),
+        _ => None,
+    };
+    let target = match (&args.peer, peer.as_ref()) {
         (Some(p), _) => SshTarget::parse_peer(p)
             .ok_or_else(|| CliError::usage(format!("--peer {p:?}: expected [user@]host[:port]")))?,
         (None, Some(Peer::Ssh { user, host, port })) => {

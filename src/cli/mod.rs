@@ -13,9 +13,11 @@ macro_rules! outln {
 }
 
 mod check_master;
+mod compat;
 mod cron;
 mod daemon;
 mod db;
+mod generate;
 mod init;
 mod output;
 mod push;
@@ -58,6 +60,10 @@ pub struct Cli {
     /// Only errors
     #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Use this address for the peer and the master check (what the IP argument of
+    /// Wazo's scripts does; see `compat`)
+    #[arg(long, global = true, hide = true, value_name = "ADDRESS")]
+    pub peer_address: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -97,6 +103,9 @@ pub enum Command {
     /// The peer side of a connection, started over SSH or as a local child; not for people
     #[command(hide = true)]
     Serve(serve::ServeArgs),
+    /// Write the man page or shell completions (for packaging)
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 /// An error for the user, with the exit code it maps to.
@@ -130,9 +139,14 @@ impl From<hasync::config::ConfigError> for CliError {
     }
 }
 
-/// Parse, run, and return the process exit code.
+/// Parse, run, and return the process exit code. Invoked under one of Wazo's script
+/// names (a symlink), behave as that script ([`compat`]).
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = compat::main(&args) {
+        return code;
+    }
+    let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -142,6 +156,11 @@ pub fn main() -> i32 {
             };
         }
     };
+    run(cli)
+}
+
+/// Runs a parsed command line; the process exit code.
+pub fn run(cli: Cli) -> i32 {
     init_logging(&cli);
     let result = match &cli.command {
         Command::Push(a) => push::run(&cli, a, push::Direction::Push),
@@ -157,6 +176,7 @@ pub fn main() -> i32 {
         Command::CheckMaster(a) => check_master::run(&cli, a),
         Command::Promote(a) => roles::run(&cli, a, true),
         Command::Demote(a) => roles::run(&cli, a, false),
+        Command::Generate(a) => generate::run(a),
     };
     match result {
         Ok(code) => code,
@@ -221,7 +241,7 @@ impl std::io::Write for SafeStderr {
 
 /// Logs go to stderr (stdout may carry the protocol or JSON). Under systemd
 /// (JOURNAL_STREAM set) no timestamps or colours: journald adds its own.
-fn init_logging(cli: &Cli) {
+pub(crate) fn init_logging(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
     let default = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
@@ -251,4 +271,14 @@ pub fn config_path(cli: &Cli) -> PathBuf {
     cli.config
         .clone()
         .unwrap_or_else(|| PathBuf::from(hasync::config::DEFAULT_PATH))
+}
+
+/// Loads the config file, with `--peer-address` applied.
+pub fn load_config(cli: &Cli) -> Result<hasync::config::Config, CliError> {
+    let mut cfg = hasync::config::load(&config_path(cli))?;
+    if let Some(addr) = &cli.peer_address {
+        hasync::master::wazo::override_address(&mut cfg, addr)
+            .map_err(|why| CliError::usage(format!("--peer-address {addr:?}: {why}")))?;
+    }
+    Ok(cfg)
 }

@@ -22,7 +22,7 @@ pub struct RoleArgs {
 }
 
 pub fn run(cli: &Cli, args: &RoleArgs, promote: bool) -> Result<i32, CliError> {
-    let cfg = hasync::config::load(&super::config_path(cli))?;
+    let cfg = super::load_config(cli)?;
     if args.copy_back
         && cfg
             .check_master

@@ -13,7 +13,7 @@ pub struct StatusArgs {
 }
 
 pub fn run(cli: &Cli, args: &StatusArgs) -> Result<i32, CliError> {
-    let cfg = std::sync::Arc::new(hasync::config::load(&super::config_path(cli))?);
+    let cfg = std::sync::Arc::new(super::load_config(cli)?);
     let jobs = hasync::jobs::jobs_of(&cfg);
     let daemon = hasync::state::load_daemon(&cfg.node.state_dir);
     let r = report(&cfg, &jobs, daemon.as_ref(), Utc::now());

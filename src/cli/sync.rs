@@ -76,7 +76,7 @@ impl JobReporter for PathConsole<'_> {
 }
 
 pub fn run(cli: &Cli, args: &SyncArgs) -> Result<i32, CliError> {
-    let cfg = hasync::config::load(&super::config_path(cli))?;
+    let cfg = super::load_config(cli)?;
     for name in &args.jobs {
         if cfg.job(name).is_none() {
             let names: Vec<_> = cfg.sync.iter().map(|j| j.name.as_str()).collect();

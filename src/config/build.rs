@@ -32,7 +32,8 @@ struct RawConfig {
 struct RawNode {
     role: Option<String>,
     role_from: Option<String>,
-    peer: String,
+    peer: Option<String>,
+    peer_from: Option<String>,
     identity: Option<String>,
     known_hosts: Option<String>,
     remote_path: Option<String>,
@@ -93,7 +94,7 @@ struct RawServices {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCheckMaster {
-    address: String,
+    address: Option<String>,
     probes: Option<Vec<String>>,
     interval: Option<String>,
     timeout: Option<String>,
@@ -172,6 +173,20 @@ impl Ctx<'_> {
             column,
             table,
             key,
+            message: message.into(),
+        }))
+    }
+
+    /// A required key that is absent: reported at its table's header.
+    fn missing(&self, table: &[KeyOrIndex], key: &str, message: impl Into<String>) -> ConfigError {
+        let (line, column) = locate(&self.doc, table).unzip();
+        let (table, _) = describe(&self.doc, table);
+        ConfigError::Invalid(Box::new(Diagnostic {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            table,
+            key: Some(key.to_string()),
             message: message.into(),
         }))
     }
@@ -326,7 +341,11 @@ pub(super) fn build(text: &str, file: &Path) -> Res<Config> {
     let services = raw.services.map(|s| build_services(&ctx, s)).transpose()?;
     let check_master = raw
         .check_master
-        .map(|c| build_check_master(&ctx, c))
+        .map(|c| {
+            let wazo =
+                node.peer == super::Peer::WazoHaConf || node.role_from.as_deref() == Some("wazo");
+            build_check_master(&ctx, c, wazo)
+        })
         .transpose()?;
     for (key, value) in [
         ("on_failure", &raw.hooks.on_failure),

@@ -162,6 +162,7 @@ impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Peer::Local => f.write_str("local"),
+            Peer::WazoHaConf => f.write_str("remote_address of /etc/xivo/ha.conf"),
             Peer::Ssh { user, host, port } => {
                 if let Some(u) = user {
                     write!(f, "{u}@")?;

@@ -15,6 +15,7 @@ pub mod probe;
 pub mod roles;
 pub mod services;
 pub mod state;
+pub mod wazo;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -164,6 +165,11 @@ pub fn run_hook(cfg: &Config, event: &str, error: Option<&str>) {
     }
 }
 
+/// The master's host from ha.conf's remote_address (Wazo nodes without an address).
+fn wazo_master_address(cfg: &Config) -> Result<String, MasterError> {
+    wazo::remote_address(cfg)
+}
+
 /// What one [`MasterCheck::step`] did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
@@ -187,10 +193,16 @@ pub struct MasterCheck {
 
 impl MasterCheck {
     pub fn new(cfg: &Config) -> Result<MasterCheck, MasterError> {
-        let cm = cfg
+        let mut cm = cfg
             .check_master
             .clone()
             .ok_or_else(|| MasterError::NoCheckMaster(cfg.path.clone()))?;
+        if cm.address.is_empty() {
+            // peer_from = "wazo" without an address: the master is ha.conf's remote_address.
+            // Not resolvable yet (no ha.conf on a node where HA is off): `step` retries
+            // once this node is the slave, and reports the error then.
+            cm.address = wazo_master_address(cfg).unwrap_or_default();
+        }
         let mut file = read_json::<MasterFile>(&master_file(cfg))?.unwrap_or(MasterFile {
             format: MASTER_FORMAT.into(),
             address: cm.address.clone(),
@@ -236,6 +248,10 @@ impl MasterCheck {
                 error: None,
                 state: self.file.state.clone(),
             });
+        }
+        if self.cm.address.is_empty() {
+            self.cm.address = wazo_master_address(&self.cfg)?;
+            self.file.address = self.cm.address.clone();
         }
         // One check at a time per node: a cron `--once` run and a loop (or the daemon)
         // must not both decide on the same counters. The lock is released on drop.

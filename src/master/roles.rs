@@ -83,27 +83,9 @@ pub fn effective_role(cfg: &Config) -> Result<Role, MasterError> {
 }
 
 /// Wazo's `/etc/xivo/ha.conf` (under `root`): `{"node_type": "master"|"slave"|"disabled", ...}`.
-/// `None` when the file does not exist.
+/// `None` when the file does not exist. See [`super::wazo`].
 pub fn wazo_role(cfg: &Config) -> Result<Option<Role>, MasterError> {
-    #[derive(Deserialize)]
-    struct HaConf {
-        node_type: String,
-    }
-    let path = cfg.local_path(Path::new("/etc/xivo/ha.conf"));
-    let Some(ha) = super::read_json::<HaConf>(&path)? else {
-        return Ok(None);
-    };
-    match ha.node_type.as_str() {
-        "master" => Ok(Some(Role::Master)),
-        "slave" => Ok(Some(Role::Slave)),
-        "disabled" => Ok(Some(Role::Disabled)),
-        other => Err(MasterError::State {
-            path,
-            reason: format!(
-                "node_type {other:?} is not \"master\", \"slave\" or \"disabled\" (fix it with wazo-setup or edit the file)"
-            ),
-        }),
-    }
+    super::wazo::role(cfg)
 }
 
 /// Makes the sentinels say `role` (creates one, removes the other).

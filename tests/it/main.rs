@@ -15,6 +15,7 @@ mod master_cli;
 mod netns;
 mod output_hygiene;
 mod pg;
+mod profiles;
 mod races;
 mod source_races;
 mod ssh;

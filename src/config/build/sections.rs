@@ -41,10 +41,31 @@ pub(super) fn build_node(ctx: &Ctx, raw: RawNode) -> Res<Node> {
             ));
         }
     };
-    let peer: Peer = raw
-        .peer
-        .parse()
-        .map_err(|m: String| ctx.err(at!["node", "peer"], m))?;
+    let peer: Peer = match (raw.peer.as_deref(), raw.peer_from.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(ctx.err(
+                at!["node", "peer_from"],
+                "is set together with peer (keep one: peer = \"[user@]host[:port]\" | \"local\", or peer_from = \"wazo\")",
+            ));
+        }
+        (None, None) => {
+            return Err(ctx.missing(
+                at!["node"],
+                "peer",
+                "missing field `peer` (add peer = \"root@10.0.0.2\" or \"local\", or peer_from = \"wazo\" to [node])",
+            ));
+        }
+        (Some(p), None) => p
+            .parse()
+            .map_err(|m: String| ctx.err(at!["node", "peer"], m))?,
+        (None, Some("wazo")) => Peer::WazoHaConf,
+        (None, Some(other)) => {
+            return Err(ctx.err(
+                at!["node", "peer_from"],
+                format!("{other:?} is not a peer source (write \"wazo\": remote_address of /etc/xivo/ha.conf, or set peer instead)"),
+            ));
+        }
+    };
     let remote_path = raw.remote_path.unwrap_or_else(|| "hasync".to_string());
     ctx.non_empty(
         at!["node", "remote_path"],
@@ -77,6 +98,7 @@ pub(super) fn build_node(ctx: &Ctx, raw: RawNode) -> Res<Node> {
     Ok(Node {
         role,
         role_from: raw.role_from,
+        peer_from: raw.peer_from,
         peer,
         identity: optional("identity", raw.identity.as_deref())?,
         known_hosts: optional("known_hosts", raw.known_hosts.as_deref())?,
@@ -397,14 +419,30 @@ pub(super) fn build_services(ctx: &Ctx, raw: RawServices) -> Res<Services> {
     })
 }
 
-pub(super) fn build_check_master(ctx: &Ctx, raw: RawCheckMaster) -> Res<CheckMaster> {
+/// `wazo`: `[node] role_from` or `peer_from` is `"wazo"`, which lets `address` be
+/// omitted (the master is then the remote_address of ha.conf, read at run time).
+pub(super) fn build_check_master(ctx: &Ctx, raw: RawCheckMaster, wazo: bool) -> Res<CheckMaster> {
     let cm = |key: &str| at!["check_master", key].to_vec();
-    if raw.address.trim().is_empty() || raw.address.contains(char::is_whitespace) {
-        return Err(ctx.err(
-            &cm("address"),
-            format!("{:?} is not a host name or address (write the master's address, e.g. \"10.0.0.1\")", raw.address),
-        ));
-    }
+    let address = match raw.address {
+        Some(a) => {
+            if a.trim().is_empty() || a.contains(char::is_whitespace) {
+                return Err(ctx.err(
+                    &cm("address"),
+                    format!("{a:?} is not a host name or address (write the master's address, e.g. \"10.0.0.1\")"),
+                ));
+            }
+            a
+        }
+        // Empty: resolved from ha.conf by `MasterCheck::new`.
+        None if wazo => String::new(),
+        None => {
+            return Err(ctx.missing(
+                at!["check_master"],
+                "address",
+                "missing field `address` (add address = \"<master's IP>\", or set [node] role_from = \"wazo\" to use remote_address of /etc/xivo/ha.conf)",
+            ));
+        }
+    };
     let probes = raw.probes.unwrap_or_else(|| vec!["icmp".to_string()]);
     if probes.is_empty() {
         return Err(ctx.err(
@@ -481,7 +519,7 @@ pub(super) fn build_check_master(ctx: &Ctx, raw: RawCheckMaster) -> Res<CheckMas
     }
     Ok(CheckMaster {
         copy_back,
-        address: raw.address,
+        address,
         probes,
         interval: ctx.nonzero(&cm("interval"), interval)?,
         timeout: ctx.nonzero(&cm("timeout"), timeout)?,
