@@ -277,12 +277,12 @@ def run_watch(ctx: Ctx) -> None:
         ctx.rows.append(dict(feature="watch", mode=mode, case="single", tool="rsync + cron every minute",
                              n=None, median_s=30.0 + (rsync_s or 0), p90_s=54.0 + (rsync_s or 0),
                              max_s=60.0 + (rsync_s or 0), measured=False,
-                             note=f"computed: uniform wait 0-60 s + rsync run "
+                             note=f"uniform wait 0-60 s + rsync run "
                                   f"{'%.3f' % rsync_s if rsync_s is not None else '?'} s (measured)"))
         ctx.rows.append(dict(feature="watch", mode=mode, case="single", tool="lsyncd (default delay 15 s)",
                              n=None, median_s=15.0 + (rsync_s or 0), p90_s=15.0 + (rsync_s or 0),
                              max_s=15.0 + (rsync_s or 0), measured=False,
-                             note="computed: documented delay=15 (s) before rsync starts + rsync run"))
+                             note="lsyncd documented delay=15 (s) before rsync starts + rsync run"))
 
 
 # ===================================================================== db
@@ -318,8 +318,9 @@ class PgServer:
         return [str(PG_BIN / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres",
                 "-h", str(self.sock), "-p", str(self.port), "-d", db]
 
-    def sql(self, db: str, sql: str) -> str:
-        p = subprocess.run(self.psql_argv(db) + ["-1", "-f", "-"], input=sql, capture_output=True, text=True)
+    def sql(self, db: str, sql: str, tx: bool = True) -> str:
+        p = subprocess.run(self.psql_argv(db) + (["-1"] if tx else []) + ["-f", "-"], input=sql,
+                           capture_output=True, text=True)
         if p.returncode != 0:
             raise RuntimeError(f"psql on port {self.port} db {db}: {p.stderr[-1500:]}")
         return p.stdout
@@ -439,7 +440,7 @@ def run_db(ctx: Ctx) -> None:
         slave = PgServer(d / "slave", tpl, free_port())
         servers.append(slave)
         log(f"db: master on port {master.port}, slave on {slave.port} (sockets under {d})")
-        master.sql("postgres", "CREATE DATABASE bench")
+        master.sql("postgres", "CREATE DATABASE bench", tx=False)
         master.sql("bench", SCHEMA)
         t0 = time.perf_counter()
         master.sql("bench", gen_data(n))
@@ -451,7 +452,7 @@ def run_db(ctx: Ctx) -> None:
         for rep in range(1, reps + 1):
             hdb, wdb = f"h{rep}", f"w{rep}"
             for db in (hdb, wdb):
-                slave.sql("postgres", f"CREATE DATABASE {db}")
+                slave.sql("postgres", f"CREATE DATABASE {db}", tx=False)
                 slave.sql(db, SCHEMA)
             hd = d / f"hasync-{rep}"
             hd.mkdir()
@@ -700,7 +701,7 @@ def run_failover(ctx: Ctx) -> None:
         ctx.rows.append(dict(feature="failover", mode="netns", case="master link down",
                              tool="Wazo cron check (ping -c 3 -i 10, every minute)", n=None,
                              median_s=30 + 20, p90_s=54 + 20, max_s=60 + 20, measured=False,
-                             note="computed: wait for the next minute (0-60 s) + 3 pings 10 s apart"))
+                             note="wait for the next minute (0-60 s) + 3 pings 10 s apart"))
 
         # lossy run: an HTTP probe through a proxy that leaves 30% of the probes unanswered
         d = ctx.rundir / "failover" / "lossy"
@@ -715,24 +716,30 @@ def run_failover(ctx: Ctx) -> None:
         proc = start_check(ctx, lab, d, cfg)
         log(f"failover lossy: {lossy_s}s with 30% of the probes unanswered (defaults otherwise)")
         time.sleep(lossy_s)
+        alive = proc.poll() is None
         kill_proc(proc)
+        if not alive:
+            ctx.fail(f"failover lossy: hasync check-master exited {proc.returncode} during the run; "
+                     f"log: {(d / 'check.log').read_text()[-1500:]}")
         kill_proc(proxy)
         st = stats.read_text().split() if stats.exists() else []
         drops, passes = st.count("drop"), st.count("pass")
         failovers = len((d / "started").read_text().split()) if (d / "started").exists() else 0
+        failbacks = len((d / "stopped").read_text().split()) if (d / "stopped").exists() else 0
         mj = master_json(d)
         rec = dict(feature="failover", case="lossy30", duration_s=lossy_s, probes=drops + passes, dropped=drops,
-                   failovers=failovers, ok=drops + passes > 0, master_json=mj, load=load())
+                   failovers=failovers, failbacks=failbacks, ok=drops + passes > 0 and alive, master_json=mj, load=load())
         ctx.records.append(rec)
         kill_service(d)
-        log(f"failover lossy: {drops}/{drops + passes} probes dropped, {failovers} failover(s)")
+        log(f"failover lossy: {drops}/{drops + passes} probes dropped, {failovers} failover(s), "
+            f"{failbacks} failback(s)")
         if drops + passes == 0:
             ctx.fail("failover lossy: the check sent no probe through the proxy; "
                      f"log: {(d / 'check.log').read_text()[-1500:]}")
         ctx.rows.append(dict(feature="failover", mode="netns", case=f"30% probes lost, {lossy_s}s",
                              tool="hasync check-master", n=drops + passes, failovers=failovers, measured=True,
-                             note=f"{drops}/{drops + passes} probes dropped; failovers counted "
-                                  "(the issue's goal: 0 in 10 min, --long)"))
+                             note=f"{drops}/{drops + passes} probes dropped; {failbacks} failback(s); "
+                                  "goal: 0 failovers in 10 min (--long)"))
     finally:
         lab.close()
 
