@@ -346,6 +346,7 @@ CREATE TABLE order_line (id serial PRIMARY KEY, order_id int NOT NULL REFERENCES
   product_id int NOT NULL REFERENCES product(id), qty int NOT NULL, price numeric(10,2) NOT NULL);
 CREATE TABLE call_log (id serial PRIMARY KEY, at timestamptz NOT NULL, who text NOT NULL);
 """
+DB_CASES = ["first", "nochange", "10rows", "1pct"]
 TABLES = ["customer", "product", "orders", "order_line"]  # replicated; call_log is excluded (as Wazo)
 
 
@@ -368,6 +369,14 @@ INSERT INTO order_line (order_id, product_id, qty, price)
   FROM generate_series(1, {12 * n}) g;
 INSERT INTO call_log (at, who) SELECT now(), 'x' || g FROM generate_series(1, {2 * n}) g;
 ANALYZE;
+"""
+
+
+def small_change_sql(rep: int) -> str:
+    """A typical configuration edit: 10 rows of one table updated, one row inserted."""
+    return f"""
+UPDATE product SET price = price + 1 WHERE id BETWEEN {rep * 10} AND {rep * 10 + 9};
+INSERT INTO customer (name, email, created) VALUES ('new {rep}', 'n{rep}@example.org', now());
 """
 
 
@@ -501,7 +510,9 @@ def run_db(ctx: Ctx) -> None:
             tools = [("hasync", hasync_run, hdb), ("wazo", wazo_run, wdb)]
             if rep % 2 == 0:
                 tools.reverse()
-            for case in ("first", "nochange", "1pct"):
+            for case in DB_CASES:
+                if case == "10rows":
+                    master.sql("bench", small_change_sql(rep))
                 if case == "1pct":
                     master.sql("bench", mutate_sql(rep))
                 want = fingerprint(master, "bench")
@@ -523,7 +534,7 @@ def run_db(ctx: Ctx) -> None:
                         ctx.fail(f"db rep {rep} {case} {tool}: the slave differs from the master")
                     if not excluded_empty:
                         ctx.fail(f"db rep {rep} {case} {tool}: the excluded table call_log was written")
-        for case in ("first", "nochange", "1pct"):
+        for case in DB_CASES:
             for tool, label in (("hasync", "hasync db-replicate (peer local)"),
                                 ("wazo", "pg_dump --data-only | psql (Wazo)")):
                 rs = [r for r in ctx.records if r["feature"] == "db" and r.get("case") == case
