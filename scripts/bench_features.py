@@ -458,37 +458,56 @@ def run_db(ctx: Ctx) -> None:
         log(f"db: generated {rows} replicated rows (+{2 * n} excluded call_log) in {time.perf_counter() - t0:.1f}s")
         size = int(master.sql("bench", "SELECT pg_database_size('bench');").strip())
         ctx.records.append(dict(feature="db", case="meta", rows=rows, customers=n, db_bytes=size, ok=True))
+        transports = [m for m in ctx.modes if m == "local" or ctx.sshd is not None]
+        kh = learn_host_key(ctx, d) if "ssh" in transports else None
         for rep in range(1, reps + 1):
-            hdb, wdb = f"h{rep}", f"w{rep}"
-            for db in (hdb, wdb):
-                slave.sql("postgres", f"CREATE DATABASE {db}", tx=False)
-                slave.sql(db, SCHEMA)
-            hd = d / f"hasync-{rep}"
-            hd.mkdir()
+            wdb = f"w{rep}"
+            slave.sql("postgres", f"CREATE DATABASE {wdb}", tx=False)
+            slave.sql(wdb, SCHEMA)
             sec = lambda pg, db: (f'[db]\nkind = "postgres"\ndatabase = "{db}"\nuser = "postgres"\n'
                                   f'exclude_tables = ["call_log"]\nhost = "{pg.sock}"\nport = {pg.port}\n'
                                   f'bin_dir = "{PG_BIN}"\n')
-            (hd / "master.toml").write_text(
-                f'[node]\nrole = "master"\npeer = "local"\nstate_dir = "{hd / "mstate"}"\n'
-                f'root = "{hd / "mroot"}"\npeer_root = "{hd / "sroot"}"\n\n' + sec(master, "bench"))
-            (hd / "slave.toml").write_text(
-                f'[node]\nrole = "slave"\npeer = "local"\nstate_dir = "{hd / "sstate"}"\n\n' + sec(slave, hdb))
 
-            def hasync_run():
-                env = dict(os.environ, HASYNC_CONFIG=str(hd / "slave.toml"))
-                t0 = time.perf_counter()
-                p = subprocess.run([ctx.hasync, "--config", str(hd / "master.toml"), "db-replicate", "--json"],
-                                   capture_output=True, text=True, env=env)
-                el = time.perf_counter() - t0
-                try:
-                    j = json.loads(p.stdout)
-                except ValueError:
-                    j = {}
-                err = None if p.returncode == 0 and j.get("outcome") in ("replayed", "unchanged") else \
-                    f"exit {p.returncode}: {p.stderr[-1500:]} {p.stdout[-500:]}"
-                return el, dict(outcome=j.get("outcome"), bytes_moved=j.get("bytes_on_wire"),
-                                dump_bytes=j.get("dump_bytes"), dump_ms=j.get("dump_ms"), ship_ms=j.get("ship_ms"),
-                                replay_ms=j.get("replay_ms"), json=j), err
+            def hasync_tool(transport: str):
+                """hasync db-replicate with its own slave database, state and config."""
+                db = f"h{transport}{rep}"
+                slave.sql("postgres", f"CREATE DATABASE {db}", tx=False)
+                slave.sql(db, SCHEMA)
+                hd = d / f"hasync-{transport}-{rep}"
+                hd.mkdir()
+                (hd / "slave.toml").write_text(
+                    f'[node]\nrole = "slave"\npeer = "local"\nstate_dir = "{hd / "sstate"}"\n\n' + sec(slave, db))
+                if transport == "local":
+                    node = f'peer = "local"\nroot = "{hd / "mroot"}"\npeer_root = "{hd / "sroot"}"\n'
+                else:
+                    # the slave's key runs only `serve --restrict` with the slave's own config
+                    # (what `hasync init` installs): the slave decides which database is written
+                    key = hd / "db_key"
+                    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+                    with open(ctx.sshd.dir / "authorized_keys", "a") as f:
+                        f.write(f'command="{ctx.hasync} --config {hd / "slave.toml"} serve --restrict",no-pty,'
+                                f'no-port-forwarding {Path(str(key) + ".pub").read_text()}')
+                    node = (f'peer = "{ctx.sshd.user}@127.0.0.1:{ctx.sshd.port}"\nidentity = "{key}"\n'
+                            f'known_hosts = "{kh}"\nremote_path = "{ctx.hasync}"\n')
+                (hd / "master.toml").write_text(
+                    f'[node]\nrole = "master"\n{node}state_dir = "{hd / "mstate"}"\n\n' + sec(master, "bench"))
+
+                def hasync_run():
+                    env = dict(os.environ, HASYNC_CONFIG=str(hd / "slave.toml"))
+                    t0 = time.perf_counter()
+                    p = subprocess.run([ctx.hasync, "--config", str(hd / "master.toml"), "db-replicate", "--json"],
+                                       capture_output=True, text=True, env=env)
+                    el = time.perf_counter() - t0
+                    try:
+                        j = json.loads(p.stdout)
+                    except ValueError:
+                        j = {}
+                    err = None if p.returncode == 0 and j.get("outcome") in ("replayed", "unchanged") else \
+                        f"exit {p.returncode}: {p.stderr[-1500:]} {p.stdout[-500:]}"
+                    return el, dict(outcome=j.get("outcome"), bytes_moved=j.get("bytes_on_wire"),
+                                    dump_bytes=j.get("dump_bytes"), dump_ms=j.get("dump_ms"),
+                                    ship_ms=j.get("ship_ms"), replay_ms=j.get("replay_ms"), json=j), err
+                return (f"hasync-{transport}", hasync_run, db)
 
             def wazo_run():
                 script = d / f"wazo-{rep}.sql"
@@ -507,9 +526,9 @@ def run_db(ctx: Ctx) -> None:
                     f"psql exit {p.returncode}: {p.stderr[-1500:]}"
                 return el, dict(bytes_moved=nbytes, dump_bytes=nbytes), err
 
-            tools = [("hasync", hasync_run, hdb), ("wazo", wazo_run, wdb)]
-            if rep % 2 == 0:
-                tools.reverse()
+            tools = [hasync_tool(t) for t in transports] + [("wazo", wazo_run, wdb)]
+            k = (rep - 1) % len(tools)  # rotate the order: A B C, B C A, ...
+            tools = tools[k:] + tools[:k]
             for case in DB_CASES:
                 if case == "10rows":
                     master.sql("bench", small_change_sql(rep))
@@ -526,7 +545,7 @@ def run_db(ctx: Ctx) -> None:
                                verified=verified, excluded_untouched=excluded_empty, error=err, load=load(), **info)
                     ctx.records.append(rec)
                     bm = info.get("bytes_moved")
-                    log(f"db rep {rep} {case:8} {tool:6}: {el:7.3f}s moved {bm if bm is not None else '-'} B "
+                    log(f"db rep {rep} {case:8} {tool:12}: {el:7.3f}s moved {bm if bm is not None else '-'} B "
                         f"{'ok' if rec['ok'] else 'FAILED'}{'' if verified is not False else ' SLAVE DIFFERS'}")
                     if err:
                         ctx.fail(f"db rep {rep} {case} {tool}: {err}")
@@ -535,11 +554,11 @@ def run_db(ctx: Ctx) -> None:
                     if not excluded_empty:
                         ctx.fail(f"db rep {rep} {case} {tool}: the excluded table call_log was written")
         for case in DB_CASES:
-            for tool, label in (("hasync", "hasync db-replicate (peer local)"),
-                                ("wazo", "pg_dump --data-only | psql (Wazo)")):
+            for tool, label in [(f"hasync-{t}", f"hasync db-replicate ({'peer local' if t == 'local' else 'over sshd'})")
+                                for t in transports] + [("wazo", "pg_dump --data-only | psql (Wazo)")]:
                 rs = [r for r in ctx.records if r["feature"] == "db" and r.get("case") == case
                       and r.get("tool") == tool and r["ok"]]
-                ctx.rows.append(dict(feature="db", mode="local", case=case, tool=label, n=len(rs),
+                ctx.rows.append(dict(feature="db", mode="ssh" if tool == "hasync-ssh" else "local", case=case, tool=label, n=len(rs),
                                      median_s=med([r["wall_s"] for r in rs]),
                                      p90_s=pct([r["wall_s"] for r in rs], 0.9),
                                      max_s=max([r["wall_s"] for r in rs]) if rs else None,
