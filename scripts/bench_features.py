@@ -7,7 +7,6 @@ is exit 2 (via `die`), a failed or wrong run is recorded with ok=False (exit 1).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -17,7 +16,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -183,8 +181,6 @@ def watch_one_mode(ctx: Ctx, mode: str, n_single: int, n_burst: int, burst_files
         for i in range(n_single):
             time.sleep(0.4 + random.random() * 0.3)  # let the previous run finish, desync from timers
             data = f"change {i} {random.random()}\n".encode() * 8
-            tmp = src / ".single.tmp"
-            t0 = time.perf_counter()
             (src / "single").write_bytes(data)
             lat = wait_until(lambda: content(dst / "single") == data, 30)
             rec = dict(feature="watch", mode=mode, case="single", rep=i + 1, latency_s=lat,
@@ -193,7 +189,6 @@ def watch_one_mode(ctx: Ctx, mode: str, n_single: int, n_burst: int, burst_files
             if lat is None:
                 ctx.fail(f"watch {mode} single #{i + 1}: not on the slave after 30 s; log:\n{daemon_log()}")
                 return
-            del t0, tmp
         log(f"watch {mode}: single-file latencies {[round(r['latency_s'], 3) for r in ctx.records if r['feature'] == 'watch' and r['mode'] == mode]}")
         # bursts of many files in a fresh directory
         for b in range(n_burst):
@@ -229,7 +224,7 @@ def watch_one_mode(ctx: Ctx, mode: str, n_single: int, n_burst: int, burst_files
         rs = []
         for i in range(3 if not ctx.quick else 1):
             (src / "single").write_bytes(f"rsync {i} {random.random()}\n".encode())
-            rdst = d / f"rsync-dst"
+            rdst = d / "rsync-dst"
             argv = ["rsync", "-a", "--delete"]
             if mode == "ssh":
                 argv += ["-e", ctx.sshd.ssh_e(), f"{src}/", f"{ctx.sshd.target()}:{rdst}/"]
