@@ -296,6 +296,22 @@ impl Daemon {
                 }
                 return;
             }
+            Ok(Executed::Done { run: r, .. })
+                if r.exit_code == 1 && s.change_gen != run.change_gen =>
+            {
+                // Some files failed while changes kept arriving (typically a file
+                // caught mid-write in a burst): that is not the peer failing, so run
+                // again after the debounce instead of backing off. A burst ends; a
+                // run with no change during it falls back to the backoff below.
+                tracing::info!(
+                    "job {job}: {} (files changed during the run); running again",
+                    r.error.as_deref().unwrap_or("some items failed")
+                );
+                s.retry_at = None;
+                s.pending_since = Some(run.started);
+                s.watch_due = Some(now);
+                return;
+            }
             Ok(Executed::Done { run: r, .. }) => r.error.unwrap_or_else(|| "failed".into()),
             Err(e) => e,
         };

@@ -867,13 +867,17 @@ _hasync() {
             return 0
             ;;
         hasync__subcmd__serve)
-            opts="-c -v -q -h --restrict --allow --no-fsync --config --verbose --quiet --peer-address --help"
+            opts="-c -v -q -h --restrict --allow --no-fsync --handshake-timeout --config --verbose --quiet --peer-address --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --allow)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --handshake-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -126,38 +126,85 @@ fn classify(e: &std::io::Error) -> ProbeResult {
     }
 }
 
-/// Connects within `timeout`, in up to three attempts of a third of it each: a lost
-/// SYN is only retransmitted by the kernel after a second, so one dropped packet
-/// would otherwise fail the probe on a lossy link. A refusal (RST) is final.
 fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, (ProbeResult, String)> {
     let addr = resolve(host, port).map_err(|m| (ProbeResult::Local, m))?;
-    let deadline = Instant::now() + timeout;
-    let attempt = (timeout / 3).max(Duration::from_millis(50));
+    TcpStream::connect_timeout(&addr, timeout.max(Duration::from_millis(1)))
+        .map_err(|e| (classify(&e), format!("connect to {addr}: {e}")))
+}
+
+/// Runs `attempt` up to three times, started a third of `timeout` apart, each
+/// allowed to run until the common deadline; the first "up" wins. A lost packet
+/// (a SYN the kernel would only resend after a second, a request dropped by a
+/// lossy link) shows as silence until the deadline, so the later attempts cover
+/// it; an early answer that is not "up" (connection refused, an HTTP error, a
+/// local error) is definite and returned at once. A slow but healthy peer still
+/// answers the first attempt.
+fn hedged(
+    timeout: Duration,
+    attempt: impl Fn(Duration) -> (ProbeResult, String) + Send + Sync + 'static,
+) -> (ProbeResult, String) {
+    let attempt = std::sync::Arc::new(attempt);
+    let t0 = Instant::now();
+    let deadline = t0 + timeout;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (mut started, mut answered) = (0u32, 0u32);
+    let mut first: Option<(ProbeResult, String)> = None;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match TcpStream::connect_timeout(&addr, attempt.min(left).max(Duration::from_millis(1))) {
-            Ok(s) => return Ok(s),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::TimedOut
-                    && Instant::now() + Duration::from_millis(10) < deadline =>
-            {
-                continue;
+        let now = Instant::now();
+        if started < 3 && now >= t0 + timeout / 3 * started && now < deadline {
+            let (tx, attempt) = (tx.clone(), attempt.clone());
+            let left = deadline - now;
+            std::thread::spawn(move || {
+                let _ = tx.send(attempt(left));
+            });
+            started += 1;
+            continue;
+        }
+        if answered == started && (started == 3 || now >= deadline) {
+            break;
+        }
+        let until = if started < 3 && now < deadline {
+            (t0 + timeout / 3 * started).min(deadline)
+        } else {
+            deadline + Duration::from_millis(50)
+        };
+        match rx.recv_timeout(until.saturating_duration_since(now)) {
+            Ok((ProbeResult::Up, d)) => return (ProbeResult::Up, d),
+            Ok(r) => {
+                answered += 1;
+                if Instant::now() + Duration::from_millis(20) < deadline {
+                    return r; // early: a definite answer, not a lost packet
+                }
+                first.get_or_insert(r);
             }
-            Err(e) => return Err((classify(&e), format!("connect to {addr}: {e}"))),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                if Instant::now() >= deadline + Duration::from_millis(50) =>
+            {
+                break;
+            }
+            Err(_) => {}
         }
     }
+    first.unwrap_or((ProbeResult::Down, format!("no answer within {timeout:?}")))
 }
 
 /// A TCP connect to `host:port`.
 pub fn tcp(host: &str, port: u16, timeout: Duration) -> (ProbeResult, String) {
-    match connect(host, port, timeout) {
+    let host = host.to_string();
+    hedged(timeout, move |left| match connect(&host, port, left) {
         Ok(_) => (ProbeResult::Up, format!("connected to port {port}")),
         Err(r) => r,
-    }
+    })
 }
 
 /// `rest` is the URL after `http://`.
 fn http(rest: &str, timeout: Duration) -> (ProbeResult, String) {
+    let rest = rest.to_string();
+    hedged(timeout, move |left| http_once(&rest, left))
+}
+
+/// One HTTP GET within `timeout`.
+fn http_once(rest: &str, timeout: Duration) -> (ProbeResult, String) {
     let deadline = Instant::now() + timeout;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
