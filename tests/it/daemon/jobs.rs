@@ -182,11 +182,12 @@ fn the_job_lock_is_shared_by_the_daemon_and_manual_syncs() {
 fn a_failing_job_calls_on_failure_retries_and_delivers_once_the_peer_is_back() {
     let d = tempfile::tempdir().unwrap();
     let hook_log = d.path().join("hook.log");
+    let port = free_port();
     let cfg = setup(
         d.path(),
         &format!(
             "{WATCH_JOB}\n[hooks]\non_failure = 'echo \"$HASYNC_EVENT $HASYNC_JOB $HASYNC_ERROR\" >> {}'\n\n\
-             [daemon]\nretry_min = \"100ms\"\nretry_max = \"500ms\"\n",
+             [daemon]\nretry_min = \"100ms\"\nretry_max = \"500ms\"\nmetrics_listen = \"127.0.0.1:{port}\"\n",
             hook_log.display()
         ),
     );
@@ -217,6 +218,16 @@ fn a_failing_job_calls_on_failure_retries_and_delivers_once_the_peer_is_back() {
     let s: serde_json::Value = serde_json::from_str(&o).unwrap();
     assert!(s["jobs"][0]["pending_since"].is_string(), "{s}");
     assert!(s["jobs"][0]["last_error"].is_string(), "{s}");
+    // The metrics say so too.
+    let m = http_get(port, "/metrics");
+    assert!(
+        m.contains("hasync_job_last_run_success{job=\"w\"} 0"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("hasync_job_failures_total{job=\"w\"} 0\n"),
+        "{m}"
+    );
     // One hook call per failure streak, not one per retry.
     assert_eq!(
         std::fs::read_to_string(&hook_log).unwrap().lines().count(),
@@ -237,6 +248,12 @@ fn a_failing_job_calls_on_failure_retries_and_delivers_once_the_peer_is_back() {
             s["jobs"][0]["pending_since"].is_null() && s["jobs"][0]["consecutive_failures"] == 0
         },
         log,
+    );
+    // ... and the recovery.
+    let m = http_get(port, "/metrics");
+    assert!(
+        m.contains("hasync_job_last_run_success{job=\"w\"} 1"),
+        "{m}"
     );
     let (code, log) = daemon.stop();
     assert_eq!(code, Some(0), "{log}");
