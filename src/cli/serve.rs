@@ -1,6 +1,8 @@
 //! `hasync serve`: the peer side, on stdin/stdout. Started by the client, over
 //! SSH or as a local child process; people don't run it by hand.
 
+mod idle;
+
 use super::{Cli, CliError};
 use hasync::db::serve::DbServe;
 use hasync::engine::session::{ServePolicy, serve};
@@ -22,6 +24,10 @@ pub struct ServeArgs {
     /// default $HASYNC_HANDSHAKE_TIMEOUT or 30
     #[arg(long, value_name = "SECS", hide = true)]
     pub handshake_timeout: Option<f64>,
+    /// Seconds the peer may stay silent (nothing sent, nothing read) once the session
+    /// is set up before serve gives up (exit 3); default $HASYNC_IDLE_TIMEOUT or 600
+    #[arg(long, value_name = "SECS", hide = true)]
+    pub idle_timeout: Option<f64>,
 }
 
 /// Default handshake deadline of `hasync serve`, in seconds.
@@ -29,20 +35,45 @@ const HANDSHAKE_TIMEOUT: f64 = 30.0;
 
 /// The handshake deadline: `--handshake-timeout`, else `$HASYNC_HANDSHAKE_TIMEOUT`, else 30 s.
 fn handshake_timeout(args: &ServeArgs) -> Result<std::time::Duration, CliError> {
-    let (secs, what) = match args.handshake_timeout {
-        Some(s) => (s, "--handshake-timeout".to_string()),
-        None => match std::env::var("HASYNC_HANDSHAKE_TIMEOUT") {
+    deadline(
+        args.handshake_timeout,
+        "handshake-timeout",
+        "HASYNC_HANDSHAKE_TIMEOUT",
+        HANDSHAKE_TIMEOUT,
+    )
+}
+
+/// A deadline from its flag, else its environment variable, else the default.
+fn deadline(
+    flag: Option<f64>,
+    flag_name: &str,
+    env: &str,
+    default: f64,
+) -> Result<std::time::Duration, CliError> {
+    let (secs, what) = match flag {
+        Some(s) => (s, format!("--{flag_name}")),
+        None => match std::env::var(env) {
             Ok(v) => (
                 v.trim().parse::<f64>().unwrap_or(-1.0),
-                format!("HASYNC_HANDSHAKE_TIMEOUT={v}"),
+                format!("{env}={v}"),
             ),
-            Err(_) => (HANDSHAKE_TIMEOUT, String::new()),
+            Err(_) => (default, String::new()),
         },
     };
     std::time::Duration::try_from_secs_f64(secs)
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| CliError::usage(format!("{what}: give a positive number of seconds")))
+}
+
+/// The idle deadline: `--idle-timeout`, else `$HASYNC_IDLE_TIMEOUT`, else 600 s.
+fn deadline_of_idle(args: &ServeArgs) -> Result<std::time::Duration, CliError> {
+    deadline(
+        args.idle_timeout,
+        "idle-timeout",
+        "HASYNC_IDLE_TIMEOUT",
+        idle::IDLE_TIMEOUT,
+    )
 }
 
 /// A peer that connects and then says nothing (or half a Hello) must not hold a
@@ -79,6 +110,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, CliError> {
     let mut policy = ServePolicy::default();
     policy.cfg.fsync = !args.no_fsync;
     let deadline = handshake_timeout(args)?;
+    let idle_timeout = deadline_of_idle(args)?;
     let restricted = args.restrict || !args.allow.is_empty();
     let path = super::config_path(cli);
     let loaded = path.exists().then(|| hasync::config::load(&path));
@@ -107,6 +139,16 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, CliError> {
     let output =
         dup(std::io::stdout().as_fd()).map_err(|e| CliError::usage(format!("stdout: {e}")))?;
     policy.handshake_done = Some(handshake_watchdog(deadline));
+    let activity = idle::Activity::new();
+    idle::watchdog(activity.clone(), idle_timeout);
+    let input = idle::Watched {
+        inner: input,
+        activity: activity.clone(),
+    };
+    let output = idle::Watched {
+        inner: output,
+        activity,
+    };
     let res = serve(input, output, &policy);
     report_rss();
     res?;

@@ -179,3 +179,89 @@ fn client_gives_up_on_a_peer_that_never_answers_hello() {
     assert!(err.contains("handshake"), "{}", text(&out));
     assert!(took < Duration::from_secs(20), "took {took:?}");
 }
+
+/// After the handshake, a peer that stays connected but says nothing and reads
+/// nothing is dropped after the idle deadline (`serve --idle-timeout`, else
+/// `$HASYNC_IDLE_TIMEOUT`, else 600 s).
+#[test]
+fn serve_drops_a_peer_that_goes_silent_after_the_handshake() {
+    let hello = hasync::protocol::Msg::Hello {
+        major: 1,
+        minor: 0,
+        software: "then silent".into(),
+    }
+    .encode();
+    let mut input = (hello.len() as u32).to_be_bytes().to_vec();
+    input.extend_from_slice(&hello);
+    let mut c = Command::new(bin());
+    c.args(["serve", "--idle-timeout", "1"])
+        .env_remove("HASYNC_IDLE_TIMEOUT");
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&input).unwrap();
+    stdin.flush().unwrap();
+    // The HelloOk arrives: the handshake is done, then we go silent.
+    let mut len = [0u8; 4];
+    child.stdout.as_mut().unwrap().read_exact(&mut len).unwrap();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "serve still waiting on a silent peer"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    drop(stdin);
+    assert_eq!(status.code(), Some(3), "{err}");
+    assert!(err.contains("went silent"), "{err}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+/// The idle deadline never cuts a session that is working: a push of a 48 MiB
+/// file and many small ones with a 1 s deadline (the local transport's serve
+/// child inherits `$HASYNC_IDLE_TIMEOUT`).
+#[test]
+fn the_idle_deadline_never_cuts_a_working_session() {
+    let d = tempfile::tempdir().unwrap();
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    let t = Tree::new(&src);
+    t.file("big", &pseudo(48 << 20, 3));
+    for i in 0..500 {
+        t.file(format!("small/{i:03}"), format!("{i}").as_bytes());
+    }
+    ok(hasync()
+        .env("HASYNC_IDLE_TIMEOUT", "1")
+        .arg("push")
+        .arg(&src)
+        .arg(&dst)
+        .output()
+        .unwrap());
+    std::fs::write(src.join("big"), pseudo(48 << 20, 4)).unwrap();
+    ok(hasync()
+        .env("HASYNC_IDLE_TIMEOUT", "1")
+        .arg("push")
+        .arg(&src)
+        .arg(&dst)
+        .output()
+        .unwrap());
+    assert_mirror(&src, &dst);
+}
