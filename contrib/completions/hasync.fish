@@ -155,6 +155,7 @@ complete -c hasync -n "__fish_hasync_using_subcommand cron" -s q -l quiet -d 'On
 complete -c hasync -n "__fish_hasync_using_subcommand cron" -s h -l help -d 'Print help'
 complete -c hasync -n "__fish_hasync_using_subcommand serve" -l allow -d 'A directory this peer may serve (repeatable; implies --restrict)' -r -F
 complete -c hasync -n "__fish_hasync_using_subcommand serve" -l handshake-timeout -d 'Seconds the peer has to complete its Hello before serve gives up (exit 3); default $HASYNC_HANDSHAKE_TIMEOUT or 30' -r
+complete -c hasync -n "__fish_hasync_using_subcommand serve" -l idle-timeout -d 'Seconds the peer may stay silent (nothing sent, nothing read) once the session is set up before serve gives up (exit 3); default $HASYNC_IDLE_TIMEOUT or 600' -r
 complete -c hasync -n "__fish_hasync_using_subcommand serve" -s c -l config -d 'Config file [default: /etc/hasync/hasync.toml]' -r -F
 complete -c hasync -n "__fish_hasync_using_subcommand serve" -l peer-address -d 'Use this address for the peer and the master check (what the IP argument of Wazo\'s scripts does; see `compat`)' -r
 complete -c hasync -n "__fish_hasync_using_subcommand serve" -l restrict -d 'Only serve the directories of this node\'s config ([[sync]] paths under `root`, the [db] staging dir) and --allow; DB replay only with this node\'s own [db] section'
