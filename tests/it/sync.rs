@@ -345,3 +345,33 @@ fn checksum_finds_same_size_same_mtime_changes(t: Target) {
     assert_eq!(json(&o)["files_transferred"], 1, "{}", text(&o));
     assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"bbbb");
 }
+
+/// A 1 GiB file (sparse on the source, so the test costs disk only on the replica)
+/// mirrors exactly, then a few changed bytes travel as a small delta.
+#[test]
+fn a_1_gib_file_mirrors_exactly_and_its_delta_is_small() {
+    use std::os::unix::fs::FileExt;
+    let d = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    let f = std::fs::File::create(src.join("big")).unwrap();
+    f.set_len(1 << 30).unwrap();
+    for (i, off) in [0u64, 123_456_789, 700 << 20, (1 << 30) - 4096]
+        .iter()
+        .enumerate()
+    {
+        f.write_all_at(&pseudo(4096, i as u64), *off).unwrap();
+    }
+    drop(f);
+    ok(Target::Local.push(&src, &dst, &[]));
+    assert_mirror(&src, &dst);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("big"))
+        .unwrap();
+    f.write_all_at(b"changed", 500 << 20).unwrap();
+    drop(f);
+    let j = json(&Target::Local.push(&src, &dst, &["--json"]));
+    assert_mirror(&src, &dst);
+    assert!(j["bytes_literal"].as_u64().unwrap() < 1 << 20, "{j}");
+}
