@@ -23,6 +23,48 @@ pub struct StatusReport {
     /// The pid of the running daemon, if one runs with this state_dir.
     pub daemon_pid: Option<u32>,
     pub jobs: Vec<JobStatus>,
+    /// The master check's state (`state_dir/master.json`), on a node that has run it.
+    pub master_check: Option<MasterStatus>,
+}
+
+/// What the master check last concluded (see docs/master-check.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct MasterStatus {
+    pub address: String,
+    /// `up`, `down`, `isolated`, `unknown`, or `null` before the first check.
+    pub master: Option<String>,
+    pub master_since: Option<DateTime<Utc>>,
+    pub services_active: bool,
+    /// `failover` or `failback`.
+    pub last_transition: Option<String>,
+    pub last_transition_at: Option<DateTime<Utc>>,
+    pub failovers: u64,
+    pub failbacks: u64,
+    pub last_check_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+fn from_ms(ms: Option<u64>) -> Option<DateTime<Utc>> {
+    ms.and_then(|m| DateTime::from_timestamp_millis(m as i64))
+}
+
+/// Reads `state_dir/master.json`, if the master check ever ran on this node.
+fn master_status(cfg: &Config) -> Option<MasterStatus> {
+    let f: crate::master::MasterFile =
+        crate::master::read_json(&crate::master::master_file(cfg)).ok()??;
+    let st = f.state;
+    Some(MasterStatus {
+        address: f.address,
+        master: st.master.map(|v| v.as_str().to_string()),
+        master_since: from_ms(st.master_since_unix_ms),
+        services_active: st.services_active,
+        last_transition: st.last_transition.map(|d| format!("{d:?}").to_lowercase()),
+        last_transition_at: from_ms(st.last_transition_unix_ms),
+        failovers: st.failovers,
+        failbacks: st.failbacks,
+        last_check_at: from_ms(st.last_check_unix_ms),
+        last_error: f.last_error,
+    })
 }
 
 /// One job.
@@ -112,6 +154,7 @@ pub fn report(
         config: cfg.path.display().to_string(),
         daemon_pid: daemon.map(|d| d.pid),
         jobs,
+        master_check: master_status(cfg),
     }
 }
 
@@ -194,6 +237,46 @@ pub fn prometheus(r: &StatusReport) -> String {
             }
         }
     }
+    if let Some(m) = &r.master_check {
+        let _ = writeln!(
+            out,
+            "# HELP hasync_master_state 1 for the master check's current verdict.\n# TYPE hasync_master_state gauge"
+        );
+        for v in ["up", "down", "isolated", "unknown"] {
+            let on = m.master.as_deref() == Some(v);
+            let _ = writeln!(out, "hasync_master_state{{state=\"{v}\"}} {}", u8::from(on));
+        }
+        let counters = [
+            (
+                "hasync_master_failovers_total",
+                "Failovers (slave services started).",
+                m.failovers,
+            ),
+            (
+                "hasync_master_failbacks_total",
+                "Failbacks (slave services stopped).",
+                m.failbacks,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hasync_master_services_active 1 while the slave services run because of a failover.\n# TYPE hasync_master_services_active gauge\nhasync_master_services_active {}",
+            u8::from(m.services_active)
+        );
+        if let Some(t) = &m.last_transition_at {
+            let _ = writeln!(
+                out,
+                "# HELP hasync_master_last_transition_timestamp_seconds Last failover or failback (Unix time).\n# TYPE hasync_master_last_transition_timestamp_seconds gauge\nhasync_master_last_transition_timestamp_seconds {}",
+                ts(t)
+            );
+        }
+    }
     out
 }
 
@@ -231,6 +314,7 @@ mod tests {
             config: "/x".into(),
             daemon_pid: Some(1),
             jobs: vec![job("a\"b", false), job("skipped", true)],
+            master_check: None,
         };
         let text = prometheus(&r);
         assert!(text.contains("hasync_up 1\n"));

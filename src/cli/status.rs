@@ -105,4 +105,33 @@ fn print_text(r: &StatusReport) {
             j.failures_total
         );
     }
+    if let Some(m) = &r.master_check {
+        outln!();
+        outln!(
+            "master check ({}): master {} since {}",
+            m.address,
+            m.master.as_deref().unwrap_or("not checked yet"),
+            when(now, m.master_since)
+        );
+        outln!(
+            "  services:     {}",
+            if m.services_active {
+                "RUNNING (failed over)"
+            } else {
+                "stopped"
+            }
+        );
+        if let Some(t) = &m.last_transition {
+            outln!("  last {t}:  {}", when(now, m.last_transition_at));
+        }
+        outln!(
+            "  failovers:    {} (failbacks {})",
+            m.failovers,
+            m.failbacks
+        );
+        outln!("  last check:   {}", when(now, m.last_check_at));
+        if let Some(e) = &m.last_error {
+            outln!("  last error:   {e}");
+        }
+    }
 }

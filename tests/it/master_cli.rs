@@ -405,6 +405,11 @@ fn master_check_runs_inside_the_daemon() {
     let d = dir.display();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let mport = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let cfg = write(
         dir,
         &format!(
@@ -425,6 +430,8 @@ timeout = "150ms"
 fail_after = 3
 recover_after = 2
 hold_down = "300ms"
+[daemon]
+metrics_listen = "127.0.0.1:{mport}"
 "#
         ),
     );
@@ -458,6 +465,33 @@ hold_down = "300ms"
     // It comes back on the same port: failback.
     let _back = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     wait_for("failback", &|| !dir.join("up").exists());
+    // `hasync status` and the metrics show the master check.
+    let o = run(&cfg, &["status", "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(st["master_check"]["failovers"], 1, "{st}");
+    assert_eq!(st["master_check"]["master"], "up", "{st}");
+    let o = run(&cfg, &["status"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("failovers:    1"),
+        "{}",
+        text(&o)
+    );
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", mport)).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut m = String::new();
+        c.read_to_string(&mut m).unwrap();
+        m
+    };
+    assert!(
+        metrics.contains("hasync_master_failovers_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hasync_master_state{state=\"up\"} 1"),
+        "{metrics}"
+    );
     let _ = std::process::Command::new("kill")
         .arg(daemon.id().to_string())
         .status();
