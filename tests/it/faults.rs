@@ -6,39 +6,6 @@ use crate::util::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A small tmpfs mounted on a fresh temp directory; unmounted on drop.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn new(size: &str) -> SmallDisk {
-        let dir = tempfile::tempdir().unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .expect("mount (the fault tests run as root)");
-        assert!(
-            st.success(),
-            "cannot mount a tmpfs (the fault tests need root)"
-        );
-        SmallDisk { dir }
-    }
-    fn path(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 fn temp_files(root: &Path) -> Vec<String> {
     walkdir::WalkDir::new(root)
         .into_iter()
@@ -50,7 +17,8 @@ fn temp_files(root: &Path) -> Vec<String> {
 
 #[test]
 fn full_disk_mid_file_keeps_the_old_copy_and_says_so() {
-    let disk = SmallDisk::new("6m");
+    let disk = tempfile::tempdir().unwrap();
+    let _tmpfs = TmpFs::mount(disk.path(), "6m");
     let d = tempfile::tempdir().unwrap();
     let (src, dst) = (d.path().join("src"), disk.path().join("dst"));
     let old = pseudo(3 << 20, 1);

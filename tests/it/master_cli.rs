@@ -476,14 +476,7 @@ metrics_listen = "127.0.0.1:{mport}"
         "{}",
         text(&o)
     );
-    let metrics = {
-        use std::io::{Read, Write};
-        let mut c = std::net::TcpStream::connect(("127.0.0.1", mport)).unwrap();
-        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-        let mut m = String::new();
-        c.read_to_string(&mut m).unwrap();
-        m
-    };
+    let metrics = crate::daemon::http_get(mport, "/metrics");
     assert!(
         metrics.contains("hasync_master_failovers_total 1"),
         "{metrics}"
