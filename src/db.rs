@@ -9,6 +9,7 @@
 //! Nothing here prints; every error says what failed, where, and what to do.
 
 pub mod job;
+pub mod patch;
 pub mod pg;
 pub mod plan;
 pub mod script;

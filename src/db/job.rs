@@ -7,6 +7,7 @@
 //! and the slave's `serve` replays it in one transaction. Every run is recorded in
 //! [`super::state`]; a failure keeps the last good hash, so the next run replays again.
 
+use super::patch;
 use super::plan::{Plan, dump_args};
 use super::script::{self, DumpSummary};
 use super::state::{self, RunRecord};
@@ -14,7 +15,8 @@ use super::{DbError, PgConn};
 use crate::config::{Config, DbJob};
 use crate::engine::SyncError;
 use crate::engine::session::Client;
-use crate::protocol::db::{DbReplay, DbTarget};
+use crate::protocol::db::{DbPatchBegin, DbReplay, DbTarget};
+use crate::protocol::message::MINOR_DB_PATCH;
 use crate::protocol::{Msg, SessionOptions};
 use serde::Serialize;
 use std::io::{BufReader, Seek, Write};
@@ -43,6 +45,9 @@ pub struct Report {
     pub duration_ms: u64,
     /// BLAKE3 of the replay script (hex).
     pub hash: String,
+    /// How the script travelled: `patch` (rows changed since the last script, see
+    /// [`super::patch`]), `delta` (the sync engine's block delta), or empty (not shipped).
+    pub shipped_as: String,
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
@@ -190,6 +195,7 @@ fn run_inner(
     // Keep only this script in out/: it is what the slave's staging directory mirrors.
     let name = format!("{}.sql", job.database);
     let target: PathBuf = out_dir.join(&name);
+    let patch = prepare_patch(&work, &target, scr.path(), bytes);
     scr.persist(&target)
         .map_err(|e| local("cannot write", &target, e.error))?;
     if let Ok(rd) = std::fs::read_dir(&out_dir) {
@@ -203,19 +209,104 @@ fn run_inner(
     // Ship.
     let t = Instant::now();
     let mut client = connect().map_err(DbError::Peer)?;
-    let res = ship_and_replay(&mut client, job, &out_dir, name, hash, rep, t);
+    let script = Script {
+        dir: &out_dir,
+        name,
+        hash,
+        len: bytes,
+    };
+    let res = ship_and_replay(&mut client, job, &script, patch, rep, t);
     let closed = client.close();
     res?;
     closed.map_err(DbError::Peer)?;
     Ok(true)
 }
 
+/// The script to ship: `dir/name`, `len` bytes hashing to `hash`.
+struct Script<'a> {
+    dir: &'a Path,
+    name: String,
+    hash: [u8; 32],
+    len: u64,
+}
+
+/// A row-level patch from the script in `out/` (what the slave staged last time, if that
+/// run got that far) to the new one, written into a temp file of chunk records. `None`
+/// when there is no previous script or a patch is not worth it (more than a third of
+/// the new script is new lines): the block delta ships it then.
+fn prepare_patch(
+    work: &Path,
+    previous: &Path,
+    new: &Path,
+    new_len: u64,
+) -> Option<(tempfile::NamedTempFile, patch::Made)> {
+    let base = std::fs::File::open(previous).ok()?;
+    let attempt = || -> std::io::Result<Option<(tempfile::NamedTempFile, patch::Made)>> {
+        let new = std::fs::File::open(new)?;
+        let mut ops = tempfile::Builder::new()
+            .prefix(".patch-")
+            .tempfile_in(work)?;
+        let mut w = std::io::BufWriter::new(ops.as_file_mut());
+        let made = patch::make(&base, &new, new_len / 3, &mut patch::chunk_writer(&mut w))?;
+        w.flush()?;
+        drop(w);
+        Ok(made.map(|m| (ops, m)))
+    };
+    match attempt() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(
+                "cannot diff the new dump against {}: {e}; shipping it with the block delta",
+                previous.display()
+            );
+            None
+        }
+    }
+}
+
+/// Sends the patch; `Ok(None)` when the slave applied it, `Ok(Some(why))` when it could
+/// not (its staged script is not the base, ...), leaving its staged file as it was.
+fn send_patch(
+    client: &mut Client,
+    script: &Script,
+    ops: &std::fs::File,
+    made: &patch::Made,
+) -> Result<Option<String>, DbError> {
+    client
+        .send(&Msg::DbPatchBegin(DbPatchBegin {
+            file: script.name.clone(),
+            base: made.base_hash,
+            hash: script.hash,
+            len: script.len,
+        }))
+        .map_err(DbError::Peer)?;
+    let mut peer_err = None;
+    patch::read_chunks(std::io::BufReader::new(ops), |c| {
+        client.send(&Msg::DbPatchOps(c.to_vec())).map_err(|e| {
+            let msg = e.to_string();
+            peer_err = Some(e);
+            std::io::Error::other(msg)
+        })
+    })
+    .map_err(|e| match peer_err.take() {
+        Some(p) => DbError::Peer(p),
+        None => DbError::Local(format!("cannot read the DB patch: {e}")),
+    })?;
+    match client.request(&Msg::DbPatchEnd).map_err(DbError::Peer)? {
+        Msg::DbPatched { ok: true, .. } => Ok(None),
+        Msg::DbPatched { message, .. } => Ok(Some(message)),
+        m => Err(DbError::Peer(SyncError::Peer(format!(
+            "protocol error: the peer answered {} to DbPatchEnd",
+            m.name()
+        )))),
+    }
+}
+
 fn ship_and_replay(
     client: &mut Client,
     job: &DbJob,
-    out_dir: &Path,
-    name: String,
-    hash: [u8; 32],
+    script: &Script,
+    patch: Option<(tempfile::NamedTempFile, patch::Made)>,
     rep: &mut Report,
     t: Instant,
 ) -> Result<(), DbError> {
@@ -228,24 +319,45 @@ fn ship_and_replay(
             ))));
         }
     };
-    let opts = SessionOptions {
-        delete: true,
-        checksum: true,
-        ..Default::default()
-    };
-    let s = client
-        .push(out_dir, &dir, &opts, &mut crate::report::Silent)
-        .map_err(DbError::Peer)?;
-    rep.bytes_sent = s.bytes_sent;
-    rep.bytes_received = s.bytes_received;
-    rep.bytes_on_wire = s.bytes_sent + s.bytes_received;
-    rep.bytes_literal = s.bytes_literal;
-    rep.bytes_matched = s.bytes_matched;
+    let (sent0, received0) = client.wire_bytes();
+    if let Some((ops, made)) = patch.filter(|_| client.peer_minor() >= MINOR_DB_PATCH) {
+        let ops = ops
+            .reopen()
+            .map_err(|e| local("cannot read", ops.path(), e))?;
+        match send_patch(client, script, &ops, &made)? {
+            None => {
+                rep.shipped_as = "patch".into();
+                rep.bytes_literal = made.literal;
+                rep.bytes_matched = made.copied;
+            }
+            Some(why) => tracing::info!(
+                "the slave could not apply the row-level patch ({why}); \
+                 shipping the dump with the block delta instead"
+            ),
+        }
+    }
+    if rep.shipped_as.is_empty() {
+        let opts = SessionOptions {
+            delete: true,
+            checksum: true,
+            ..Default::default()
+        };
+        let s = client
+            .push(script.dir, &dir, &opts, &mut crate::report::Silent)
+            .map_err(DbError::Peer)?;
+        rep.shipped_as = "delta".into();
+        rep.bytes_literal = s.bytes_literal;
+        rep.bytes_matched = s.bytes_matched;
+    }
+    let (sent, received) = client.wire_bytes();
+    rep.bytes_sent = sent - sent0;
+    rep.bytes_received = received - received0;
+    rep.bytes_on_wire = rep.bytes_sent + rep.bytes_received;
     rep.ship_ms = ms(t);
     let t = Instant::now();
     let req = Msg::DbReplay(DbReplay {
-        file: name,
-        hash,
+        file: script.name.clone(),
+        hash: script.hash,
         target: DbTarget {
             database: job.database.clone(),
             user: job.user.clone(),

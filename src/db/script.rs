@@ -4,7 +4,11 @@
 //! `SET session_replication_role = replica` (no triggers, no foreign-key checks while the
 //! tables are refilled, so any order and cycles are fine), a `TRUNCATE` of every table
 //! the dump has a `COPY` for, then the dump itself (its `COPY` blocks and `setval`
-//! calls). The header is stable, so hour-to-hour scripts differ only where the data does.
+//! calls). The header is stable, and the rows of each `COPY` block are sorted (bytewise;
+//! the order rows are loaded in means nothing to PostgreSQL), so hour-to-hour scripts
+//! differ only where the data does: an `UPDATE` that moved a row on disk, a `VACUUM FULL`
+//! or a `CLUSTER` on the master changes nothing in the script, and a changed row stays
+//! where it was, which is what makes [`super::patch`] small.
 
 use std::io::{self, BufRead, Write};
 
@@ -121,14 +125,21 @@ pub fn write_script(
     }
     let mut line = Vec::new();
     let mut in_copy = false;
+    let mut rows = Rows::default();
     loop {
         line.clear();
         if dump.read_until(b'\n', &mut line)? == 0 {
+            rows.write_sorted(out)?;
             break;
         }
         let l = line.strip_suffix(b"\n").unwrap_or(&line);
         if in_copy {
             in_copy = l != b"\\.";
+            if in_copy {
+                rows.push(&line, out)?;
+                continue;
+            }
+            rows.write_sorted(out)?;
         } else if copy_table(l).is_some() {
             in_copy = true;
         } else if with_schema && l.starts_with(b"DROP SCHEMA IF EXISTS ") {
@@ -153,13 +164,64 @@ pub fn write_script(
     Ok(())
 }
 
+/// The rows of one `COPY` block, buffered to be written sorted; a block larger than
+/// [`Rows::CAP`] is written in dump order instead (memory stays bounded).
+#[derive(Default)]
+struct Rows {
+    data: Vec<u8>,
+    /// (start, end) of each row in `data`.
+    spans: Vec<(usize, usize)>,
+    /// The block outgrew the cap: rows pass straight through.
+    passthrough: bool,
+}
+
+impl Rows {
+    const CAP: usize = 256 * 1024 * 1024;
+
+    fn push(&mut self, row: &[u8], out: &mut impl Write) -> io::Result<()> {
+        if self.passthrough {
+            return out.write_all(row);
+        }
+        let start = self.data.len();
+        self.data.extend_from_slice(row);
+        self.spans.push((start, self.data.len()));
+        if self.data.len() > Self::CAP {
+            out.write_all(&self.data)?;
+            self.clear();
+            self.passthrough = true;
+        }
+        Ok(())
+    }
+
+    fn write_sorted(&mut self, out: &mut impl Write) -> io::Result<()> {
+        let data = &self.data;
+        self.spans
+            .sort_unstable_by(|a, b| data[a.0..a.1].cmp(&data[b.0..b.1]));
+        for &(a, b) in &self.spans {
+            out.write_all(&data[a..b])?;
+        }
+        self.clear();
+        self.passthrough = false;
+        Ok(())
+    }
+
+    fn clear(&mut self) {
+        self.data.clear();
+        self.spans.clear();
+        if self.data.capacity() > 64 * 1024 * 1024 {
+            self.data.shrink_to(0);
+            self.spans.shrink_to(0);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const DUMP: &str = "--\n-- PostgreSQL database dump\n--\n\
         SET statement_timeout = 0;\n\
-        COPY public.tenant (id, name, main_user) FROM stdin;\n1\tacme\t1\n2\tfoo\t\\N\n\\.\n\n\
+        COPY public.tenant (id, name, main_user) FROM stdin;\n2\tfoo\t\\N\n1\tacme\t1\n\\.\n\n\
         COPY public.\"Odd Name\" (id) FROM stdin;\n\\.\n\n\
         SELECT pg_catalog.setval('public.tenant_id_seq', 2, true);\n\\unrestrict abc\n";
 
@@ -191,6 +253,10 @@ mod tests {
             .unwrap();
         let copy = text.find("COPY public.tenant").unwrap();
         assert!(replica < trunc.unwrap() && trunc.unwrap() < copy, "{text}");
+        assert!(
+            text.contains("COPY public.tenant (id, name, main_user) FROM stdin;\n1\tacme\t1\n2\tfoo\t\\N\n\\.\n"),
+            "rows are sorted: {text}"
+        );
         // No transaction control of its own: psql --single-transaction is the transaction.
         assert!(
             !text.lines().any(|l| {

@@ -5,10 +5,13 @@
 //! come from this node's own `[db]` section when it has one; under `serve --restrict`
 //! they must (the master never chooses what the slave's psql connects to). A failed
 //! replay is answered with psql's own message and leaves the connection usable.
+//! It also applies row-level patches to a staged script (`DbPatchBegin`, see
+//! [`super::patch`]): into a temp file, checked, then renamed over the staged one.
 
 use super::PgConn;
 use crate::protocol::Msg;
-use crate::protocol::db::DbReplay;
+use crate::protocol::db::{DbPatchBegin, DbReplay};
+use crate::protocol::frame::ProtocolError;
 use crate::protocol::message::code;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
@@ -32,26 +35,35 @@ fn error(c: u8, message: String) -> Msg {
     Msg::Error { code: c, message }
 }
 
-/// The answer to a DB request (`DbStage` or `DbReplay`); anything else is a usage error.
-pub fn answer(req: Msg, db: Option<&DbServe>) -> Msg {
+/// Why this peer refuses DB requests, if it does.
+fn refused(db: Option<&DbServe>) -> Option<Msg> {
     let Some(db) = db else {
-        return error(
+        return Some(error(
             code::USAGE,
             "this peer does not serve DB requests (hasync serve was started without DB support)"
                 .into(),
-        );
+        ));
     };
     if let Some(r) = &db.refusal {
-        return error(code::USAGE, r.clone());
+        return Some(error(code::USAGE, r.clone()));
     }
     if db.restricted && db.own.is_none() {
-        return error(
+        return Some(error(
             code::USAGE,
             "this peer runs `hasync serve --restrict` and its config has no [db] section: \
              add [db] (database, user, host/port) to the slave's config to allow replication"
                 .into(),
-        );
+        ));
     }
+    None
+}
+
+/// The answer to a DB request (`DbStage` or `DbReplay`); anything else is a usage error.
+pub fn answer(req: Msg, db: Option<&DbServe>) -> Msg {
+    if let Some(m) = refused(db) {
+        return m;
+    }
+    let db = db.expect("refused() covers None");
     match req {
         Msg::DbStage => match super::private_dir(&db.staging) {
             Ok(()) => Msg::DbStaged {
@@ -145,6 +157,66 @@ fn replay(db: &DbServe, r: &DbReplay) -> Msg {
             ),
         ),
     }
+}
+
+/// Applies a row-level patch: reads its `DbPatchOps` frames through `next` up to
+/// `DbPatchEnd` (all of them, even after a failure, so the connection stays in step) and
+/// answers `DbPatched`. A refusal of DB requests is answered as for the others; a frame
+/// that is not part of a patch ends the connection.
+pub fn patch(
+    begin: DbPatchBegin,
+    db: Option<&DbServe>,
+    next: &mut dyn FnMut() -> Result<Msg, ProtocolError>,
+) -> Result<Msg, ProtocolError> {
+    let refusal = refused(db);
+    let mut applier = match (&refusal, db) {
+        (None, Some(db)) => open_patch(db, &begin),
+        _ => Err(String::new()),
+    };
+    loop {
+        match next()? {
+            Msg::DbPatchOps(ops) => {
+                if let Ok(a) = &mut applier
+                    && let Err(e) = a.apply(&ops)
+                {
+                    applier = Err(e);
+                }
+            }
+            Msg::DbPatchEnd => break,
+            m => {
+                return Err(ProtocolError::Unexpected(format!(
+                    "{} inside a DB patch",
+                    m.name()
+                )));
+            }
+        }
+    }
+    if let Some(m) = refusal {
+        return Ok(m);
+    }
+    let db = db.expect("not refused");
+    let res = applier.and_then(|a| a.finish(&db.staging.join(&begin.file)));
+    Ok(match res {
+        Ok(()) => Msg::DbPatched {
+            ok: true,
+            message: String::new(),
+        },
+        Err(e) => Msg::DbPatched {
+            ok: false,
+            message: clip(&e).to_string(),
+        },
+    })
+}
+
+fn open_patch(db: &DbServe, b: &DbPatchBegin) -> Result<super::patch::Applier, String> {
+    let path = db.staging.join(&b.file);
+    let base = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| format!("cannot open the staged dump {}: {e}", path.display()))?;
+    super::patch::Applier::new(base, &b.base, &db.staging, b.len, b.hash)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// psql can print a lot (one line per failed statement); keep the message well inside a frame.

@@ -29,6 +29,8 @@ pub struct Client {
     wr: FrameWriter<BoxWrite>,
     closer: Option<Box<dyn Closer>>,
     peer: String,
+    /// The peer's protocol minor version (what optional messages it understands).
+    peer_minor: u16,
     pub cfg: ReceiverConfig,
 }
 
@@ -41,6 +43,7 @@ impl Client {
             wr: FrameWriter::new(BufWriter::with_capacity(256 * 1024, conn.writer)),
             closer: Some(conn.closer),
             peer: transport.describe(),
+            peer_minor: 0,
             cfg: ReceiverConfig::default(),
         };
         let hello = Msg::Hello {
@@ -56,8 +59,14 @@ impl Client {
                 .map_err(|e| SyncError::Peer(e.to_string()))?;
             match client.recv_hello()? {
                 Msg::HelloOk {
-                    major, software, ..
-                } => Ok(protocol::check_version(major, &software).map_err(SyncError::Peer)?),
+                    major,
+                    minor,
+                    software,
+                } => {
+                    protocol::check_version(major, &software).map_err(SyncError::Peer)?;
+                    client.peer_minor = minor;
+                    Ok(())
+                }
                 Msg::Error { code, message } => Err(SyncError::from_wire(code, message).into()),
                 m => Err(SyncError::Peer(format!(
                     "protocol error: the peer answered {} to Hello",
@@ -215,6 +224,25 @@ impl Client {
                 }
             });
         res.map_err(|e| self.explain(e))
+    }
+
+    /// Send one message that has no answer of its own (a part of a multi-frame request;
+    /// [`Client::request`] sends the last one and reads the answer).
+    pub fn send(&mut self, m: &Msg) -> Result<(), SyncError> {
+        send(&mut self.wr, m).map_err(|e| {
+            let e = SyncError::from(e);
+            self.explain(e)
+        })
+    }
+
+    /// The peer's protocol minor version.
+    pub fn peer_minor(&self) -> u16 {
+        self.peer_minor
+    }
+
+    /// Bytes sent and received on this connection so far.
+    pub fn wire_bytes(&self) -> (u64, u64) {
+        (self.wr.bytes, self.rd.bytes)
     }
 
     /// Say goodbye and wait for the peer to exit.
@@ -388,6 +416,17 @@ pub fn serve<R: Read + Send, W: Write + Send>(
                 send(&mut wr, &crate::db::serve::answer(m, policy.db.as_ref()))?;
                 flush(&mut wr)?;
                 continue;
+            }
+            Ok(Msg::DbPatchBegin(b)) => {
+                let ans = crate::db::serve::patch(b, policy.db.as_ref(), &mut || recv(&mut rd));
+                match ans {
+                    Ok(m) => {
+                        send(&mut wr, &m)?;
+                        flush(&mut wr)?;
+                        continue;
+                    }
+                    Err(e) => return Err(super::sender::fail(&mut wr, e.into())),
+                }
             }
             Ok(m) => {
                 return Err(super::sender::fail(

@@ -2,6 +2,9 @@
 //! the slave's `serve` to do with a staged dump. The master names a file in the slave's
 //! staging directory and its BLAKE3 hash, and proposes connection parameters; the slave
 //! may override them with its own `[db]` section (and must, under `serve --restrict`).
+//! The script travels either through the sync engine (a block delta) or, when the slave
+//! still holds the script the master shipped last time, as a row-level patch against it
+//! (`DbPatchBegin`, `DbPatchOps`..., `DbPatchEnd`, see [`crate::db::patch`]).
 //! Every string is bounded before allocation, like every other message.
 
 use super::frame::{Dec, Enc, ProtocolError, malformed};
@@ -44,12 +47,7 @@ impl DbReplay {
     }
 
     pub(crate) fn decode(d: &mut Dec) -> Result<DbReplay, ProtocolError> {
-        let file = d.string(255, "staged file name")?;
-        if file.is_empty() || file.contains('/') || file.starts_with('.') || file.contains('\0') {
-            return Err(malformed(format!(
-                "staged file name {file:?} is not a plain file name"
-            )));
-        }
+        let file = staged_name(d)?;
         let hash = d.fixed::<32>("dump hash")?;
         let target = DbTarget {
             database: d.string(MAX_NAME, "database")?,
@@ -59,5 +57,44 @@ impl DbReplay {
             run_as: d.string(MAX_NAME, "run_as user")?,
         };
         Ok(DbReplay { file, hash, target })
+    }
+}
+
+/// A plain file name inside the staging directory: no `/`, no leading `.`, no NUL.
+fn staged_name(d: &mut Dec) -> Result<String, ProtocolError> {
+    let file = d.string(255, "staged file name")?;
+    if file.is_empty() || file.contains('/') || file.starts_with('.') || file.contains('\0') {
+        return Err(malformed(format!(
+            "staged file name {file:?} is not a plain file name"
+        )));
+    }
+    Ok(file)
+}
+
+/// Start of a row-level patch of the staged script `file`: it applies to the content
+/// hashing to `base`, and gives `len` bytes hashing to `hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbPatchBegin {
+    pub file: String,
+    pub base: [u8; 32],
+    pub hash: [u8; 32],
+    pub len: u64,
+}
+
+impl DbPatchBegin {
+    pub(crate) fn encode(&self, e: &mut Enc) {
+        e.str(&self.file);
+        e.0.extend_from_slice(&self.base);
+        e.0.extend_from_slice(&self.hash);
+        e.u64(self.len);
+    }
+
+    pub(crate) fn decode(d: &mut Dec) -> Result<DbPatchBegin, ProtocolError> {
+        Ok(DbPatchBegin {
+            file: staged_name(d)?,
+            base: d.fixed::<32>("base hash")?,
+            hash: d.fixed::<32>("patched hash")?,
+            len: d.u64("patched length")?,
+        })
     }
 }

@@ -5,7 +5,7 @@
 //! count. Decoding never trusts the peer: paths are validated as [`RelPath`],
 //! kinds and enums are checked, and trailing bytes are an error.
 
-use super::db::DbReplay;
+use super::db::{DbPatchBegin, DbReplay};
 use super::frame::{Dec, Enc, ProtocolError, malformed};
 use crate::manifest::{Entry, Kind};
 use crate::path::RelPath;
@@ -14,7 +14,9 @@ use crate::report::{Item, Stats};
 /// Protocol major version: peers with another major refuse each other.
 pub const PROTO_MAJOR: u16 = 1;
 /// Minor version: additions that older peers of the same major can ignore.
-pub const PROTO_MINOR: u16 = 0;
+pub const PROTO_MINOR: u16 = 1;
+/// The first minor version whose serve understands the DB patch messages.
+pub const MINOR_DB_PATCH: u16 = 1;
 /// First bytes of every session, so a peer that is not hasync is recognised at once.
 pub const MAGIC: &[u8; 8] = b"HASYNC\x00\x01";
 /// Most entries per manifest frame.
@@ -133,6 +135,17 @@ pub enum Msg {
     DbReplayed {
         duration_ms: u64,
     },
+    /// Start of a row-level patch of a staged dump (then `DbPatchOps`..., `DbPatchEnd`).
+    DbPatchBegin(DbPatchBegin),
+    /// A chunk of patch ops (see [`crate::db::patch`]).
+    DbPatchOps(Vec<u8>),
+    DbPatchEnd,
+    /// The patch's outcome: `ok`, or why it could not be applied (the staged file is
+    /// unchanged; the master then ships the script with the sync engine).
+    DbPatched {
+        ok: bool,
+        message: String,
+    },
 }
 
 pub(crate) mod tag {
@@ -157,6 +170,10 @@ pub(crate) mod tag {
     pub const DB_STAGED: u8 = 51;
     pub const DB_REPLAY: u8 = 52;
     pub const DB_REPLAYED: u8 = 53;
+    pub const DB_PATCH_BEGIN: u8 = 54;
+    pub const DB_PATCH_OPS: u8 = 55;
+    pub const DB_PATCH_END: u8 = 56;
+    pub const DB_PATCHED: u8 = 57;
 }
 
 impl Msg {
@@ -184,6 +201,10 @@ impl Msg {
             Msg::DbStaged { .. } => "DbStaged",
             Msg::DbReplay(_) => "DbReplay",
             Msg::DbReplayed { .. } => "DbReplayed",
+            Msg::DbPatchBegin(_) => "DbPatchBegin",
+            Msg::DbPatchOps(_) => "DbPatchOps",
+            Msg::DbPatchEnd => "DbPatchEnd",
+            Msg::DbPatched { .. } => "DbPatched",
         }
     }
 
@@ -298,6 +319,19 @@ impl Msg {
             Msg::DbReplayed { duration_ms } => {
                 e = Enc::tag(tag::DB_REPLAYED);
                 e.u64(*duration_ms);
+            }
+            Msg::DbPatchBegin(b) => {
+                e = Enc::tag(tag::DB_PATCH_BEGIN);
+                b.encode(&mut e);
+            }
+            Msg::DbPatchOps(ops) => {
+                e = Enc::tag(tag::DB_PATCH_OPS);
+                e.bytes(ops);
+            }
+            Msg::DbPatchEnd => e = Enc::tag(tag::DB_PATCH_END),
+            Msg::DbPatched { ok, message } => {
+                e = Enc::tag(tag::DB_PATCHED);
+                e.bool(*ok).str(message);
             }
         }
         e.0
@@ -442,6 +476,15 @@ impl Msg {
             tag::DB_REPLAYED => Msg::DbReplayed {
                 duration_ms: d.u64("duration")?,
             },
+            tag::DB_PATCH_BEGIN => Msg::DbPatchBegin(DbPatchBegin::decode(&mut d)?),
+            tag::DB_PATCH_OPS => {
+                Msg::DbPatchOps(d.bytes(crate::db::patch::MAX_CHUNK, "patch ops")?.to_vec())
+            }
+            tag::DB_PATCH_END => Msg::DbPatchEnd,
+            tag::DB_PATCHED => Msg::DbPatched {
+                ok: d.bool("patch outcome")?,
+                message: d.string(MAX_STR, "patch message")?,
+            },
             t => return Err(malformed(format!("unknown message tag {t}"))),
         };
         d.end(msg.name())?;
@@ -561,6 +604,24 @@ mod tests {
             dir: b"/var/lib/hasync/db-staging".to_vec(),
         });
         roundtrip(Msg::DbReplayed { duration_ms: 12 });
+        roundtrip(Msg::DbPatchBegin(DbPatchBegin {
+            file: "asterisk.sql".into(),
+            base: [1; 32],
+            hash: [2; 32],
+            len: 1 << 40,
+        }));
+        roundtrip(Msg::DbPatchOps(vec![0, 1, 2]));
+        roundtrip(Msg::DbPatchEnd);
+        roundtrip(Msg::DbPatched {
+            ok: false,
+            message: "base differs".into(),
+        });
+        let mut e = Enc::tag(tag::DB_PATCH_BEGIN);
+        e.str("../x.sql");
+        assert!(
+            Msg::decode(&e.0).is_err(),
+            "patch of a path outside staging"
+        );
         let good = DbReplay {
             file: "asterisk.sql".into(),
             hash: [3; 32],
