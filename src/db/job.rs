@@ -3,8 +3,9 @@
 //! 0700, random temp names, never a predictable /tmp path), wrap it into a replay script
 //! ([`super::script`]), and compare its BLAKE3 with the last script the slave committed.
 //! Unchanged: nothing is shipped or replayed. Changed: the script goes to the slave's
-//! staging directory through the sync engine (a block delta against the previous one),
-//! and the slave's `serve` replays it in one transaction. Every run is recorded in
+//! staging directory as a row-level patch against the previous one ([`super::patch`]),
+//! or through the sync engine (a block delta) when no patch applies, and the slave's
+//! `serve` replays it in one transaction. Every run is recorded in
 //! [`super::state`]; a failure keeps the last good hash, so the next run replays again.
 
 use super::patch;
