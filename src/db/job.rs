@@ -143,6 +143,7 @@ fn run_inner(
     // Dump and wrap.
     let t = Instant::now();
     let plan = super::plan::plan(job)?;
+    tracing::debug!("catalog read in {} ms", ms(t));
     let conn = PgConn::from_job(job);
     let tmp = |what: &str| {
         tempfile::Builder::new()
@@ -150,44 +151,62 @@ fn run_inner(
             .tempfile_in(&work)
             .map_err(|e| local("cannot create a temp file in", &work, e))
     };
-    let mut dump = tmp("dump")?;
-    let dump_file = dump
-        .as_file()
-        .try_clone()
-        .map_err(|e| local("cannot use", dump.path(), e))?;
-    conn.dump(&dump_args(job, &plan), dump_file).map_err(|e| {
+    // pg_dump's output is turned into the script's body as it arrives (rows sorted per
+    // table), then the header (which needs the table list) and the body are joined.
+    let key = restrict_key(&work)?;
+    let mut body = tmp("body")?;
+    let mut summary = DumpSummary::default();
+    let mut local_err = None;
+    let mut consume = |out: &mut dyn std::io::Read| {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, body.as_file_mut());
+        let res = script::write_body(
+            &mut BufReader::with_capacity(1 << 20, out),
+            job.with_schema,
+            &key,
+            &mut w,
+        )
+        .and_then(|s| {
+            w.flush()?;
+            summary = s;
+            Ok(())
+        });
+        if let Err(e) = &res {
+            local_err = Some(e.to_string());
+        }
+        res
+    };
+    let dumped = conn.dump(&dump_args(job, &plan), &mut consume);
+    if let Some(e) = local_err {
+        return Err(local("cannot write the dump into", &work, e));
+    }
+    dumped.map_err(|e| {
         DbError::Dump(format!(
             "pg_dump of {} failed on this node: {e}",
             conn.describe()
         ))
     })?;
-    dump.rewind()
-        .map_err(|e| local("cannot read", dump.path(), e))?;
-    let summary: DumpSummary = script::scan(BufReader::new(dump.as_file()))
-        .map_err(|e| local("cannot read", dump.path(), e))?;
-    dump.rewind()
-        .map_err(|e| local("cannot read", dump.path(), e))?;
     let mut scr = tmp("script")?;
     let mut hashing = HashingWriter {
-        inner: std::io::BufWriter::new(scr.as_file_mut()),
+        inner: std::io::BufWriter::with_capacity(1 << 20, scr.as_file_mut()),
         hasher: blake3::Hasher::new(),
         bytes: 0,
     };
-    let key = restrict_key(&work)?;
-    let mut dump_rd = BufReader::new(dump.as_file_mut());
-    script::write_script(&summary, job.with_schema, &key, &mut dump_rd, &mut hashing)
+    body.rewind()
+        .map_err(|e| local("cannot read", body.path(), e))?;
+    script::write_header(&summary, job.with_schema, &mut hashing)
+        .and_then(|_| std::io::copy(body.as_file_mut(), &mut hashing))
+        .and_then(|_| script::write_footer(&mut hashing))
         .and_then(|_| hashing.inner.flush())
         .map_err(|e| local("cannot write", &work, e))?;
     let (hash, bytes) = (*hashing.hasher.finalize().as_bytes(), hashing.bytes);
     drop(hashing);
-    drop(dump_rd);
+    drop(body);
     rep.dump_bytes = bytes;
     rep.hash = blake3::Hash::from(hash).to_hex().to_string();
     rep.tables = summary.tables.len() as u64;
     rep.rows = summary.rows();
     rep.sequences = summary.sequences;
     rep.dump_ms = ms(t);
-    drop(dump);
 
     if !force && st.replayed_hash.as_deref() == Some(rep.hash.as_str()) {
         return Ok(false);
@@ -196,7 +215,9 @@ fn run_inner(
     // Keep only this script in out/: it is what the slave's staging directory mirrors.
     let name = format!("{}.sql", job.database);
     let target: PathBuf = out_dir.join(&name);
+    let t = Instant::now();
     let patch = prepare_patch(&work, &target, scr.path(), bytes);
+    tracing::debug!("diffing against the previous script took {} ms", ms(t));
     scr.persist(&target)
         .map_err(|e| local("cannot write", &target, e.error))?;
     if let Ok(rd) = std::fs::read_dir(&out_dir) {
@@ -210,6 +231,7 @@ fn run_inner(
     // Ship.
     let t = Instant::now();
     let mut client = connect().map_err(DbError::Peer)?;
+    tracing::debug!("connected in {} ms", ms(t));
     let script = Script {
         dir: &out_dir,
         name,

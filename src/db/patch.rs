@@ -8,10 +8,11 @@
 //! it can do so alone: it kept the script it shipped last time, which is the base the
 //! slave staged. No signature crosses the wire, only the patch:
 //!
-//! - [`make`] (master) indexes the base's lines by a 64-bit hash and walks the new
-//!   script: a line found in the base becomes (part of) a `Copy` of base bytes, any
-//!   other line `Literal` bytes. Runs of consecutive lines coalesce into one op. A hash
-//!   collision cannot corrupt anything: the slave checks the rebuilt file's BLAKE3.
+//! - [`make`] (master) hashes the base's lines (64-bit) and walks the new script: a line
+//!   found in the base, near where the last match left off or (for one line in eight)
+//!   anywhere, becomes (part of) a `Copy` of base bytes, any other line `Literal` bytes.
+//!   Runs of consecutive lines coalesce into one op. A hash collision cannot corrupt
+//!   anything: the slave checks the rebuilt file's BLAKE3.
 //! - [`Applier`] (slave) checks that its staged base has the BLAKE3 the master based the
 //!   patch on, rebuilds the new script into a temp file beside it (every copy bounded by
 //!   the base's length, the output by the announced length), checks the result's BLAKE3
@@ -24,7 +25,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 
 /// A chunk is sent once it holds this many bytes of ops.
@@ -33,9 +34,17 @@ pub const CHUNK: usize = 768 * 1024;
 const MAX_LITERAL: usize = 128 * 1024;
 /// Largest chunk accepted from the wire.
 pub const MAX_CHUNK: usize = CHUNK + MAX_LITERAL + 64;
-/// Bases with more lines than this are not indexed (the index costs ~40 bytes a line):
+/// Bases with more lines than this are not indexed (the index costs ~20 bytes a line):
 /// the block delta ships those.
 pub const MAX_LINES: usize = 25_000_000;
+
+/// A new line is looked for among the next NEAR lines of the base (rows deleted, rows
+/// changed in place), then, if its hash is a multiple of SAMPLE, anywhere (a long jump:
+/// many rows deleted, tables in another order). Indexing only one line in SAMPLE keeps the
+/// map small and its building cheap; after a long jump, the lines until the next sampled
+/// one travel as literals.
+const NEAR: usize = 32;
+const SAMPLE: u64 = 8;
 
 const OP_COPY: u8 = 0;
 const OP_LITERAL: u8 = 1;
@@ -66,11 +75,66 @@ impl Hasher for PreHashed {
     }
 }
 
+/// A fast 64-bit hash of a line (a multiply-rotate over 8-byte words, then a final mix).
+/// Not collision-resistant, and it need not be: a collision makes a wrong `Copy`, which
+/// the slave's BLAKE3 check of the result catches (the block delta then ships the script).
 fn line_hash(l: &[u8]) -> u64 {
-    // SipHash with fixed keys: deterministic, and fast enough for short lines.
-    let mut h = std::hash::DefaultHasher::new();
-    h.write(l);
-    h.finish()
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let step = |h: u64, w: u64| (h ^ w).wrapping_mul(K).rotate_left(29);
+    let mut h = (l.len() as u64) ^ 0x243F_6A88_85A3_08D3;
+    let mut words = l.chunks_exact(8);
+    for w in &mut words {
+        h = step(h, u64::from_le_bytes(w.try_into().expect("8 bytes")));
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut b = [0u8; 8];
+        b[..rest.len()].copy_from_slice(rest);
+        h = step(h, u64::from_le_bytes(b));
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    h ^ (h >> 33)
+}
+
+/// Calls `f(offset, line)` for each line of `file` (with its `\n`; the last one may
+/// lack it), reading 4 MiB at a time, and feeds every byte to `whole` if given. Stops
+/// early (returning `false`) when `f` returns `false`.
+fn for_each_line(
+    file: &File,
+    mut whole: Option<&mut blake3::Hasher>,
+    mut f: impl FnMut(u64, &[u8]) -> io::Result<bool>,
+) -> io::Result<bool> {
+    let mut buf = vec![0u8; 4 << 20];
+    // buf[..filled] holds unread bytes; the first starts at file offset `base`.
+    let (mut filled, mut base, mut pos) = (0usize, 0u64, 0u64);
+    loop {
+        if filled == buf.len() {
+            buf.resize(buf.len() * 2, 0); // a line longer than the buffer
+        }
+        let n = file.read_at(&mut buf[filled..], pos)?;
+        pos += n as u64;
+        if let Some(h) = whole.as_deref_mut() {
+            h.update(&buf[filled..filled + n]);
+        }
+        filled += n;
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', &buf[..filled]) {
+            if !f(base + start as u64, &buf[start..=end])? {
+                return Ok(false);
+            }
+            start = end + 1;
+        }
+        if n == 0 {
+            if start < filled && !f(base + start as u64, &buf[start..filled])? {
+                return Ok(false);
+            }
+            return Ok(true);
+        }
+        buf.copy_within(start..filled, 0);
+        filled -= start;
+        base += start as u64;
+    }
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -180,31 +244,35 @@ pub fn make(
     max_literal: u64,
     sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
 ) -> io::Result<Option<Made>> {
-    // Index the base: each line's start, and the first line with each hash.
-    let mut starts: Vec<u64> = Vec::new();
-    let mut hashes: Vec<u64> = Vec::new();
-    let mut first: HashMap<u64, u32, BuildHasherDefault<PreHashed>> = HashMap::default();
+    // Index the base: each line's start and hash, and a sparse map (the lines whose hash
+    // is a multiple of SAMPLE) from hash to first line, for long jumps.
+    let expect = (base.metadata()?.len() / 32) as usize;
+    let mut starts: Vec<u64> = Vec::with_capacity(expect.min(MAX_LINES) + 1);
+    let mut hashes: Vec<u64> = Vec::with_capacity(expect.min(MAX_LINES));
+    let mut sampled: HashMap<u64, u32, BuildHasherDefault<PreHashed>> =
+        HashMap::with_capacity_and_hasher(
+            expect.min(MAX_LINES) / SAMPLE as usize,
+            Default::default(),
+        );
     let mut whole = blake3::Hasher::new();
-    let mut rd = BufReader::with_capacity(1 << 20, base);
-    let mut line = Vec::new();
-    let mut off = 0u64;
-    loop {
-        line.clear();
-        let n = rd.read_until(b'\n', &mut line)?;
-        if n == 0 {
-            break;
-        }
+    let mut end = 0u64;
+    let indexed = for_each_line(base, Some(&mut whole), |off, line| {
         if starts.len() >= MAX_LINES {
-            return Ok(None);
+            return Ok(false);
         }
-        whole.update(&line);
-        let h = line_hash(&line);
-        first.entry(h).or_insert(starts.len() as u32);
+        let h = line_hash(line);
+        if h.is_multiple_of(SAMPLE) {
+            sampled.entry(h).or_insert(starts.len() as u32);
+        }
         starts.push(off);
         hashes.push(h);
-        off += n as u64;
+        end = off + line.len() as u64;
+        Ok(true)
+    })?;
+    if !indexed {
+        return Ok(None);
     }
-    starts.push(off);
+    starts.push(end);
     let line_len = |i: usize| starts[i + 1] - starts[i];
 
     let mut w = OpWriter {
@@ -217,38 +285,34 @@ pub fn make(
         },
         sink,
     };
-    let mut rd = BufReader::with_capacity(1 << 20, new);
-    // The base line expected next if the new script goes on as the base did.
-    let mut next = usize::MAX;
-    loop {
-        line.clear();
-        let n = rd.read_until(b'\n', &mut line)?;
-        if n == 0 {
-            break;
-        }
-        let h = line_hash(&line);
-        let at = if next < hashes.len() && hashes[next] == h && line_len(next) == n as u64 {
-            Some(next)
-        } else {
-            first
-                .get(&h)
-                .map(|&i| i as usize)
-                .filter(|&i| line_len(i) == n as u64)
-        };
+    // The base line after the last one matched: where the new script most likely goes on.
+    let mut anchor = 0usize;
+    let complete = for_each_line(new, None, |_, line| {
+        let (h, n) = (line_hash(line), line.len() as u64);
+        let same = |i: usize| hashes[i] == h && line_len(i) == n;
+        let near = anchor..(anchor + NEAR).min(hashes.len());
+        let at = near.into_iter().find(|&i| same(i)).or_else(|| {
+            (h.is_multiple_of(SAMPLE))
+                .then(|| sampled.get(&h).map(|&i| i as usize))
+                .flatten()
+                .filter(|&i| same(i))
+        });
         match at {
             Some(i) => {
-                w.copy(starts[i], n as u64)?;
-                next = i + 1;
+                w.copy(starts[i], n)?;
+                anchor = i + 1;
             }
             None => {
-                w.literal(&line)?;
+                w.literal(line)?;
                 if w.made.literal > max_literal {
-                    return Ok(None);
+                    return Ok(false);
                 }
-                // A row changed in place: the base probably goes on one line further.
-                next = next.saturating_add(1);
             }
         }
+        Ok(true)
+    })?;
+    if !complete {
+        return Ok(None);
     }
     w.flush_copy()?;
     w.flush_literal()?;
@@ -503,6 +567,14 @@ mod tests {
         // Long literal lines are split into ops that fit a chunk.
         let long = vec![b'z'; 3 * MAX_LITERAL + 5];
         assert_eq!(roundtrip(b"a\n", &long).0, long);
+        // Lines longer than the read buffer (a big bytea row) are found whole.
+        let mut big = vec![b'y'; 9 << 20];
+        big.push(b'\n');
+        let base = [b"a\n".as_slice(), &big, b"b\n"].concat();
+        let new = [b"c\n".as_slice(), &big, b"b\n"].concat();
+        let (got, made) = roundtrip(&base, &new);
+        assert_eq!(got, new);
+        assert_eq!(made.literal, 2, "{made:?}");
     }
 
     #[test]

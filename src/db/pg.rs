@@ -85,17 +85,18 @@ impl PgConn {
         let mut c = self.command("psql");
         c.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
             .args(["-F", "\x1f", "-R", "\x1e", "-c", sql]);
-        let out = run(c, Stdio::null(), Stdio::piped())?;
+        let out = run(c, Stdio::null(), true)?;
         Ok(String::from_utf8_lossy(&out.0).into_owned())
     }
 
-    /// Dumps the database into `out` with pg_dump and the given extra arguments; returns
-    /// pg_dump's warnings (stderr) on success, its message on failure.
-    pub fn dump(&self, args: &[String], out: File) -> Result<String, String> {
+    /// Dumps the database with pg_dump and the given extra arguments, handing its output
+    /// to `consume` as it comes (so the caller's work overlaps the dump's); returns
+    /// pg_dump's warnings (stderr) on success, its message (or the consumer's error, pg_dump
+    /// then being killed) on failure.
+    pub fn dump(&self, args: &[String], consume: Consumer) -> Result<String, String> {
         let mut c = self.command("pg_dump");
         c.args(args);
-        let (_, stderr) = run(c, Stdio::null(), Stdio::from(out))?;
-        Ok(stderr)
+        run_reading(c, Stdio::null(), consume)
     }
 
     /// Replays `script` with psql in one transaction, stopping at the first error
@@ -112,12 +113,35 @@ impl PgConn {
             "-f",
             "-",
         ]);
-        run(c, Stdio::from(script), Stdio::null()).map(|_| ())
+        run(c, Stdio::from(script), false).map(|_| ())
     }
 }
 
-/// Runs `c`, returns (stdout, stderr) on exit 0, else a message with stderr.
-fn run(mut c: Command, stdin: Stdio, stdout: Stdio) -> Result<(Vec<u8>, String), String> {
+/// Reads a child's stdout as it comes.
+type Consumer<'a> = &'a mut dyn FnMut(&mut dyn Read) -> std::io::Result<()>;
+
+/// Runs `c`, returns (stdout if `capture`, stderr) on exit 0, else a message with stderr.
+fn run(c: Command, stdin: Stdio, capture: bool) -> Result<(Vec<u8>, String), String> {
+    let mut bytes = Vec::new();
+    let stderr = if capture {
+        run_reading(c, stdin, &mut |o| o.read_to_end(&mut bytes).map(|_| ()))?
+    } else {
+        run_child(c, stdin, Stdio::null(), None)?
+    };
+    Ok((bytes, stderr))
+}
+
+/// Runs `c` with its stdout piped to `consume`; returns stderr on exit 0.
+fn run_reading(c: Command, stdin: Stdio, consume: Consumer) -> Result<String, String> {
+    run_child(c, stdin, Stdio::piped(), Some(consume))
+}
+
+fn run_child(
+    mut c: Command,
+    stdin: Stdio,
+    stdout: Stdio,
+    consume: Option<Consumer>,
+) -> Result<String, String> {
     let program = c.get_program().to_string_lossy().into_owned();
     let mut child = c
         .stdin(stdin)
@@ -136,9 +160,13 @@ fn run(mut c: Command, stdin: Stdio, stdout: Stdio) -> Result<(Vec<u8>, String),
         let _ = err_pipe.read_to_end(&mut s);
         s
     });
-    let mut stdout_bytes = Vec::new();
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_end(&mut stdout_bytes);
+    if let (Some(mut o), Some(consume)) = (child.stdout.take(), consume)
+        && let Err(e) = consume(&mut o)
+    {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = err_thread.join();
+        return Err(format!("cannot store the output of {program}: {e}"));
     }
     let status = child
         .wait()
@@ -147,7 +175,7 @@ fn run(mut c: Command, stdin: Stdio, stdout: Stdio) -> Result<(Vec<u8>, String),
         .trim()
         .to_string();
     if status.success() {
-        Ok((stdout_bytes, stderr))
+        Ok(stderr)
     } else {
         let how = match status.code() {
             Some(c) => format!("exit {c}"),

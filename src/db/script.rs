@@ -29,35 +29,6 @@ impl DumpSummary {
     }
 }
 
-/// Reads a plain-format dump and counts its tables, rows and sequences.
-pub fn scan(mut r: impl BufRead) -> io::Result<DumpSummary> {
-    let mut s = DumpSummary::default();
-    let mut line = Vec::new();
-    let mut in_copy = false;
-    loop {
-        line.clear();
-        let n = r.read_until(b'\n', &mut line)?;
-        if n == 0 {
-            break;
-        }
-        s.bytes += n as u64;
-        let l = line.strip_suffix(b"\n").unwrap_or(&line);
-        if in_copy {
-            if l == b"\\." {
-                in_copy = false;
-            } else if let Some(t) = s.tables.last_mut() {
-                t.1 += 1;
-            }
-        } else if let Some(name) = copy_table(l) {
-            s.tables.push((name, 0));
-            in_copy = true;
-        } else if l.starts_with(b"SELECT pg_catalog.setval(") {
-            s.sequences += 1;
-        }
-    }
-    Ok(s)
-}
-
 /// The table of a `COPY <table> [(cols)] FROM stdin;` line, as written (quoted identifiers kept).
 fn copy_table(l: &[u8]) -> Option<String> {
     let rest = l.strip_prefix(b"COPY ")?;
@@ -81,22 +52,11 @@ fn copy_table(l: &[u8]) -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
-/// Writes the replay script: the header, the `TRUNCATE` of `summary`'s tables (unless
-/// `with_schema`: then the dump drops and recreates them itself; its `DROP SCHEMA` is left
-/// out and its `CREATE SCHEMA` made `IF NOT EXISTS`, since the schema also holds the
-/// excluded tables), then `dump`.
-///
-/// Recent pg_dump releases (15.14 and later) frame their output with
-/// `\restrict KEY` ... `\unrestrict KEY`, a fresh random key each time, so that a
-/// hostile server cannot smuggle psql meta-commands into the dump. A fresh key would make
-/// every hour's script differ, so the key is replaced with `restrict_key`, this node's
-/// own secret (kept in the private work directory, never seen by the server): the
-/// protection stays, and an unchanged database gives a byte-identical script.
-pub fn write_script(
+/// Writes the replay script's header: settings, and the `TRUNCATE` of `summary`'s
+/// tables (unless `with_schema`: then the dump drops and recreates them itself).
+pub fn write_header(
     summary: &DumpSummary,
     with_schema: bool,
-    restrict_key: &str,
-    dump: &mut impl BufRead,
     out: &mut impl Write,
 ) -> io::Result<()> {
     writeln!(
@@ -123,25 +83,60 @@ pub fn write_script(
             writeln!(out, "    {t}{sep}")?;
         }
     }
+    Ok(())
+}
+
+/// Writes the replay script's footer.
+pub fn write_footer(out: &mut impl Write) -> io::Result<()> {
+    writeln!(out, "\nSET session_replication_role = DEFAULT;")
+}
+
+/// Reads a plain-format dump in one pass and writes the script's body, returning what
+/// the dump holds (tables, rows, sequences) for the header. The body is the dump with
+/// each `COPY` block's rows sorted ([`Rows`]); with `with_schema`, its `DROP SCHEMA` is
+/// left out and its `CREATE SCHEMA` made `IF NOT EXISTS`, since the schema also holds
+/// the excluded tables.
+///
+/// Recent pg_dump releases (15.14 and later) frame their output with
+/// `\restrict KEY` ... `\unrestrict KEY`, a fresh random key each time, so that a
+/// hostile server cannot smuggle psql meta-commands into the dump. A fresh key would make
+/// every hour's script differ, so the key is replaced with `restrict_key`, this node's
+/// own secret (kept in the private work directory, never seen by the server): the
+/// protection stays, and an unchanged database gives a byte-identical script.
+pub fn write_body(
+    dump: &mut impl BufRead,
+    with_schema: bool,
+    restrict_key: &str,
+    out: &mut impl Write,
+) -> io::Result<DumpSummary> {
+    let mut s = DumpSummary::default();
     let mut line = Vec::new();
     let mut in_copy = false;
     let mut rows = Rows::default();
     loop {
         line.clear();
-        if dump.read_until(b'\n', &mut line)? == 0 {
+        let n = dump.read_until(b'\n', &mut line)?;
+        if n == 0 {
             rows.write_sorted(out)?;
             break;
         }
+        s.bytes += n as u64;
         let l = line.strip_suffix(b"\n").unwrap_or(&line);
         if in_copy {
             in_copy = l != b"\\.";
             if in_copy {
+                if let Some(t) = s.tables.last_mut() {
+                    t.1 += 1;
+                }
                 rows.push(&line, out)?;
                 continue;
             }
             rows.write_sorted(out)?;
-        } else if copy_table(l).is_some() {
+        } else if let Some(name) = copy_table(l) {
+            s.tables.push((name, 0));
             in_copy = true;
+        } else if l.starts_with(b"SELECT pg_catalog.setval(") {
+            s.sequences += 1;
         } else if with_schema && l.starts_with(b"DROP SCHEMA IF EXISTS ") {
             // The schema also holds the excluded tables: keep it, drop only what the
             // dump recreates (its other DROP ... IF EXISTS lines).
@@ -160,17 +155,21 @@ pub fn write_script(
         }
         out.write_all(&line)?;
     }
-    writeln!(out, "\nSET session_replication_role = DEFAULT;")?;
-    Ok(())
+    Ok(s)
 }
 
 /// The rows of one `COPY` block, buffered to be written sorted; a block larger than
 /// [`Rows::CAP`] is written in dump order instead (memory stays bounded).
+///
+/// The order: rows whose first column is a non-negative integer (an `id`, usually the
+/// primary key) by that number, then the others bytewise; ties bytewise. Numeric order is
+/// what a table freshly loaded in key order dumps as (so sorting is cheap), and what
+/// the slave's primary-key index likes to be filled in.
 #[derive(Default)]
 struct Rows {
     data: Vec<u8>,
-    /// (start, end) of each row in `data`.
-    spans: Vec<(usize, usize)>,
+    /// (numeric key, start, end) of each row in `data`.
+    spans: Vec<(u64, usize, usize)>,
     /// The block outgrew the cap: rows pass straight through.
     passthrough: bool,
 }
@@ -184,7 +183,7 @@ impl Rows {
         }
         let start = self.data.len();
         self.data.extend_from_slice(row);
-        self.spans.push((start, self.data.len()));
+        self.spans.push((numeric_key(row), start, self.data.len()));
         if self.data.len() > Self::CAP {
             out.write_all(&self.data)?;
             self.clear();
@@ -195,9 +194,11 @@ impl Rows {
 
     fn write_sorted(&mut self, out: &mut impl Write) -> io::Result<()> {
         let data = &self.data;
-        self.spans
-            .sort_unstable_by(|a, b| data[a.0..a.1].cmp(&data[b.0..b.1]));
-        for &(a, b) in &self.spans {
+        self.spans.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| data[a.1..a.2].cmp(&data[b.1..b.2]))
+        });
+        for &(_, a, b) in &self.spans {
             out.write_all(&data[a..b])?;
         }
         self.clear();
@@ -215,36 +216,78 @@ impl Rows {
     }
 }
 
+/// A row's sort key: its first column's value if that is a non-negative integer below
+/// `u64::MAX` (at most 19 digits), else `u64::MAX` (sorted after, bytewise).
+fn numeric_key(row: &[u8]) -> u64 {
+    let field = row
+        .split(|&b| b == b'\t' || b == b'\n')
+        .next()
+        .unwrap_or(row);
+    if field.is_empty() || field.len() > 19 || !field.iter().all(u8::is_ascii_digit) {
+        return u64::MAX;
+    }
+    field.iter().fold(0u64, |v, &d| v * 10 + (d - b'0') as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const DUMP: &str = "--\n-- PostgreSQL database dump\n--\n\
         SET statement_timeout = 0;\n\
-        COPY public.tenant (id, name, main_user) FROM stdin;\n2\tfoo\t\\N\n1\tacme\t1\n\\.\n\n\
+        COPY public.tenant (id, name, main_user) FROM stdin;\n10\tbar\t1\n2\tfoo\t\\N\n1\tacme\t1\nx\ty\tz\n\\.\n\n\
         COPY public.\"Odd Name\" (id) FROM stdin;\n\\.\n\n\
         SELECT pg_catalog.setval('public.tenant_id_seq', 2, true);\n\\unrestrict abc\n";
 
+    /// The whole script of `dump` (header, body, footer) and the summary.
+    fn script(dump: &str, with_schema: bool, key: &str) -> (String, DumpSummary) {
+        let mut body = Vec::new();
+        let s = write_body(&mut dump.as_bytes(), with_schema, key, &mut body).unwrap();
+        let mut out = Vec::new();
+        write_header(&s, with_schema, &mut out).unwrap();
+        out.extend_from_slice(&body);
+        write_footer(&mut out).unwrap();
+        (String::from_utf8(out).unwrap(), s)
+    }
+
     #[test]
-    fn scan_counts_tables_rows_and_sequences() {
-        let s = scan(DUMP.as_bytes()).unwrap();
+    fn body_counts_tables_rows_and_sequences() {
+        let (_, s) = script(DUMP, false, "k");
         assert_eq!(
             s.tables,
             vec![
-                ("public.tenant".to_string(), 2),
+                ("public.tenant".to_string(), 4),
                 ("public.\"Odd Name\"".to_string(), 0)
             ]
         );
-        assert_eq!((s.sequences, s.rows(), s.bytes), (1, 2, DUMP.len() as u64));
+        assert_eq!((s.sequences, s.rows(), s.bytes), (1, 4, DUMP.len() as u64));
+    }
+
+    #[test]
+    fn rows_sort_by_a_leading_number_then_bytewise() {
+        let mut rows = Rows::default();
+        let mut out = Vec::new();
+        for r in [
+            "10\ta\n", "9\tb\n", "-1\tc\n", "9\ta\n", "abc\n", "007\tz\n", "\\N\tn\n",
+        ] {
+            rows.push(r.as_bytes(), &mut out).unwrap();
+        }
+        rows.write_sorted(&mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "007\tz\n9\ta\n9\tb\n10\ta\n-1\tc\n\\N\tn\nabc\n"
+        );
+        assert_eq!(
+            numeric_key(b"18446744073709551615\t"),
+            u64::MAX,
+            "20 digits"
+        );
+        assert_eq!(numeric_key(b"42"), 42);
     }
 
     #[test]
     fn script_truncates_every_copied_table_before_the_data() {
-        let s = scan(DUMP.as_bytes()).unwrap();
-        let mut out = Vec::new();
-        let dump = format!("\\restrict abc\n{DUMP}");
-        write_script(&s, false, "k3y", &mut dump.as_bytes(), &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let (text, _) = script(&format!("\\restrict abc\n{DUMP}"), false, "k3y");
         assert!(text.contains("\\restrict k3y\n") && text.contains("\\unrestrict k3y\n"));
         assert!(!text.contains("abc"), "{text}");
         let trunc = text.find("TRUNCATE TABLE\n    public.tenant,\n    public.\"Odd Name\";");
@@ -254,7 +297,9 @@ mod tests {
         let copy = text.find("COPY public.tenant").unwrap();
         assert!(replica < trunc.unwrap() && trunc.unwrap() < copy, "{text}");
         assert!(
-            text.contains("COPY public.tenant (id, name, main_user) FROM stdin;\n1\tacme\t1\n2\tfoo\t\\N\n\\.\n"),
+            text.contains(
+                "COPY public.tenant (id, name, main_user) FROM stdin;\n1\tacme\t1\n2\tfoo\t\\N\n10\tbar\t1\nx\ty\tz\n\\.\n"
+            ),
             "rows are sorted: {text}"
         );
         // No transaction control of its own: psql --single-transaction is the transaction.
@@ -268,10 +313,8 @@ mod tests {
             "{text}"
         );
 
-        let mut out = Vec::new();
         let dump = format!("DROP SCHEMA IF EXISTS public;\nCREATE SCHEMA public;\n{DUMP}");
-        write_script(&s, true, "k", &mut dump.as_bytes(), &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let (text, _) = script(&dump, true, "k");
         assert!(
             !text.contains("TRUNCATE") && !text.contains("DROP SCHEMA"),
             "{text}"
