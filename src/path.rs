@@ -70,7 +70,7 @@ impl RelPath {
         Ok(RelPath(bytes.to_vec()))
     }
 
-    /// Build from a path relative to a scan root (as produced by walkdir).
+    /// Build from a path relative to a scan root.
     pub fn from_path(p: &Path) -> Result<Self, PathError> {
         Self::from_wire(p.as_os_str().as_bytes())
     }

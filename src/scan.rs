@@ -1,8 +1,8 @@
 //! Scanning a tree into a manifest, with gitignore-style exclusions.
 //!
-//! The walk (walkdir) never follows symlinks and yields entries in wire order
-//! (a depth-first pre-order with siblings sorted by name bytes), so the
-//! manifest needs no sort afterwards. Excluded directories are not descended
+//! The walk (our own, over std's `read_dir`: see [`walk`] for why not walkdir) never
+//! follows symlinks and yields entries in wire order (a depth-first pre-order with
+//! siblings sorted by name bytes), so the manifest needs no sort afterwards. Excluded directories are not descended
 //! into. The receiver's own temporary files (`.hasync-tmp.*`, left only by a
 //! killed run) are reported separately so they can be cleaned up, never
 //! synced or compared. Unreadable entries are collected as errors: a sender
@@ -77,53 +77,75 @@ pub fn scan(root: &Path, excludes: &Excludes) -> std::io::Result<Option<Scan>> {
         Ok(_) => {}
     }
     let mut out = Scan::default();
-    let walker = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .follow_root_links(true)
-        .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
-    let mut it = walker.into_iter();
-    while let Some(next) = it.next() {
-        let dent = match next {
-            Ok(d) => d,
-            Err(e) => {
-                let p = e
-                    .path()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                out.errors.push((p, e.to_string()));
-                continue;
-            }
-        };
-        let relp = dent.path().strip_prefix(root).unwrap_or(Path::new(""));
-        let rel = match RelPath::from_path(relp) {
-            Ok(r) => r,
-            Err(e) => {
-                out.errors
-                    .push((dent.path().display().to_string(), e.to_string()));
-                if dent.file_type().is_dir() {
-                    it.skip_current_dir();
-                }
-                continue;
-            }
-        };
-        let ft = dent.file_type();
-        if !rel.is_root() && is_temp_name(dent.file_name().as_bytes()) && !ft.is_dir() {
-            out.stale_temps.push(rel);
+    let md = std::fs::metadata(root)?;
+    out.entries
+        .push(entry(RelPath::root(), Kind::Dir, &md, Vec::new()));
+    walk(root, &RelPath::root(), excludes, &mut out);
+    Ok(Some(out))
+}
+
+fn entry(path: RelPath, kind: Kind, md: &std::fs::Metadata, target: Vec<u8>) -> Entry {
+    Entry {
+        path,
+        kind,
+        size: if kind == Kind::File { md.len() } else { 0 },
+        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        target,
+        hash: None,
+    }
+}
+
+/// Adds the entries under directory `dir` (relative path `rel`) to `out`, in wire order.
+///
+/// Each child is looked at relative to its directory (`fstatat` on the directory's fd,
+/// which is what std's `DirEntry::metadata` does), not by its full path: the kernel
+/// resolves one name instead of every component of the path, which is most of the cost
+/// of a scan of an unchanged tree. A directory's children are all looked at before any
+/// subdirectory is entered, so one directory is open at a time, whatever the depth.
+fn walk(dir: &Path, rel: &RelPath, excludes: &Excludes, out: &mut Scan) {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) => {
+            out.errors.push((dir.display().to_string(), e.to_string()));
+            return;
+        }
+    };
+    let mut dents = Vec::new();
+    for d in rd {
+        match d {
+            Ok(d) => dents.push((d.file_name(), d)),
+            Err(e) => out.errors.push((dir.display().to_string(), e.to_string())),
+        }
+    }
+    dents.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    // Look at every child now; enter the subdirectories after (the directory is closed).
+    let mut children: Vec<(Entry, Option<std::path::PathBuf>)> = Vec::with_capacity(dents.len());
+    for (name, dent) in dents {
+        let child = rel.join(name.as_bytes());
+        if child.as_bytes().len() > crate::path::MAX_PATH {
+            out.errors.push((
+                dent.path().display().to_string(),
+                crate::path::PathError::TooLong.to_string(),
+            ));
             continue;
         }
-        if excludes.excluded(&rel, ft.is_dir()) {
-            if ft.is_dir() {
-                it.skip_current_dir();
-            }
-            continue;
-        }
-        let md = match dent.metadata() {
-            Ok(m) => m,
+        let ft = match dent.file_type() {
+            Ok(ft) => ft,
             Err(e) => {
-                out.errors.push((rel.to_string(), e.to_string()));
+                out.errors.push((child.to_string(), e.to_string()));
                 continue;
             }
         };
+        if is_temp_name(name.as_bytes()) && !ft.is_dir() {
+            out.stale_temps.push(child);
+            continue;
+        }
+        if excludes.excluded(&child, ft.is_dir()) {
+            continue;
+        }
         let kind = if ft.is_dir() {
             Kind::Dir
         } else if ft.is_file() {
@@ -132,34 +154,38 @@ pub fn scan(root: &Path, excludes: &Excludes) -> std::io::Result<Option<Scan>> {
             Kind::Symlink
         } else {
             if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
-                out.skipped.push(rel);
+                out.skipped.push(child);
             }
             continue;
+        };
+        let md = match dent.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                out.errors.push((child.to_string(), e.to_string()));
+                continue;
+            }
         };
         let target = if kind == Kind::Symlink {
             match std::fs::read_link(dent.path()) {
                 Ok(t) => t.into_os_string().as_bytes().to_vec(),
                 Err(e) => {
-                    out.errors.push((rel.to_string(), e.to_string()));
+                    out.errors.push((child.to_string(), e.to_string()));
                     continue;
                 }
             }
         } else {
             Vec::new()
         };
-        out.entries.push(Entry {
-            path: rel,
-            kind,
-            size: if kind == Kind::File { md.len() } else { 0 },
-            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-            mode: md.mode() & 0o7777,
-            uid: md.uid(),
-            gid: md.gid(),
-            target,
-            hash: None,
-        });
+        let sub = (kind == Kind::Dir).then(|| dent.path());
+        children.push((entry(child, kind, &md, target), sub));
     }
-    Ok(Some(out))
+    for (e, sub) in children {
+        let sub_rel = sub.as_ref().map(|_| e.path.clone());
+        out.entries.push(e);
+        if let (Some(path), Some(r)) = (sub, sub_rel) {
+            walk(&path, &r, excludes, out);
+        }
+    }
 }
 
 /// BLAKE3 of a file's content, read beneath `root` without following symlinks.
