@@ -610,7 +610,7 @@ mod tests {
         let b = block_size_for(base.len() as u64) as usize;
         assert_eq!(b, 1024);
         let window = 16 * b;
-        type Edit = Box<dyn Fn(&mut Vec<u8>)>;
+        type Edit<'a> = Box<dyn Fn(&mut Vec<u8>) + 'a>;
         let edits: Vec<Edit> = vec![
             Box::new(|v| {
                 v.splice(window..window, pseudo(7, 1));
