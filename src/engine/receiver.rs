@@ -452,7 +452,7 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
                         let r = current.as_mut().ok_or_else(|| {
                             SyncError::Peer("protocol error: data outside a file".into())
                         })?;
-                        let res = r.data(&d);
+                        let res = r.data(d);
                         step(
                             res,
                             rd,
