@@ -167,7 +167,10 @@ impl Rebuild {
             self.discard();
             return Err(RebuildError::Verify(msg));
         }
-        let hasher = std::mem::replace(&mut self.hasher, Hashing::Inline(blake3::Hasher::new()));
+        let hasher = std::mem::replace(
+            &mut self.hasher,
+            Hashing::Inline(Box::new(blake3::Hasher::new())),
+        );
         if hasher.finalize().as_ref().map(|h| h.as_bytes()) != Some(hash) {
             self.discard();
             return Err(RebuildError::Verify(
@@ -206,7 +209,7 @@ const HASH_THREAD_MIN: u64 = 8 * 1024 * 1024;
 /// the new one. Buffers go to the thread and come back for reuse (at most a
 /// few MiB in flight).
 enum Hashing {
-    Inline(blake3::Hasher),
+    Inline(Box<blake3::Hasher>),
     Thread {
         tx: mpsc::SyncSender<Vec<u8>>,
         spare: mpsc::Receiver<Vec<u8>>,
@@ -217,7 +220,7 @@ enum Hashing {
 impl Hashing {
     fn new(size: u64) -> Hashing {
         if size < HASH_THREAD_MIN {
-            return Hashing::Inline(blake3::Hasher::new());
+            return Hashing::Inline(Box::new(blake3::Hasher::new()));
         }
         let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
         let (back, spare) = mpsc::sync_channel::<Vec<u8>>(4);
@@ -233,7 +236,7 @@ impl Hashing {
             });
         match spawned {
             Ok(handle) => Hashing::Thread { tx, spare, handle },
-            Err(_) => Hashing::Inline(blake3::Hasher::new()),
+            Err(_) => Hashing::Inline(Box::new(blake3::Hasher::new())),
         }
     }
 
