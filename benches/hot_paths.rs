@@ -69,7 +69,7 @@ fn bench_hash_and_delta(c: &mut Criterion) {
     let sig = delta::parse_signature(sig_bytes).unwrap();
     let index = sig.index();
     g.bench_function("diff_16_changes", |b| {
-        let (mut buf, mut out) = (Vec::new(), Vec::new());
+        let mut buf = Vec::new();
         b.iter(|| {
             let mut ops = 0usize;
             delta::diff_file(
@@ -77,7 +77,6 @@ fn bench_hash_and_delta(c: &mut Criterion) {
                 &new_f,
                 LEN as u64,
                 &mut buf,
-                &mut out,
                 |_| {
                     ops += 1;
                     Ok(())

@@ -41,21 +41,31 @@ pub fn signature_diff(data: &[u8]) {
     let index = sig.index();
     let mut f = tempfile::tempfile().expect("temp file");
     f.write_all(new).expect("write temp file");
-    let (mut buf, mut out) = (Vec::new(), Vec::new());
-    let _ = delta::diff_file(
-        &index,
-        &f,
-        new.len() as u64,
-        &mut buf,
-        &mut out,
-        |_| Ok(()),
-        |_| {},
-    );
+    let mut buf = Vec::new();
+    let _ = delta::diff_file(&index, &f, new.len() as u64, &mut buf, |_| Ok(()), |_| {});
 }
 
-/// The delta parser never panics on arbitrary bytes.
+/// The block matcher end to end: the input is split into an old and a new
+/// file (the first two bytes say where, and a third repeats the old data to
+/// make blocks of it); the delta of new against old must rebuild new exactly.
 pub fn delta_ops(data: &[u8]) {
-    let _ = delta::parse_delta(data);
+    if data.len() < 3 {
+        return;
+    }
+    let cut = (u16::from_be_bytes([data[0], data[1]]) as usize).min(data.len() - 3);
+    let (old, new) = data[3..].split_at(cut);
+    // Repeat both sides so that they span several blocks (blocks are >= 1 KiB).
+    let reps = 1 + data[2] as usize % 64;
+    let old: Vec<u8> = old.iter().copied().cycle().take(old.len() * reps).collect();
+    let mut new_rep: Vec<u8> = Vec::new();
+    for i in 0..reps {
+        new_rep.extend_from_slice(if i % 2 == 0 { new } else { &old[..] });
+    }
+    let (rebuilt, _) = delta::roundtrip(&old, &new_rep).expect("roundtrip");
+    assert!(
+        rebuilt == new_rep,
+        "the delta does not rebuild the new data"
+    );
 }
 
 /// Any text as a config file gives a config or a located error, never a panic.

@@ -18,10 +18,13 @@ use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::mpsc;
 
 /// Most files or bytes waiting in one commit group.
 const GROUP_FILES: usize = 512;
 const GROUP_BYTES: u64 = 256 * 1024 * 1024;
+/// Files at least this big have the old copy they replace freed on a background thread.
+const RELEASE_IN_BACKGROUND: u64 = 16 * 1024 * 1024;
 
 /// A file being rebuilt.
 pub struct Rebuild {
@@ -32,7 +35,7 @@ pub struct Rebuild {
     base_len: u64,
     expected: u64,
     written: u64,
-    hasher: blake3::Hasher,
+    hasher: Hashing,
     pub literal: u64,
     pub matched: u64,
     copy_buf: Vec<u8>,
@@ -68,7 +71,7 @@ impl Rebuild {
             base_len,
             expected: entry.size,
             written: 0,
-            hasher: blake3::Hasher::new(),
+            hasher: Hashing::new(entry.size),
             literal: 0,
             matched: 0,
             copy_buf: Vec::new(),
@@ -98,13 +101,13 @@ impl Rebuild {
     }
 
     /// New bytes from the sender.
-    pub fn data(&mut self, d: &[u8]) -> Result<(), RebuildError> {
+    pub fn data(&mut self, d: Vec<u8>) -> Result<(), RebuildError> {
         self.check_room(d.len() as u64)
             .map_err(RebuildError::Protocol)?;
-        self.out().write_all(d).map_err(RebuildError::Io)?;
-        self.hasher.update(d);
+        self.out().write_all(&d).map_err(RebuildError::Io)?;
         self.written += d.len() as u64;
         self.literal += d.len() as u64;
+        self.hasher.take(d);
         Ok(())
     }
 
@@ -126,19 +129,23 @@ impl Rebuild {
             )));
         }
         self.check_room(len).map_err(RebuildError::Protocol)?;
-        let mut buf = std::mem::take(&mut self.copy_buf);
-        buf.resize((len as usize).min(1 << 20), 0);
         let mut done = 0u64;
         while done < len {
-            let n = ((len - done) as usize).min(buf.len());
+            let n = ((len - done) as usize).min(COPY_CHUNK);
+            let mut buf = match &self.hasher {
+                Hashing::Inline(_) => std::mem::take(&mut self.copy_buf),
+                Hashing::Thread { .. } => self.hasher.spare(),
+            };
+            buf.resize(n, 0);
             let base = self.base.as_ref().expect("checked above");
-            base.read_exact_at(&mut buf[..n], offset + done)
+            base.read_exact_at(&mut buf, offset + done)
                 .map_err(RebuildError::Io)?;
-            self.out().write_all(&buf[..n]).map_err(RebuildError::Io)?;
-            self.hasher.update(&buf[..n]);
+            self.out().write_all(&buf).map_err(RebuildError::Io)?;
+            if let Some(back) = self.hasher.take(buf) {
+                self.copy_buf = back;
+            }
             done += n as u64;
         }
-        self.copy_buf = buf;
         self.written += len;
         self.matched += len;
         Ok(())
@@ -160,7 +167,11 @@ impl Rebuild {
             self.discard();
             return Err(RebuildError::Verify(msg));
         }
-        if self.hasher.finalize().as_bytes() != hash {
+        let hasher = std::mem::replace(
+            &mut self.hasher,
+            Hashing::Inline(Box::new(blake3::Hasher::new())),
+        );
+        if hasher.finalize().as_ref().map(|h| h.as_bytes()) != Some(hash) {
             self.discard();
             return Err(RebuildError::Verify(
                 "BLAKE3 of the rebuilt file does not match the sender's".into(),
@@ -185,6 +196,82 @@ impl Rebuild {
 impl Drop for Rebuild {
     fn drop(&mut self) {
         self.discard();
+    }
+}
+
+/// Bytes read from the old copy per `pread` + `write` for a `Copy`.
+const COPY_CHUNK: usize = 1 << 20;
+/// Files at least this big are hashed on a helper thread while they are rebuilt.
+const HASH_THREAD_MIN: u64 = 8 * 1024 * 1024;
+
+/// The BLAKE3 of a file being rebuilt: inline for small files; for big ones on
+/// a helper thread, so that hashing overlaps reading the old copy and writing
+/// the new one. Buffers go to the thread and come back for reuse (at most a
+/// few MiB in flight).
+enum Hashing {
+    Inline(Box<blake3::Hasher>),
+    Thread {
+        tx: mpsc::SyncSender<Vec<u8>>,
+        spare: mpsc::Receiver<Vec<u8>>,
+        handle: std::thread::JoinHandle<blake3::Hasher>,
+    },
+}
+
+impl Hashing {
+    fn new(size: u64) -> Hashing {
+        if size < HASH_THREAD_MIN {
+            return Hashing::Inline(Box::new(blake3::Hasher::new()));
+        }
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
+        let (back, spare) = mpsc::sync_channel::<Vec<u8>>(4);
+        let spawned = std::thread::Builder::new()
+            .name("rebuild-hash".into())
+            .spawn(move || {
+                let mut h = blake3::Hasher::new();
+                for buf in rx {
+                    h.update(&buf);
+                    let _ = back.try_send(buf);
+                }
+                h
+            });
+        match spawned {
+            Ok(handle) => Hashing::Thread { tx, spare, handle },
+            Err(_) => Hashing::Inline(Box::new(blake3::Hasher::new())),
+        }
+    }
+
+    /// A buffer to fill (one the thread is done with, if any).
+    fn spare(&mut self) -> Vec<u8> {
+        match self {
+            Hashing::Thread { spare, .. } => spare.try_recv().unwrap_or_default(),
+            Hashing::Inline(_) => Vec::new(),
+        }
+    }
+
+    /// Hash `buf` (in order). Inline, the buffer is handed back for reuse.
+    fn take(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        match self {
+            Hashing::Inline(h) => {
+                h.update(&buf);
+                Some(buf)
+            }
+            Hashing::Thread { tx, .. } => {
+                // If the thread is gone, finalize() reports it.
+                let _ = tx.send(buf);
+                None
+            }
+        }
+    }
+
+    /// The hash of everything taken; `None` if the helper thread died.
+    fn finalize(self) -> Option<blake3::Hash> {
+        match self {
+            Hashing::Inline(h) => Some(h.finalize()),
+            Hashing::Thread { tx, handle, .. } => {
+                drop(tx);
+                handle.join().ok().map(|h| h.finalize())
+            }
+        }
     }
 }
 
@@ -321,19 +408,29 @@ impl Committer {
 }
 
 /// Rename each file of a flushed group over its final name (or drop it if the flush failed).
+///
+/// The old files replaced by big new ones are released on a background thread:
+/// freeing a 256 MiB inode costs ~60 ms, which would otherwise stall the receiver.
 fn install(group: Vec<Ready>, sync_err: Option<io::Error>) -> Vec<Item> {
     let mut done = Vec::with_capacity(group.len());
+    let mut olds = Vec::new();
     for mut r in group {
         let res = match &sync_err {
             Some(e) => Err(io::Error::new(e.kind(), format!("sync failed: {e}"))),
+            None if r.size >= RELEASE_IN_BACKGROUND => {
+                fsops::rename_keeping_old(&r.dir, &r.temp_name, &r.final_name)
+                    .map(|old| olds.extend(old))
+            }
             None => fsops::rename(&r.dir, &r.temp_name, &r.final_name),
         };
         if let Err(e) = res {
             let _ = fsops::remove(&r.dir, &r.temp_name, false);
             r.item.error = Some(format!("cannot install: {e}"));
         }
-        let _ = r.size;
         done.push(r.item);
+    }
+    if !olds.is_empty() {
+        std::thread::spawn(move || drop(olds));
     }
     done
 }

@@ -452,7 +452,7 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
                         let r = current.as_mut().ok_or_else(|| {
                             SyncError::Peer("protocol error: data outside a file".into())
                         })?;
-                        let res = r.data(&d);
+                        let res = r.data(d);
                         step(
                             res,
                             rd,
@@ -508,7 +508,7 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
                                 }
                             }
                             Err(RebuildError::Verify(why)) if was_delta && !pending[&idx] => {
-                                // A false block match (MD4 is weak) or a base that changed: retry whole.
+                                // A false block match (80-bit block check) or a base that changed: retry whole.
                                 tracing::debug!("{}: {why}; retrying whole", e.path);
                                 pending.insert(idx, true);
                                 let mut w = wr.lock().unwrap_or_else(|e| e.into_inner());

@@ -237,7 +237,6 @@ fn serve_wants<W: Write>(
 ) -> Result<(), SyncError> {
     let io_err = |e: std::io::Error| SyncError::Peer(format!("cannot write to the peer: {e}"));
     let mut buf = Vec::new();
-    let mut delta_buf = Vec::new();
     loop {
         // Flush only when about to wait: keeps frames batched while requests are queued.
         let ev = match rx.try_recv() {
@@ -271,16 +270,7 @@ fn serve_wants<W: Write>(
                 ));
             }
         };
-        let sent = send_file(
-            wr,
-            safe,
-            entry,
-            want.idx,
-            want.signature,
-            &mut buf,
-            &mut delta_buf,
-            rep,
-        );
+        let sent = send_file(wr, safe, entry, want.idx, want.signature, &mut buf, rep);
         match sent {
             Ok(()) => {}
             Err(SendFailure::Abort(reason)) => {
@@ -318,7 +308,6 @@ fn send_file<W: Write>(
     idx: u32,
     signature: Option<Vec<u8>>,
     buf: &mut Vec<u8>,
-    delta_buf: &mut Vec<u8>,
     rep: &Mutex<&mut dyn Reporter>,
 ) -> Result<(), SendFailure> {
     let file = safe
@@ -365,7 +354,6 @@ fn send_file<W: Write>(
                 &file,
                 entry.size,
                 buf,
-                delta_buf,
                 |op| {
                     let res = match op {
                         delta::Op::Copy { offset, len } => {

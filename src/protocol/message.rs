@@ -12,7 +12,7 @@ use crate::path::RelPath;
 use crate::report::{Item, Stats};
 
 /// Protocol major version: peers with another major refuse each other.
-pub const PROTO_MAJOR: u16 = 1;
+pub const PROTO_MAJOR: u16 = 2;
 /// Minor version: additions that older peers of the same major can ignore.
 pub const PROTO_MINOR: u16 = 1;
 /// The first minor version whose serve understands the DB patch messages.

@@ -63,7 +63,7 @@ impl Peer {
 
     fn hello(&mut self) {
         self.send(&Msg::Hello {
-            major: 1,
+            major: hasync::protocol::message::PROTO_MAJOR,
             minor: 0,
             software: "hostile".into(),
         });
@@ -394,7 +394,7 @@ fn signature_with_block_size_zero_is_refused_by_the_sender() {
         }
     };
     while !matches!(p.recv(), Some(Msg::ManifestEnd { .. }) | None) {}
-    let mut sig = 0x7273_0136u32.to_be_bytes().to_vec();
+    let mut sig = hasync::delta::SIG_MAGIC.to_be_bytes().to_vec();
     sig.extend_from_slice(&0u32.to_be_bytes());
     sig.extend_from_slice(&8u32.to_be_bytes());
     p.send(&Msg::Want(Want {
@@ -437,6 +437,19 @@ fn bad_versions_oversized_and_truncated_frames() {
     let err = p.expect_refusal();
     assert!(
         err.contains("protocol version mismatch") && err.contains("99"),
+        "{err}"
+    );
+
+    // A peer of protocol 1 (fast_rsync's MD4 signatures): refused with the same message.
+    let mut p = Peer::start();
+    p.send(&Msg::Hello {
+        major: 1,
+        minor: 0,
+        software: "hasync 0.1.0".into(),
+    });
+    let err = p.expect_refusal();
+    assert!(
+        err.contains("protocol version mismatch") && err.contains("speaks 1"),
         "{err}"
     );
 

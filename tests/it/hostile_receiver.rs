@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const WANT: u8 = 12;
+const SIG_MAGIC: u32 = hasync::delta::SIG_MAGIC;
+/// fast_rsync's MD4 signature format (protocol 1).
 const MD4_MAGIC: u32 = 0x7273_0136;
 /// Each case must be over well within this (a hung serve is killed at this point and the test fails).
 const CASE_LIMIT: Duration = Duration::from_secs(10);
@@ -116,7 +118,7 @@ impl Peer {
 
     fn hello(&mut self) {
         self.send(&Msg::Hello {
-            major: 1,
+            major: hasync::protocol::message::PROTO_MAJOR,
             minor: 0,
             software: "hostile receiver".into(),
         });
@@ -219,7 +221,7 @@ fn want(idx: u32, signature: Option<Vec<u8>>) -> Msg {
 /// A signature header (magic, block size, hash size) followed by `body` bytes.
 fn sig(block: u32, hash: u32, body: usize) -> Vec<u8> {
     let mut v = Vec::with_capacity(12 + body);
-    v.extend_from_slice(&MD4_MAGIC.to_be_bytes());
+    v.extend_from_slice(&SIG_MAGIC.to_be_bytes());
     v.extend_from_slice(&block.to_be_bytes());
     v.extend_from_slice(&hash.to_be_bytes());
     v.extend(std::iter::repeat_n(0xA5u8, body));
@@ -294,6 +296,15 @@ fn bad_signatures_are_refused() {
             {
                 let mut v = sig(1024, 6, 10);
                 v[0] = 0;
+                v
+            },
+            "format",
+        ),
+        (
+            "the old MD4 format",
+            {
+                let mut v = sig(1024, 6, 10);
+                v[..4].copy_from_slice(&MD4_MAGIC.to_be_bytes());
                 v
             },
             "format",
@@ -430,7 +441,7 @@ fn a_root_outside_or_through_a_symlink_is_refused_under_allow() {
         let mut rd = FrameReader::new(child.stdout.take().unwrap());
         for m in [
             Msg::Hello {
-                major: 1,
+                major: hasync::protocol::message::PROTO_MAJOR,
                 minor: 0,
                 software: "x".into(),
             },

@@ -57,7 +57,7 @@ fn stalled_serve(
 
 fn half_hello() -> Vec<u8> {
     let full = hasync::protocol::Msg::Hello {
-        major: 1,
+        major: hasync::protocol::message::PROTO_MAJOR,
         minor: 0,
         software: "stalls".into(),
     }
@@ -121,7 +121,7 @@ fn a_completed_handshake_is_not_cut_by_the_deadline() {
         wr.flush().unwrap();
     };
     send(Msg::Hello {
-        major: 1,
+        major: hasync::protocol::message::PROTO_MAJOR,
         minor: 0,
         software: "slow".into(),
     });
@@ -186,7 +186,7 @@ fn client_gives_up_on_a_peer_that_never_answers_hello() {
 #[test]
 fn serve_drops_a_peer_that_goes_silent_after_the_handshake() {
     let hello = hasync::protocol::Msg::Hello {
-        major: 1,
+        major: hasync::protocol::message::PROTO_MAJOR,
         minor: 0,
         software: "then silent".into(),
     }
