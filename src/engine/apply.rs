@@ -39,7 +39,15 @@ pub struct Rebuild {
     pub literal: u64,
     pub matched: u64,
     copy_buf: Vec<u8>,
+    /// Start writeback every [`WRITEBACK`] bytes (when the group will be flushed).
+    writeback: bool,
+    /// Bytes of the temp file whose writeback was started.
+    kicked: u64,
 }
+
+/// A big file's pages are handed to the disk every 8 MiB while it is rebuilt, so the
+/// group's flush (`syncfs`) finds them mostly written instead of writing them all then.
+const WRITEBACK: u64 = 8 << 20;
 
 impl Rebuild {
     /// Start rebuilding `entry` into a temp file; `base` is the old copy for a delta.
@@ -49,6 +57,7 @@ impl Rebuild {
         entry: &Entry,
         idx: u32,
         delta: bool,
+        writeback: bool,
     ) -> io::Result<Rebuild> {
         let (parent, name) = entry
             .path
@@ -75,6 +84,8 @@ impl Rebuild {
             literal: 0,
             matched: 0,
             copy_buf: Vec::new(),
+            writeback,
+            kicked: 0,
         })
     }
 
@@ -108,6 +119,7 @@ impl Rebuild {
         self.written += d.len() as u64;
         self.literal += d.len() as u64;
         self.hasher.take(d);
+        self.kick_writeback();
         Ok(())
     }
 
@@ -148,7 +160,25 @@ impl Rebuild {
         }
         self.written += len;
         self.matched += len;
+        self.kick_writeback();
         Ok(())
+    }
+
+    /// Starts writing the newest [`WRITEBACK`] bytes to disk without waiting for it:
+    /// `POSIX_FADV_DONTNEED` on dirty pages starts their writeback (and drops nothing
+    /// that is not yet written). Advice only: an error changes nothing.
+    fn kick_writeback(&mut self) {
+        if !self.writeback || self.written - self.kicked < WRITEBACK {
+            return;
+        }
+        let (from, len) = (self.kicked, self.written - self.kicked);
+        let _ = rustix::fs::fadvise(
+            &*self.out(),
+            from,
+            std::num::NonZeroU64::new(len),
+            rustix::fs::Advice::DontNeed,
+        );
+        self.kicked = self.written;
     }
 
     /// The sender's end marker: check size and hash, then set metadata.

@@ -429,7 +429,7 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
                             )));
                         }
                         let e = &source[idx as usize];
-                        match Rebuild::start(safe, &mut dirs, e, idx, delta) {
+                        match Rebuild::start(safe, &mut dirs, e, idx, delta, committer.fsync) {
                             Ok(r) => current = Some(r),
                             Err(err) => {
                                 // Cannot write here: skip this file's data, report it, go on.
