@@ -399,6 +399,9 @@ pub fn diff_file(
     diff_file_windowed(ix, file, len, buf, WINDOW, emit, consumed)
 }
 
+/// Windows smaller than this are hashed inline: a thread costs more than it saves.
+const HASH_THREAD_MIN: usize = 1 << 20;
+
 /// [`diff_file`] with a given window size (at least one block).
 fn diff_file_windowed(
     ix: &Index<'_>,
@@ -423,6 +426,12 @@ fn diff_file_windowed(
         if skip_windows > 0 || n < b {
             skip_windows = skip_windows.saturating_sub(1);
             hint = None;
+            if n < HASH_THREAD_MIN {
+                consumed(data);
+                emit(Op::Literal(data))?;
+                start += n as u64;
+                continue;
+            }
             let hashed = std::thread::scope(|s| {
                 let h = s.spawn(|| consumed(data));
                 let r = emit(Op::Literal(data));
@@ -436,13 +445,18 @@ fn diff_file_windowed(
         }
         // Bytes surely covered by this window's ops: hashed while it is diffed.
         let sure = if last { n } else { n + 1 - b };
-        let (ops, used) = std::thread::scope(|s| {
-            let h = s.spawn(|| consumed(&data[..sure]));
-            let r = diff_window(ix, data, last, &mut hint);
-            h.join()
-                .map(|_| r)
-                .map_err(|_| io::Error::other("hash thread panicked"))
-        })?;
+        let (ops, used) = if sure < HASH_THREAD_MIN {
+            consumed(&data[..sure]);
+            diff_window(ix, data, last, &mut hint)
+        } else {
+            std::thread::scope(|s| {
+                let h = s.spawn(|| consumed(&data[..sure]));
+                let r = diff_window(ix, data, last, &mut hint);
+                h.join()
+                    .map(|_| r)
+                    .map_err(|_| io::Error::other("hash thread panicked"))
+            })?
+        };
         let matched = ops.iter().any(|o| matches!(o, Op::Copy { .. }));
         if !matched && !last {
             skip_windows = SKIP_AFTER_MISS;
