@@ -306,4 +306,37 @@ mod tests {
         let e = err_text(answer(req("x.sql", h), Some(&db)));
         assert!(e.contains("cannot run /nonexistent/psql"), "{e}");
     }
+
+    #[test]
+    fn patch_frames_are_drained_when_refused_and_strays_end_the_connection() {
+        let d = tempfile::tempdir().unwrap();
+        let begin = DbPatchBegin {
+            file: "x.sql".into(),
+            base: [0; 32],
+            hash: [0; 32],
+            len: 1,
+        };
+        // A restricted serve without [db]: every frame up to the end is read, then refused.
+        let db = served(d.path(), true, false);
+        let mut frames = vec![Msg::DbPatchOps(vec![1, 1, b'a']), Msg::DbPatchEnd].into_iter();
+        let ans = patch(begin.clone(), Some(&db), &mut || Ok(frames.next().unwrap())).unwrap();
+        assert!(err_text(ans).contains("no [db] section"));
+        assert!(frames.next().is_none(), "all frames consumed");
+        // No staged base: answered "not applied" (the master falls back), frames drained.
+        let db = served(d.path(), false, true);
+        super::super::private_dir(&db.staging).unwrap();
+        let mut frames = vec![Msg::DbPatchOps(vec![1, 1, b'a']), Msg::DbPatchEnd].into_iter();
+        match patch(begin.clone(), Some(&db), &mut || Ok(frames.next().unwrap())).unwrap() {
+            Msg::DbPatched { ok, message } => {
+                assert!(
+                    !ok && message.contains("cannot open the staged dump"),
+                    "{message}"
+                )
+            }
+            m => panic!("{}", m.name()),
+        }
+        // Anything but ops or the end inside a patch ends the connection.
+        let mut frames = vec![Msg::DbStage].into_iter();
+        assert!(patch(begin, Some(&db), &mut || Ok(frames.next().unwrap())).is_err());
+    }
 }
