@@ -183,7 +183,11 @@ pub fn make_plan(source: &[Entry], dest: &[Entry], opts: &PlanOptions) -> Result
                     new.size == old.size && new.mtime_ns == old.mtime_ns
                 };
                 if !same {
-                    let delta = old.size > 0 && new.size > 0;
+                    // An old copy smaller than one block has nothing a delta could reuse
+                    // (only whole blocks are signed): send such files whole, and save
+                    // the receiver reading it and the sender diffing against nothing.
+                    let delta =
+                        old.size >= crate::delta::block_size_for(old.size) as u64 && new.size > 0;
                     plan.steps.push(Step {
                         idx,
                         action: Action::Transfer { delta },
@@ -345,6 +349,11 @@ mod tests {
         assert_eq!(p.removals[0].0.as_bytes(), b"d/x");
         assert_eq!(p.deletions.len(), 1);
         assert_eq!(p.steps[0].code, ">f.s.......");
+        // 3 bytes: less than one block, nothing a delta could reuse.
+        assert_eq!(p.steps[0].action, Action::Transfer { delta: false });
+        let mut dst = dst;
+        dst[1] = e("a", Kind::File, 4096, 5);
+        let p = make_plan(&src, &dst, &opts()).unwrap();
         assert_eq!(p.steps[0].action, Action::Transfer { delta: true });
     }
 

@@ -290,7 +290,10 @@ fn session_with_request(root: &Path, size: u64) -> (Peer, Want) {
 #[test]
 fn delta_copying_outside_the_base_is_refused() {
     let (d, root) = sandbox();
-    let (mut p, want) = session_with_request(&root, 100);
+    // An old copy of at least one block (smaller ones are asked for whole).
+    let old = vec![b'o'; 4096];
+    std::fs::write(root.join("old"), &old).unwrap();
+    let (mut p, want) = session_with_request(&root, 5000);
     assert!(
         want.signature.is_some(),
         "a delta should be requested for a file with an old copy"
@@ -299,9 +302,13 @@ fn delta_copying_outside_the_base_is_refused() {
         idx: want.idx,
         delta: true,
     });
-    p.send(&Msg::Copy { offset: 5, len: 50 }); // the old file has 11 bytes
+    p.send(&Msg::Copy {
+        offset: 4000,
+        len: 500,
+    }); // the old file has 4096 bytes
     let err = p.expect_refusal();
     assert!(err.contains("outside the old file"), "{err}");
+    std::fs::write(root.join("old"), b"old content").unwrap();
     assert_untouched(d.path());
 }
 
