@@ -402,6 +402,26 @@ pub fn diff_file(
 /// Windows smaller than this are hashed inline: a thread costs more than it saves.
 const HASH_THREAD_MIN: usize = 1 << 20;
 
+/// Feeds `data` to `consumed` (the file's hash) while `work` runs: on a second thread
+/// for big spans, inline for small ones (a thread costs more than it saves there).
+fn hash_alongside<R>(
+    consumed: &mut (impl FnMut(&[u8]) + Send),
+    data: &[u8],
+    work: impl FnOnce() -> R,
+) -> io::Result<R> {
+    if data.len() < HASH_THREAD_MIN {
+        consumed(data);
+        return Ok(work());
+    }
+    std::thread::scope(|s| {
+        let h = s.spawn(|| consumed(data));
+        let r = work();
+        h.join()
+            .map(|_| r)
+            .map_err(|_| io::Error::other("hash thread panicked"))
+    })
+}
+
 /// [`diff_file`] with a given window size (at least one block).
 fn diff_file_windowed(
     ix: &Index<'_>,
@@ -426,37 +446,15 @@ fn diff_file_windowed(
         if skip_windows > 0 || n < b {
             skip_windows = skip_windows.saturating_sub(1);
             hint = None;
-            if n < HASH_THREAD_MIN {
-                consumed(data);
-                emit(Op::Literal(data))?;
-                start += n as u64;
-                continue;
-            }
-            let hashed = std::thread::scope(|s| {
-                let h = s.spawn(|| consumed(data));
-                let r = emit(Op::Literal(data));
-                h.join()
-                    .map_err(|_| io::Error::other("hash thread panicked"))?;
-                r
-            });
-            hashed?;
+            hash_alongside(&mut consumed, data, || emit(Op::Literal(data)))??;
             start += n as u64;
             continue;
         }
         // Bytes surely covered by this window's ops: hashed while it is diffed.
         let sure = if last { n } else { n + 1 - b };
-        let (ops, used) = if sure < HASH_THREAD_MIN {
-            consumed(&data[..sure]);
+        let (ops, used) = hash_alongside(&mut consumed, &data[..sure], || {
             diff_window(ix, data, last, &mut hint)
-        } else {
-            std::thread::scope(|s| {
-                let h = s.spawn(|| consumed(&data[..sure]));
-                let r = diff_window(ix, data, last, &mut hint);
-                h.join()
-                    .map(|_| r)
-                    .map_err(|_| io::Error::other("hash thread panicked"))
-            })?
-        };
+        })?;
         let matched = ops.iter().any(|o| matches!(o, Op::Copy { .. }));
         if !matched && !last {
             skip_windows = SKIP_AFTER_MISS;
