@@ -219,6 +219,20 @@ pub fn remove(dir: &impl AsFd, name: &[u8], is_dir: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Remove a file or symlink, handing back a reference to its inode (see
+/// [`rename_keeping_old`]): the caller frees it when it drops the reference.
+pub fn remove_keeping(dir: &impl AsFd, name: &[u8]) -> io::Result<Option<OwnedFd>> {
+    let old = rustix::fs::openat(
+        dir.as_fd(),
+        name_os(name),
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok();
+    remove(dir, name, false)?;
+    Ok(old)
+}
+
 /// Create a directory (mode 0700 until its own metadata is applied at the end).
 pub fn mkdir(dir: &impl AsFd, name: &[u8]) -> io::Result<()> {
     rustix::fs::mkdirat(dir.as_fd(), name_os(name), Mode::from_raw_mode(0o700))?;

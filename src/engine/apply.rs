@@ -5,26 +5,15 @@
 //! `Data` (new bytes) and `Copy` (ranges of the old copy, read with `pread`
 //! and bounds-checked), hashed as it is written, checked against the sender's
 //! BLAKE3 and size, given its metadata, and only then renamed over the old
-//! name. Renames are committed in groups: one `syncfs` makes a whole group of
-//! temp files durable before any of them replaces an old file, which costs one
-//! flush per group instead of one `fsync` per file.
+//! name by the installer thread of [`super::commit`].
 
 use crate::fsops::{self, DirCache, Meta, SafeRoot, TempFile};
 use crate::manifest::Entry;
 use crate::path::RelPath;
-use crate::report::Item;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
 use std::sync::mpsc;
-
-/// Most files or bytes waiting in one commit group.
-const GROUP_FILES: usize = 512;
-const GROUP_BYTES: u64 = 256 * 1024 * 1024;
-/// Files at least this big have the old copy they replace freed on a background thread.
-const RELEASE_IN_BACKGROUND: u64 = 16 * 1024 * 1024;
 
 /// A file being rebuilt.
 pub struct Rebuild {
@@ -316,161 +305,6 @@ pub enum RebuildError {
     Verify(String),
 }
 
-/// A verified temp file waiting for its rename.
-struct Ready {
-    dir: Arc<OwnedFd>,
-    temp_name: Vec<u8>,
-    final_name: Vec<u8>,
-    item: Item,
-    size: u64,
-}
-
-/// Commit groups of verified files: make them durable, then rename them over.
-///
-/// Double-buffered: when a group is full its flush starts on a background
-/// thread and the receiver goes on rebuilding the next group; the next time a
-/// group fills (or at the end), the previous flush is awaited and its files are
-/// renamed. So the disk writes of one group overlap the network and CPU work of
-/// the next, and at most two groups of temp files exist at once. A file is
-/// still only renamed over its final name after the flush that covers it.
-pub struct Committer {
-    ready: Vec<Ready>,
-    bytes: u64,
-    /// The previous group and its flush in progress.
-    flushing: Option<(Vec<Ready>, std::thread::JoinHandle<io::Result<()>>)>,
-    pub fsync: bool,
-}
-
-impl Committer {
-    pub fn new(fsync: bool) -> Self {
-        Committer {
-            ready: Vec::new(),
-            bytes: 0,
-            flushing: None,
-            fsync,
-        }
-    }
-
-    /// Queue a verified file; returns finished items if a group was committed.
-    pub fn push(
-        &mut self,
-        root: &SafeRoot,
-        temp: TempFile,
-        path: &RelPath,
-        item: Item,
-        size: u64,
-    ) -> Vec<Item> {
-        let final_name = path
-            .split_last()
-            .map(|(_, n)| n.to_vec())
-            .unwrap_or_default();
-        let TempFile { dir, name, file } = temp;
-        drop(file);
-        self.ready.push(Ready {
-            dir,
-            temp_name: name,
-            final_name,
-            item,
-            size,
-        });
-        self.bytes += size;
-        if self.ready.len() >= GROUP_FILES || self.bytes >= GROUP_BYTES {
-            self.rotate(root)
-        } else {
-            Vec::new()
-        }
-    }
-
-    /// Finish the previous group, then start flushing the current one in the background.
-    fn rotate(&mut self, root: &SafeRoot) -> Vec<Item> {
-        let done = self.finish_previous();
-        let group = std::mem::take(&mut self.ready);
-        self.bytes = 0;
-        let flush = if self.fsync {
-            let fd = root.fd_clone();
-            std::thread::spawn(move || rustix::fs::syncfs(&*fd).map_err(io::Error::from))
-        } else {
-            std::thread::spawn(|| Ok(()))
-        };
-        self.flushing = Some((group, flush));
-        done
-    }
-
-    /// Wait for the background flush and rename its group.
-    fn finish_previous(&mut self) -> Vec<Item> {
-        let Some((group, flush)) = self.flushing.take() else {
-            return Vec::new();
-        };
-        let res = flush
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the flush thread panicked")));
-        install(group, res.err())
-    }
-
-    /// Make every queued file durable and rename it over its final name.
-    pub fn commit(&mut self, root: &SafeRoot) -> Vec<Item> {
-        let mut done = self.finish_previous();
-        if self.ready.is_empty() {
-            return done;
-        }
-        let sync_err = if self.fsync {
-            root.sync_all().err()
-        } else {
-            None
-        };
-        done.extend(install(std::mem::take(&mut self.ready), sync_err));
-        self.bytes = 0;
-        done
-    }
-
-    /// Remove every queued temp file (the run is failing).
-    pub fn abandon(&mut self) {
-        if let Some((group, flush)) = self.flushing.take() {
-            let _ = flush.join();
-            for r in group {
-                let _ = fsops::remove(&r.dir, &r.temp_name, false);
-            }
-        }
-        for r in self.ready.drain(..) {
-            let _ = fsops::remove(&r.dir, &r.temp_name, false);
-        }
-    }
-}
-
-/// Rename each file of a flushed group over its final name (or drop it if the flush failed).
-///
-/// The old files replaced by big new ones are released on a background thread:
-/// freeing a 256 MiB inode costs ~60 ms, which would otherwise stall the receiver.
-fn install(group: Vec<Ready>, sync_err: Option<io::Error>) -> Vec<Item> {
-    let mut done = Vec::with_capacity(group.len());
-    let mut olds = Vec::new();
-    for mut r in group {
-        let res = match &sync_err {
-            Some(e) => Err(io::Error::new(e.kind(), format!("sync failed: {e}"))),
-            None if r.size >= RELEASE_IN_BACKGROUND => {
-                fsops::rename_keeping_old(&r.dir, &r.temp_name, &r.final_name)
-                    .map(|old| olds.extend(old))
-            }
-            None => fsops::rename(&r.dir, &r.temp_name, &r.final_name),
-        };
-        if let Err(e) = res {
-            let _ = fsops::remove(&r.dir, &r.temp_name, false);
-            r.item.error = Some(format!("cannot install: {e}"));
-        }
-        done.push(r.item);
-    }
-    if !olds.is_empty() {
-        std::thread::spawn(move || drop(olds));
-    }
-    done
-}
-
-impl Drop for Committer {
-    fn drop(&mut self) {
-        self.abandon();
-    }
-}
-
 /// Create a directory (no-op for the root, which exists by now).
 pub fn make_dir(root: &SafeRoot, dirs: &mut DirCache, path: &RelPath) -> io::Result<()> {
     let Some((parent, name)) = path.split_last() else {
@@ -541,4 +375,27 @@ pub fn remove(
         .ok_or_else(|| io::Error::other("refusing to remove the root"))?;
     let dir = dirs.get(root, &parent)?;
     fsops::remove(&dir, name, is_dir)
+}
+
+/// Like [`remove`], but a removed file's inode is sent to `release`, whose
+/// thread frees it (on ext4 freeing even a small file costs ~0.1 ms: done
+/// beside the next removals instead of between them).
+pub fn remove_releasing(
+    root: &SafeRoot,
+    dirs: &mut DirCache,
+    path: &RelPath,
+    is_dir: bool,
+    release: &mpsc::Sender<std::os::fd::OwnedFd>,
+) -> io::Result<()> {
+    if is_dir {
+        return remove(root, dirs, path, true);
+    }
+    let (parent, name) = path
+        .split_last()
+        .ok_or_else(|| io::Error::other("refusing to remove the root"))?;
+    let dir = dirs.get(root, &parent)?;
+    if let Some(old) = fsops::remove_keeping(&dir, name)? {
+        let _ = release.send(old);
+    }
+    Ok(())
 }

@@ -13,6 +13,7 @@
 //! peer receives; in a pull it is the other way round.
 
 mod apply;
+mod commit;
 pub mod receiver;
 pub mod sender;
 pub mod session;

@@ -14,7 +14,8 @@
 //! Items go to the local reporter when we are the client, else back over the wire.
 
 use super::SyncError;
-use super::apply::{self, Committer, Rebuild, RebuildError};
+use super::apply::{self, Rebuild, RebuildError};
+use super::commit::Committer;
 use super::sender::fail;
 use crate::delta;
 use crate::fsops::{DirCache, Meta, SafeRoot};
@@ -278,7 +279,13 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
         .iter()
         .map(|s| (s.idx as u32, s.code.as_str()))
         .collect();
-    let mut committer = Committer::new(cfg.fsync);
+    let mut committer = Committer::new(safe.fd_clone(), cfg.fsync).map_err(|e| {
+        let mut w = wr.lock().unwrap_or_else(|e| e.into_inner());
+        fail(
+            &mut w,
+            SyncError::Io(format!("cannot start the installer thread: {e}")),
+        )
+    })?;
     let result = transfer_all(
         rd,
         &wr,
@@ -296,15 +303,17 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
         let mut w = wr.lock().unwrap_or_else(|e| e.into_inner());
         return Err(fail(&mut w, e));
     }
-    for it in committer.commit(&safe) {
+    for it in committer.commit() {
         if it.error.is_some() {
             stats.files_failed += 1;
         }
         sink.item(&wr, it)?;
     }
 
-    // 4. Deletions.
+    // 4. Deletions; the removed inodes are freed on a releaser thread.
     dirs.clear();
+    let (release, released) = mpsc::channel::<std::os::fd::OwnedFd>();
+    let releaser = std::thread::spawn(move || released.into_iter().for_each(drop));
     for (p, kind) in &plan.deletions {
         let mut it = Item {
             code: "*deleting".into(),
@@ -312,7 +321,7 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
             target: vec![],
             error: None,
         };
-        match apply::remove(&safe, &mut dirs, p, *kind == Kind::Dir) {
+        match apply::remove_releasing(&safe, &mut dirs, p, *kind == Kind::Dir, &release) {
             Ok(()) => stats.files_deleted += 1,
             Err(e) => {
                 it.error = Some(e.to_string());
@@ -331,6 +340,8 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
             sink.item(&wr, it)?;
         }
     }
+    drop(release);
+    let _ = releaser.join();
     finish(rd, &wr, stats)
 }
 
@@ -500,7 +511,7 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
                                 stats.bytes_matched += matched;
                                 sink.rep.progress(size);
                                 let it = item(codes.get(&idx).copied().unwrap_or(">f"), e);
-                                for done in committer.push(safe, temp, &e.path, it, size) {
+                                for done in committer.push(temp, &e.path, it, size) {
                                     if done.error.is_some() {
                                         stats.files_failed += 1;
                                     }
