@@ -61,6 +61,7 @@ impl Rebuild {
             (None, 0)
         };
         let temp = fsops::create_temp(dir, name)?;
+        let hasher = Hashing::new(entry.size, base.as_ref());
         Ok(Rebuild {
             idx,
             delta,
@@ -69,7 +70,7 @@ impl Rebuild {
             base_len,
             expected: entry.size,
             written: 0,
-            hasher: Hashing::new(entry.size),
+            hasher,
             literal: 0,
             matched: 0,
             copy_buf: Vec::new(),
@@ -131,6 +132,16 @@ impl Rebuild {
         }
         self.check_room(len).map_err(RebuildError::Protocol)?;
         let mut done = 0u64;
+        if self.hasher.hashes_base() {
+            // Big file: the kernel copies the range (one copy, no round trip through
+            // our memory) and the hash thread reads the same range of the old copy.
+            let base = self.base.as_ref().expect("checked above");
+            let out = &self.temp.as_ref().expect("temp present").file;
+            done = kernel_copy(base, out, offset, len).map_err(RebuildError::Io)?;
+            if done > 0 {
+                self.hasher.take_base(offset, done);
+            }
+        }
         while done < len {
             let n = ((len - done) as usize).min(COPY_CHUNK);
             let mut buf = match &self.hasher {
@@ -218,10 +229,45 @@ impl Drop for Rebuild {
     }
 }
 
+/// Copy `len` bytes at `offset` of `base` to the current position of `out`
+/// with `copy_file_range`. Returns how many bytes were copied: fewer than `len`
+/// only when the kernel cannot copy between these files (another file system),
+/// and the caller copies the rest itself.
+fn kernel_copy(base: &File, out: &File, offset: u64, len: u64) -> io::Result<u64> {
+    use rustix::io::Errno;
+    let mut off = offset;
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(1 << 30) as usize;
+        match rustix::fs::copy_file_range(base, Some(&mut off), out, None, n) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the old copy shrank while it was read",
+                ));
+            }
+            Ok(k) => done += k as u64,
+            Err(Errno::INTR) => {}
+            Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) if done == 0 => {
+                return Ok(0);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(done)
+}
+
 /// Bytes read from the old copy per `pread` + `write` for a `Copy`.
 const COPY_CHUNK: usize = 1 << 20;
 /// Files at least this big are hashed on a helper thread while they are rebuilt.
 const HASH_THREAD_MIN: u64 = 8 * 1024 * 1024;
+
+/// What the hash thread hashes next: bytes, or a range of the old copy that
+/// was copied into the new file in the kernel (the thread reads it itself).
+enum Piece {
+    Bytes(Vec<u8>),
+    Base { offset: u64, len: u64 },
+}
 
 /// The BLAKE3 of a file being rebuilt: inline for small files; for big ones on
 /// a helper thread, so that hashing overlaps reading the old copy and writing
@@ -230,33 +276,57 @@ const HASH_THREAD_MIN: u64 = 8 * 1024 * 1024;
 enum Hashing {
     Inline(Box<blake3::Hasher>),
     Thread {
-        tx: mpsc::SyncSender<Vec<u8>>,
+        tx: mpsc::SyncSender<Piece>,
         spare: mpsc::Receiver<Vec<u8>>,
-        handle: std::thread::JoinHandle<blake3::Hasher>,
+        handle: std::thread::JoinHandle<Option<blake3::Hasher>>,
+        /// The thread has its own handle on the old copy.
+        has_base: bool,
     },
 }
 
 impl Hashing {
-    fn new(size: u64) -> Hashing {
+    fn new(size: u64, base: Option<&File>) -> Hashing {
         if size < HASH_THREAD_MIN {
             return Hashing::Inline(Box::new(blake3::Hasher::new()));
         }
-        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
+        let base = base.and_then(|b| b.try_clone().ok());
+        let has_base = base.is_some();
+        let (tx, rx) = mpsc::sync_channel::<Piece>(4);
         let (back, spare) = mpsc::sync_channel::<Vec<u8>>(4);
         let spawned = std::thread::Builder::new()
             .name("rebuild-hash".into())
             .spawn(move || {
                 let mut h = blake3::Hasher::new();
-                for buf in rx {
-                    h.update(&buf);
-                    let _ = back.try_send(buf);
+                let mut own = Vec::new();
+                for piece in rx {
+                    match piece {
+                        Piece::Bytes(buf) => {
+                            h.update(&buf);
+                            let _ = back.try_send(buf);
+                        }
+                        Piece::Base { offset, len } => {
+                            // `None` (a failed read) fails the verification: retried whole.
+                            let base = base.as_ref()?;
+                            hash_range(&mut h, base, offset, len, &mut own).ok()?;
+                        }
+                    }
                 }
-                h
+                Some(h)
             });
         match spawned {
-            Ok(handle) => Hashing::Thread { tx, spare, handle },
+            Ok(handle) => Hashing::Thread {
+                tx,
+                spare,
+                handle,
+                has_base,
+            },
             Err(_) => Hashing::Inline(Box::new(blake3::Hasher::new())),
         }
+    }
+
+    /// Whether ranges of the old copy can be hashed by the thread ([`Self::take_base`]).
+    fn hashes_base(&self) -> bool {
+        matches!(self, Hashing::Thread { has_base: true, .. })
     }
 
     /// A buffer to fill (one the thread is done with, if any).
@@ -276,22 +346,48 @@ impl Hashing {
             }
             Hashing::Thread { tx, .. } => {
                 // If the thread is gone, finalize() reports it.
-                let _ = tx.send(buf);
+                let _ = tx.send(Piece::Bytes(buf));
                 None
             }
         }
     }
 
-    /// The hash of everything taken; `None` if the helper thread died.
+    /// Hash a range of the old copy (in order); only when [`Self::hashes_base`].
+    fn take_base(&mut self, offset: u64, len: u64) {
+        if let Hashing::Thread { tx, .. } = self {
+            let _ = tx.send(Piece::Base { offset, len });
+        }
+    }
+
+    /// The hash of everything taken; `None` if the helper thread died or failed to read.
     fn finalize(self) -> Option<blake3::Hash> {
         match self {
             Hashing::Inline(h) => Some(h.finalize()),
             Hashing::Thread { tx, handle, .. } => {
                 drop(tx);
-                handle.join().ok().map(|h| h.finalize())
+                handle.join().ok().flatten().map(|h| h.finalize())
             }
         }
     }
+}
+
+/// Hash `len` bytes of `file` at `offset`, reading through `buf`.
+fn hash_range(
+    h: &mut blake3::Hasher,
+    file: &File,
+    offset: u64,
+    len: u64,
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
+    buf.resize(COPY_CHUNK, 0);
+    let mut done = 0u64;
+    while done < len {
+        let n = ((len - done) as usize).min(COPY_CHUNK);
+        file.read_exact_at(&mut buf[..n], offset + done)?;
+        h.update(&buf[..n]);
+        done += n as u64;
+    }
+    Ok(())
 }
 
 /// What went wrong while rebuilding one file.
@@ -398,4 +494,37 @@ pub fn remove_releasing(
         let _ = release.send(old);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_copy_appends_at_the_file_position_and_the_thread_hashes_the_same_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let base_bytes: Vec<u8> = (0..3 << 20).map(|i: u32| (i * 7 % 251) as u8).collect();
+        std::fs::write(d.path().join("base"), &base_bytes).unwrap();
+        let base = File::open(d.path().join("base")).unwrap();
+        let mut out = File::create(d.path().join("out")).unwrap();
+        out.write_all(b"head").unwrap();
+        assert_eq!(kernel_copy(&base, &out, 1000, 2 << 20).unwrap(), 2 << 20);
+        out.write_all(b"tail").unwrap();
+        let mut want = b"head".to_vec();
+        want.extend_from_slice(&base_bytes[1000..1000 + (2 << 20)]);
+        want.extend_from_slice(b"tail");
+        assert_eq!(std::fs::read(d.path().join("out")).unwrap(), want);
+
+        let mut h = Hashing::new(HASH_THREAD_MIN, Some(&base));
+        assert!(h.hashes_base());
+        h.take(b"head".to_vec());
+        h.take_base(1000, 2 << 20);
+        h.take(b"tail".to_vec());
+        assert_eq!(h.finalize(), Some(blake3::hash(&want)));
+
+        // A range the old copy no longer has fails the hash (the file is retried whole).
+        let mut h = Hashing::new(HASH_THREAD_MIN, Some(&base));
+        h.take_base(3 << 20, 10);
+        assert_eq!(h.finalize(), None);
+    }
 }

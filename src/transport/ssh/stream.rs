@@ -1,7 +1,9 @@
 //! Bridges an exec'd SSH channel to the engine's blocking `Read`/`Write`.
 //!
-//! The engine gets one end of a `UnixStream` pair; two tasks on the SSH
-//! runtime pump the other end to and from the channel. The download task also
+//! The engine writes into a bounded queue of byte chunks that the upload task
+//! hands to the channel (no copy through a socket: a push moves every byte of
+//! the files this way), and reads one end of a `UnixStream` pair that the
+//! download task fills from the channel. The download task also
 //! collects the remote's stderr and exit status (which `into_stream()` would
 //! drop) and notices when the session dies, so that a blocked read or write
 //! ends with an error instead of hanging.
@@ -15,12 +17,16 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 const STDERR_CAP: usize = 64 * 1024;
+/// Chunks queued from the engine to the upload task, and the largest chunk:
+/// up to 4 MiB in flight on our side of the channel.
+const UPLOAD_QUEUE: usize = 16;
+const UPLOAD_CHUNK: usize = 256 * 1024;
 /// How long `finish` waits for the peer to exit once our side is done.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -151,7 +157,8 @@ pub(crate) fn start(
         let _guard = rt.enter();
         tokio::net::UnixStream::from_std(pump).map_err(io_err)?
     };
-    let (sock_r, sock_w) = pump.into_split();
+    let (_, sock_w) = pump.into_split();
+    let (up_tx, up_rx) = tokio::sync::mpsc::channel(UPLOAD_QUEUE);
     let (read_half, write_half) = channel.split();
     let shared = Arc::new(Shared {
         st: Mutex::new(ChanState::default()),
@@ -163,7 +170,7 @@ pub(crate) fn start(
         remote_path,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let up = rt.spawn(upload(sock_r, write_half, shared.clone(), stop_rx));
+    let up = rt.spawn(upload(up_rx, write_half, shared.clone(), stop_rx));
     let down = rt.spawn(download(
         read_half,
         sock_w,
@@ -179,14 +186,13 @@ pub(crate) fn start(
         down.abort_handle(),
         stall_limit,
     ));
-    let reader = engine.try_clone().map_err(io_err)?;
     Ok(Connection {
         reader: Box::new(SshReader {
-            sock: reader,
+            sock: engine,
             shared: shared.clone(),
         }),
         writer: Box::new(SshWriter {
-            sock: engine,
+            tx: Some(up_tx),
             shared: shared.clone(),
         }),
         closer: Box::new(SshCloser {
@@ -202,22 +208,22 @@ pub(crate) fn start(
 
 /// Engine -> channel.
 async fn upload(
-    mut sock: tokio::net::unix::OwnedReadHalf,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
     chan: ChannelWriteHalf<client::Msg>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = tokio::select! {
+        let data = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            r = sock.read(&mut buf) => r.unwrap_or_default(),
+            d = rx.recv() => d,
         };
-        if n == 0 {
+        let Some(data) = data else {
+            // The engine's writer was dropped: no more input.
             let _ = chan.eof().await;
             return;
-        }
-        let data = buf[..n].to_vec();
+        };
+        let n = data.len();
         shared.up_blocked.store(true, Ordering::Relaxed);
         let ok = tokio::select! {
             _ = stop.wait_for(|s| *s) => false,
@@ -417,30 +423,33 @@ impl Drop for SshReader {
 }
 
 struct SshWriter {
-    sock: UnixStream,
+    /// `None` once the writer is shut down.
+    tx: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
     shared: Arc<Shared>,
 }
 
 impl Write for SshWriter {
+    /// Queue a copy of `buf` for the upload task; waits while the queue is full.
+    /// Called from plain threads (like every blocking call of this transport).
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        loop {
-            match self.sock.write(buf) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.shared.explain(e)),
-            }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = buf.len().min(UPLOAD_CHUNK);
+        let sent = match &self.tx {
+            Some(tx) => tx.blocking_send(buf[..n].to_vec()).is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(n)
+        } else {
+            let gone = io::Error::new(io::ErrorKind::BrokenPipe, "the SSH channel is closed");
+            Err(self.shared.explain(gone))
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-impl Drop for SshWriter {
-    fn drop(&mut self) {
-        // Tells the pump (and so the peer) that no more input comes.
-        let _ = self.sock.shutdown(Shutdown::Write);
     }
 }
 
