@@ -418,9 +418,13 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
     }
     // Which files may still arrive, and whether they were already retried whole.
     let mut pending: HashMap<u32, bool> = transfers.iter().map(|&(i, _)| (i, false)).collect();
+    // The files requested with a signature: only those may come back as deltas.
+    let signed: Mutex<std::collections::HashSet<u32>> = Mutex::default();
     let (slot_tx, slot_rx) = mpsc::sync_channel::<()>(WINDOW);
     std::thread::scope(|s| {
-        let requester = s.spawn(move || request_all(wr, safe, source, transfers, slot_tx));
+        let signed_by_requester = &signed;
+        let requester =
+            s.spawn(move || request_all(wr, safe, source, transfers, signed_by_requester, slot_tx));
         let mut dirs = DirCache::new();
         let mut current: Option<Rebuild> = None;
         let mut remaining = transfers.len();
@@ -434,11 +438,18 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
                                 "protocol error: file started before the previous one ended".into(),
                             ));
                         }
-                        if !pending.contains_key(&idx) {
+                        let Some(&retried_whole) = pending.get(&idx) else {
                             return Err(SyncError::Peer(format!(
                                 "protocol error: unrequested file {idx}"
                             )));
+                        };
+                        let signed = signed.lock().unwrap_or_else(|e| e.into_inner());
+                        if delta && (retried_whole || !signed.contains(&idx)) {
+                            return Err(SyncError::Peer(format!(
+                                "protocol error: a delta for file {idx}, which was requested whole"
+                            )));
                         }
+                        drop(signed);
                         let e = &source[idx as usize];
                         match Rebuild::start(safe, &mut dirs, e, idx, delta, committer.fsync) {
                             Ok(r) => current = Some(r),
@@ -681,6 +692,7 @@ fn request_all<W: Write>(
     safe: &SafeRoot,
     source: &[Entry],
     transfers: &[(u32, bool)],
+    signed: &Mutex<std::collections::HashSet<u32>>,
     slots: mpsc::SyncSender<()>,
 ) -> Result<(), SyncError> {
     for (n, &(idx, delta)) in transfers.iter().enumerate() {
@@ -705,6 +717,9 @@ fn request_all<W: Write>(
         } else {
             None
         };
+        if signature.is_some() {
+            signed.lock().unwrap_or_else(|e| e.into_inner()).insert(idx);
+        }
         let mut w = wr.lock().unwrap_or_else(|e| e.into_inner());
         send(&mut w, &Msg::Want(Want { idx, signature }))?;
         // Flush deltas at once (the sender has work) and small requests in batches.

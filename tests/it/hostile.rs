@@ -313,6 +313,26 @@ fn delta_copying_outside_the_base_is_refused() {
 }
 
 #[test]
+fn delta_for_a_file_requested_whole_is_refused() {
+    let (d, root) = sandbox();
+    // An old copy smaller than one block: the receiver asks for the file whole.
+    std::fs::write(root.join("old"), b"old content").unwrap();
+    let (mut p, want) = session_with_request(&root, 5000);
+    assert!(
+        want.signature.is_none(),
+        "a small old copy is asked for whole"
+    );
+    p.send(&Msg::FileBegin {
+        idx: want.idx,
+        delta: true,
+    });
+    p.send(&Msg::Copy { offset: 0, len: 11 });
+    let err = p.expect_refusal();
+    assert!(err.contains("requested whole"), "{err}");
+    assert_untouched(d.path());
+}
+
+#[test]
 fn more_data_than_declared_is_refused() {
     let (d, root) = sandbox();
     let (mut p, want) = session_with_request(&root, 4);
