@@ -8,7 +8,7 @@
 //! before the file system layer would refuse it again).
 
 use crate::path::RelPath;
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 /// Kind of a tree entry. Other file types (devices, fifos, sockets) are skipped by the scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

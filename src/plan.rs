@@ -8,7 +8,7 @@
 
 use crate::manifest::{Entry, Kind};
 use crate::path::RelPath;
-use std::collections::HashMap;
+use foldhash::{HashMap, HashSet, HashSetExt};
 
 /// One thing to do for a source entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,8 +119,7 @@ fn new_code(kind: Kind) -> String {
 pub fn make_plan(source: &[Entry], dest: &[Entry], opts: &PlanOptions) -> Result<Plan, GuardError> {
     let mut plan = Plan::default();
     let by_path: HashMap<&RelPath, &Entry> = dest.iter().map(|e| (&e.path, e)).collect();
-    let mut in_source: std::collections::HashSet<&RelPath> =
-        std::collections::HashSet::with_capacity(source.len());
+    let mut in_source: HashSet<&RelPath> = HashSet::with_capacity(source.len());
     let mut removed_dirs: Vec<&RelPath> = Vec::new();
 
     for (idx, new) in source.iter().enumerate() {
@@ -275,7 +274,7 @@ pub fn make_plan(source: &[Entry], dest: &[Entry], opts: &PlanOptions) -> Result
             .chain(plan.deletions.iter())
             .filter_map(|(p, _)| p.split_last().map(|(d, _)| d)),
     );
-    let mut seen: std::collections::HashSet<usize> = plan.dir_meta.iter().copied().collect();
+    let mut seen: HashSet<usize> = plan.dir_meta.iter().copied().collect();
     for d in touched {
         if let Some(&i) = dir_index.get(&d)
             && seen.insert(i)
