@@ -94,6 +94,40 @@ impl<R: Read> FrameReader<R> {
 
     /// Read the next frame's payload. A clean end of stream before a frame starts is `Closed`.
     pub fn read_frame(&mut self) -> Result<&[u8], ProtocolError> {
+        let len = self.read_len()?;
+        self.buf.clear();
+        read_body(&mut self.inner, len, &mut self.buf)?;
+        self.bytes += 4 + len as u64;
+        Ok(&self.buf)
+    }
+
+    /// Like [`Self::read_frame`], but the body of a frame tagged `tag` (at most
+    /// `max` bytes after the tag) comes back as its own buffer, without the tag
+    /// and without a copy: the way file data is received.
+    pub fn read_frame_or_body(&mut self, tag: u8, max: usize) -> Result<Frame<'_>, ProtocolError> {
+        let len = self.read_len()?;
+        self.buf.clear();
+        if len == 0 {
+            self.bytes += 4;
+            return Ok(Frame::Payload(&self.buf));
+        }
+        read_body(&mut self.inner, 1, &mut self.buf)?;
+        if self.buf[0] != tag {
+            read_body(&mut self.inner, len - 1, &mut self.buf)?;
+            self.bytes += 4 + len as u64;
+            return Ok(Frame::Payload(&self.buf));
+        }
+        if len - 1 > max {
+            return Err(malformed("frame body too large"));
+        }
+        let mut body = Vec::with_capacity(len - 1);
+        read_body(&mut self.inner, len - 1, &mut body)?;
+        self.bytes += 4 + len as u64;
+        Ok(Frame::Body(body))
+    }
+
+    /// A frame header: the payload's length, checked against [`MAX_FRAME`].
+    fn read_len(&mut self) -> Result<usize, ProtocolError> {
         let mut len = [0u8; 4];
         let mut got = 0;
         while got < 4 {
@@ -109,18 +143,27 @@ impl<R: Read> FrameReader<R> {
         if len > MAX_FRAME {
             return Err(ProtocolError::FrameTooLarge(len as u64));
         }
-        // Grow the buffer as bytes actually arrive (not to the announced length
-        // up front): a peer that announces 16 MiB and sends 4 bytes costs 4 bytes.
-        self.buf.clear();
-        let got = (&mut self.inner)
-            .take(len as u64)
-            .read_to_end(&mut self.buf)?;
-        if got < len {
-            return Err(malformed("truncated frame"));
-        }
-        self.bytes += 4 + len as u64;
-        Ok(&self.buf)
+        Ok(len)
     }
+}
+
+/// What [`FrameReader::read_frame_or_body`] read.
+pub enum Frame<'a> {
+    /// A whole payload, tag included.
+    Payload(&'a [u8]),
+    /// The body of a frame with the asked-for tag.
+    Body(Vec<u8>),
+}
+
+/// Append exactly `len` bytes from `inner` to `buf`, growing it as bytes actually
+/// arrive (not to the announced length up front): a peer that announces 16 MiB
+/// and sends 4 bytes costs 4 bytes.
+fn read_body<R: Read>(inner: &mut R, len: usize, buf: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    let got = inner.take(len as u64).read_to_end(buf)?;
+    if got < len {
+        return Err(malformed("truncated frame"));
+    }
+    Ok(())
 }
 
 /// Builds a payload.
@@ -287,6 +330,30 @@ mod tests {
         let truncated = [0u8, 0, 0, 10, 1, 2];
         let mut r = FrameReader::new(&truncated[..]);
         assert!(matches!(r.read_frame(), Err(ProtocolError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_tagged_body_comes_back_on_its_own_and_other_frames_whole() {
+        let mut out = Vec::new();
+        let mut w = FrameWriter::new(&mut out);
+        w.write_tagged(7, b"body").unwrap();
+        w.write_tagged(8, b"other").unwrap();
+        w.write_frame(b"").unwrap();
+        w.write_tagged(7, &[0; 11]).unwrap();
+        w.write_raw(&[0, 0, 0, 9, 7, 1, 2]).unwrap(); // 8 body bytes announced, 2 sent
+        let mut r = FrameReader::new(&out[..]);
+        assert!(matches!(r.read_frame_or_body(7, 10), Ok(Frame::Body(b)) if b == b"body"));
+        assert!(matches!(r.read_frame_or_body(7, 10), Ok(Frame::Payload(p)) if p == b"\x08other"));
+        assert!(matches!(r.read_frame_or_body(7, 10), Ok(Frame::Payload(p)) if p.is_empty()));
+        assert!(matches!(
+            r.read_frame_or_body(7, 10),
+            Err(ProtocolError::Malformed(_))
+        ));
+        let mut r = FrameReader::new(&out[out.len() - 7..]);
+        assert!(matches!(
+            r.read_frame_or_body(7, 10),
+            Err(ProtocolError::Malformed(_))
+        ));
     }
 
     #[test]

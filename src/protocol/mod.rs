@@ -17,7 +17,11 @@ use std::io::{Read, Write};
 
 /// Read and decode one message.
 pub fn recv<R: Read>(r: &mut FrameReader<R>) -> Result<Msg, ProtocolError> {
-    Msg::decode(r.read_frame()?)
+    // File data is read into its own buffer: no copy on the way to the disk.
+    match r.read_frame_or_body(message::tag::DATA, message::MAX_CHUNK)? {
+        frame::Frame::Payload(p) => Msg::decode(p),
+        frame::Frame::Body(b) => Ok(Msg::Data(b)),
+    }
 }
 
 /// Encode and write one message (not flushed).
