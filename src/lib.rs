@@ -3,6 +3,7 @@
 //! The library plans and applies; the binary (`main.rs`) only parses arguments,
 //! calls in here and maps errors to exit codes. See `docs/ARCHITECTURE.md`.
 
+pub mod bufpool;
 pub mod config;
 pub mod daemon;
 pub mod db;

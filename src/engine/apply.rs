@@ -108,7 +108,9 @@ impl Rebuild {
         self.out().write_all(&d).map_err(RebuildError::Io)?;
         self.written += d.len() as u64;
         self.literal += d.len() as u64;
-        self.hasher.take(d);
+        if let Some(done) = self.hasher.take(d) {
+            crate::bufpool::give(done);
+        }
         self.kick_writeback();
         Ok(())
     }
@@ -146,7 +148,7 @@ impl Rebuild {
             let n = ((len - done) as usize).min(COPY_CHUNK);
             let mut buf = match &self.hasher {
                 Hashing::Inline(_) => std::mem::take(&mut self.copy_buf),
-                Hashing::Thread { .. } => self.hasher.spare(),
+                Hashing::Thread { .. } => crate::bufpool::take(n),
             };
             buf.resize(n, 0);
             let base = self.base.as_ref().expect("checked above");
@@ -271,13 +273,12 @@ enum Piece {
 
 /// The BLAKE3 of a file being rebuilt: inline for small files; for big ones on
 /// a helper thread, so that hashing overlaps reading the old copy and writing
-/// the new one. Buffers go to the thread and come back for reuse (at most a
-/// few MiB in flight).
+/// the new one. Buffers go to the thread and back to [`crate::bufpool`] (at
+/// most a few MiB in flight).
 enum Hashing {
     Inline(Box<blake3::Hasher>),
     Thread {
         tx: mpsc::SyncSender<Piece>,
-        spare: mpsc::Receiver<Vec<u8>>,
         handle: std::thread::JoinHandle<Option<blake3::Hasher>>,
         /// The thread has its own handle on the old copy.
         has_base: bool,
@@ -292,7 +293,6 @@ impl Hashing {
         let base = base.and_then(|b| b.try_clone().ok());
         let has_base = base.is_some();
         let (tx, rx) = mpsc::sync_channel::<Piece>(4);
-        let (back, spare) = mpsc::sync_channel::<Vec<u8>>(4);
         let spawned = std::thread::Builder::new()
             .name("rebuild-hash".into())
             .spawn(move || {
@@ -302,7 +302,7 @@ impl Hashing {
                     match piece {
                         Piece::Bytes(buf) => {
                             h.update(&buf);
-                            let _ = back.try_send(buf);
+                            crate::bufpool::give(buf);
                         }
                         Piece::Base { offset, len } => {
                             // `None` (a failed read) fails the verification: retried whole.
@@ -316,7 +316,6 @@ impl Hashing {
         match spawned {
             Ok(handle) => Hashing::Thread {
                 tx,
-                spare,
                 handle,
                 has_base,
             },
@@ -327,14 +326,6 @@ impl Hashing {
     /// Whether ranges of the old copy can be hashed by the thread ([`Self::take_base`]).
     fn hashes_base(&self) -> bool {
         matches!(self, Hashing::Thread { has_base: true, .. })
-    }
-
-    /// A buffer to fill (one the thread is done with, if any).
-    fn spare(&mut self) -> Vec<u8> {
-        match self {
-            Hashing::Thread { spare, .. } => spare.try_recv().unwrap_or_default(),
-            Hashing::Inline(_) => Vec::new(),
-        }
     }
 
     /// Hash `buf` (in order). Inline, the buffer is handed back for reuse.

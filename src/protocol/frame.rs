@@ -120,7 +120,7 @@ impl<R: Read> FrameReader<R> {
         if len - 1 > max {
             return Err(malformed("frame body too large"));
         }
-        let mut body = Vec::with_capacity(len - 1);
+        let mut body = crate::bufpool::take(len - 1);
         read_body(&mut self.inner, len - 1, &mut body)?;
         self.bytes += 4 + len as u64;
         Ok(Frame::Body(body))
