@@ -38,6 +38,8 @@ struct Ready {
     final_name: Vec<u8>,
     item: Item,
     size: u64,
+    /// An old file is expected under the final name (its inode is freed elsewhere).
+    replaces: bool,
 }
 
 /// Counts of files and bytes handed to the installer and not yet installed.
@@ -85,8 +87,16 @@ impl Committer {
         })
     }
 
-    /// Queue a verified file; returns the items of the files installed since the last call.
-    pub fn push(&mut self, temp: TempFile, path: &RelPath, item: Item, size: u64) -> Vec<Item> {
+    /// Queue a verified file (`replaces`: the destination had a file by that name);
+    /// returns the items of the files installed since the last call.
+    pub fn push(
+        &mut self,
+        temp: TempFile,
+        path: &RelPath,
+        item: Item,
+        size: u64,
+        replaces: bool,
+    ) -> Vec<Item> {
         let final_name = path
             .split_last()
             .map(|(_, n)| n.to_vec())
@@ -99,6 +109,7 @@ impl Committer {
             final_name,
             item,
             size,
+            replaces,
         };
         self.queued.files.fetch_add(1, Ordering::SeqCst);
         self.queued.bytes.fetch_add(size, Ordering::SeqCst);
@@ -222,8 +233,11 @@ impl Installer {
             } else {
                 match &sync_err {
                     Some(e) => Err(io::Error::new(e.kind(), format!("sync failed: {e}"))),
-                    None => fsops::rename_keeping_old(&r.dir, &r.temp_name, &r.final_name)
-                        .map(|old| olds.extend(old)),
+                    None if r.replaces => {
+                        fsops::rename_keeping_old(&r.dir, &r.temp_name, &r.final_name)
+                            .map(|old| olds.extend(old))
+                    }
+                    None => fsops::rename(&r.dir, &r.temp_name, &r.final_name),
                 }
             };
             if let Err(e) = res {
@@ -256,7 +270,7 @@ mod tests {
             target: vec![],
             error: None,
         };
-        c.push(t, &path, item, body.len() as u64)
+        c.push(t, &path, item, body.len() as u64, name == "f0" || name == "keep")
     }
 
     fn names(dir: &std::path::Path) -> Vec<String> {

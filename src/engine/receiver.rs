@@ -521,8 +521,11 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
                                 stats.bytes_literal += literal;
                                 stats.bytes_matched += matched;
                                 sink.rep.progress(size);
-                                let it = item(codes.get(&idx).copied().unwrap_or(">f"), e);
-                                for done in committer.push(temp, &e.path, it, size) {
+                                let code = codes.get(&idx).copied().unwrap_or(">f");
+                                // ">f+++++++++": nothing was there (no old inode to free).
+                                let replaces = !code.starts_with(">f+");
+                                let it = item(code, e);
+                                for done in committer.push(temp, &e.path, it, size, replaces) {
                                     if done.error.is_some() {
                                         stats.files_failed += 1;
                                     }
