@@ -136,11 +136,86 @@ impl Default for DirCache {
     }
 }
 
-/// A temporary file being written in its final directory.
+/// A temporary file being written in its final directory: named (`.hasync-tmp.*`,
+/// renamed over the final name) or anonymous (`O_TMPFILE`, `name` is `None`: it gets
+/// its final name with [`link_anonymous`] and vanishes by itself if the run dies).
 pub struct TempFile {
     pub dir: Arc<OwnedFd>,
-    pub name: Vec<u8>,
+    pub name: Option<Vec<u8>>,
     pub file: File,
+}
+
+impl TempFile {
+    /// Remove the file (an anonymous one is freed when its descriptor closes).
+    pub fn remove(self) {
+        if let Some(name) = &self.name {
+            let _ = remove(&self.dir, name, false);
+        }
+    }
+}
+
+/// Create an anonymous file in `dir` (`O_TMPFILE`, mode 0600): it has no name
+/// until [`link_anonymous`] gives it one. Creating a new file this way and
+/// linking it costs one directory update instead of three for a named temp
+/// file and a rename (31 us instead of 46 us per file here).
+pub fn create_anonymous(dir: Arc<OwnedFd>) -> io::Result<TempFile> {
+    let fd = rustix::fs::openat(
+        dir.as_fd(),
+        c".",
+        OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    Ok(TempFile {
+        dir,
+        name: None,
+        file: File::from(fd),
+    })
+}
+
+/// Give an anonymous file the name `name` in `dir`; fails (`AlreadyExists`) if the
+/// name is taken: the file only ever appears complete, and never replaces anything.
+pub fn link_anonymous(file: &File, dir: &impl AsFd, name: &[u8]) -> io::Result<()> {
+    rustix::fs::linkat(file, c"", dir.as_fd(), name_os(name), AtFlags::EMPTY_PATH)?;
+    Ok(())
+}
+
+/// Raise this process's soft limit on open files towards `want` (up to the hard
+/// limit); returns the soft limit now in force.
+pub fn raise_fd_limit(want: u64) -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let soft = lim.current.unwrap_or(u64::MAX);
+    if soft >= want {
+        return soft;
+    }
+    let target = lim.maximum.map_or(want, |hard| hard.min(want));
+    let raised = rustix::process::Rlimit {
+        current: Some(target),
+        maximum: lim.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => target.max(soft),
+        Err(_) => soft,
+    }
+}
+
+/// Whether anonymous files can be created and linked in `dir`: the file system
+/// must support `O_TMPFILE`, and linking by descriptor needs `CAP_DAC_READ_SEARCH`
+/// (root). Tried once with a probe file, which is removed again.
+pub fn anonymous_files_work(dir: &Arc<OwnedFd>) -> bool {
+    let Ok(t) = create_anonymous(dir.clone()) else {
+        return false;
+    };
+    let probe = format!(
+        "{}probe.{:016x}",
+        String::from_utf8_lossy(TEMP_PREFIX),
+        rand::random::<u64>()
+    );
+    let linked = link_anonymous(&t.file, dir, probe.as_bytes()).is_ok();
+    if linked {
+        let _ = remove(dir, probe.as_bytes(), false);
+    }
+    linked
 }
 
 /// Create a fresh temporary file next to `final_name` in `dir` (mode 0600, never following a symlink).
@@ -160,7 +235,7 @@ pub fn create_temp(dir: Arc<OwnedFd>, final_name: &[u8]) -> io::Result<TempFile>
             Ok(fd) => {
                 return Ok(TempFile {
                     dir,
-                    name,
+                    name: Some(name),
                     file: File::from(fd),
                 });
             }

@@ -40,6 +40,8 @@ const WRITEBACK: u64 = 8 << 20;
 
 impl Rebuild {
     /// Start rebuilding `entry` into a temp file; `base` is the old copy for a delta.
+    /// `anonymous`: a new file (nothing by its name) in a file system where
+    /// anonymous temp files work ([`fsops::create_anonymous`]).
     pub fn start(
         root: &SafeRoot,
         dirs: &mut DirCache,
@@ -47,6 +49,7 @@ impl Rebuild {
         idx: u32,
         delta: bool,
         writeback: bool,
+        anonymous: bool,
     ) -> io::Result<Rebuild> {
         let (parent, name) = entry
             .path
@@ -60,7 +63,10 @@ impl Rebuild {
         } else {
             (None, 0)
         };
-        let temp = fsops::create_temp(dir, name)?;
+        let temp = match anonymous {
+            true => fsops::create_anonymous(dir.clone()).or_else(|_| fsops::create_temp(dir, name)),
+            false => fsops::create_temp(dir, name),
+        }?;
         let hasher = Hashing::new(entry.size, base.as_ref());
         Ok(Rebuild {
             idx,
@@ -211,7 +217,7 @@ impl Rebuild {
         }
         let temp = self.temp.take().expect("temp present");
         if let Err(e) = fsops::set_meta_fd(&temp.file, meta) {
-            let _ = fsops::remove(&temp.dir, &temp.name, false);
+            temp.remove();
             return Err(RebuildError::Io(e));
         }
         Ok(temp)
@@ -220,7 +226,7 @@ impl Rebuild {
     /// Drop the temp file (abort, verification failure, error).
     pub fn discard(&mut self) {
         if let Some(t) = self.temp.take() {
-            let _ = fsops::remove(&t.dir, &t.name, false);
+            t.remove();
         }
     }
 }

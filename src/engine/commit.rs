@@ -31,15 +31,57 @@ const GATHER: Duration = Duration::from_millis(15);
 const QUEUED_FILES: u64 = 2 * GROUP_FILES as u64;
 const QUEUED_BYTES: u64 = 2 * GROUP_BYTES;
 
-/// A verified temp file waiting for its rename.
+/// A verified temp file waiting for its rename (or link).
 struct Ready {
     dir: Arc<OwnedFd>,
-    temp_name: Vec<u8>,
+    temp: Temp,
     final_name: Vec<u8>,
     item: Item,
     size: u64,
     /// An old file is expected under the final name (its inode is freed elsewhere).
     replaces: bool,
+}
+
+/// A named temp file, or an anonymous one (kept open until it is linked).
+enum Temp {
+    Named(Vec<u8>),
+    Anonymous(std::fs::File),
+}
+
+impl Ready {
+    /// Put the file in place: rename over the old file, or link a new one.
+    /// Returns the old inode to free elsewhere, if one was replaced.
+    fn install(&self) -> io::Result<Option<OwnedFd>> {
+        match &self.temp {
+            Temp::Named(n) if self.replaces => {
+                fsops::rename_keeping_old(&self.dir, n, &self.final_name)
+            }
+            Temp::Named(n) => fsops::rename(&self.dir, n, &self.final_name).map(|()| None),
+            Temp::Anonymous(f) => match fsops::link_anonymous(f, &self.dir, &self.final_name) {
+                // Something took the name since the plan: link under a temp name, rename over.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let t = fsops::create_temp(self.dir.clone(), &self.final_name)?;
+                    let name = t.name.clone().expect("a named temp file");
+                    fsops::remove(&self.dir, &name, false)?;
+                    fsops::link_anonymous(f, &self.dir, &name)?;
+                    fsops::rename_keeping_old(&self.dir, &name, &self.final_name).inspect_err(
+                        |_| {
+                            let _ = fsops::remove(&self.dir, &name, false);
+                        },
+                    )
+                }
+                r => r.map(|()| None),
+            },
+        }
+    }
+
+    /// Remove a named temp file (the run failed, or the flush did); an anonymous
+    /// one is freed when the `Ready` is dropped.
+    fn discard(&self) {
+        if let Temp::Named(n) = &self.temp {
+            let _ = fsops::remove(&self.dir, n, false);
+        }
+    }
 }
 
 /// Counts of files and bytes handed to the installer and not yet installed.
@@ -102,10 +144,16 @@ impl Committer {
             .map(|(_, n)| n.to_vec())
             .unwrap_or_default();
         let TempFile { dir, name, file } = temp;
-        drop(file);
+        let temp = match name {
+            Some(n) => {
+                drop(file);
+                Temp::Named(n)
+            }
+            None => Temp::Anonymous(file),
+        };
         let ready = Ready {
             dir,
-            temp_name: name,
+            temp,
             final_name,
             item,
             size,
@@ -118,11 +166,12 @@ impl Committer {
             Some(tx) => tx.send(ready),
             None => Err(mpsc::SendError(ready)),
         };
-        if let Err(mpsc::SendError(mut r)) = sent {
+        if let Err(mpsc::SendError(r)) = sent {
             // The installer is gone (it panicked): this file cannot be installed.
-            let _ = fsops::remove(&r.dir, &r.temp_name, false);
-            r.item.error = Some("cannot install: the installer thread stopped".into());
-            out.push(r.item);
+            r.discard();
+            let mut item = r.item;
+            item.error = Some("cannot install: the installer thread stopped".into());
+            out.push(item);
         }
         out.extend(self.done.try_iter());
         // Backpressure: wait for the installer while too much is queued.
@@ -227,26 +276,25 @@ impl Installer {
     /// small file and tens of ms for a big one, which would hold up the renames.
     fn install(&self, group: Vec<Ready>, sync_err: Option<io::Error>) {
         let mut olds = Vec::new();
-        for mut r in group {
+        for r in group {
             let res = if self.stop.load(Ordering::SeqCst) {
                 Err(io::Error::other("the run was stopped"))
             } else {
                 match &sync_err {
                     Some(e) => Err(io::Error::new(e.kind(), format!("sync failed: {e}"))),
-                    None if r.replaces => {
-                        fsops::rename_keeping_old(&r.dir, &r.temp_name, &r.final_name)
-                            .map(|old| olds.extend(old))
-                    }
-                    None => fsops::rename(&r.dir, &r.temp_name, &r.final_name),
+                    None => r.install().map(|old| olds.extend(old)),
                 }
             };
-            if let Err(e) = res {
-                let _ = fsops::remove(&r.dir, &r.temp_name, false);
-                r.item.error = Some(format!("cannot install: {e}"));
-            }
             self.queued.files.fetch_sub(1, Ordering::SeqCst);
             self.queued.bytes.fetch_sub(r.size, Ordering::SeqCst);
-            let _ = self.done.send(r.item);
+            if res.is_err() {
+                r.discard();
+            }
+            let mut item = r.item;
+            if let Err(e) = res {
+                item.error = Some(format!("cannot install: {e}"));
+            }
+            let _ = self.done.send(item);
         }
         if !olds.is_empty() {
             std::thread::spawn(move || drop(olds));
@@ -270,7 +318,13 @@ mod tests {
             target: vec![],
             error: None,
         };
-        c.push(t, &path, item, body.len() as u64, name == "f0" || name == "keep")
+        c.push(
+            t,
+            &path,
+            item,
+            body.len() as u64,
+            name == "f0" || name == "keep",
+        )
     }
 
     fn names(dir: &std::path::Path) -> Vec<String> {
@@ -305,6 +359,45 @@ mod tests {
             assert_eq!(std::fs::read(d.path().join("f299")).unwrap(), b"new 299");
             assert_eq!(names(d.path()).len(), 300, "no temp file is left");
         }
+    }
+
+    #[test]
+    fn anonymous_files_are_linked_and_a_name_taken_meanwhile_is_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let root = SafeRoot::open(d.path()).unwrap();
+        if !fsops::anonymous_files_work(&root.fd_clone()) {
+            assert!(
+                !crate::fsops::is_root(),
+                "root can link anonymous files on ext4/tmpfs"
+            );
+            return; // not root: the receiver uses named temp files
+        }
+        assert_eq!(names(d.path()).len(), 0, "the probe is removed");
+        let mut c = Committer::new(root.fd_clone(), true).unwrap();
+        let mut items = Vec::new();
+        for (name, body) in [("new", b"fresh"), ("raced", b"ours!")] {
+            let mut t = fsops::create_anonymous(root.fd_clone()).unwrap();
+            t.file.write_all(body).unwrap();
+            if name == "raced" {
+                std::fs::write(d.path().join("raced"), b"someone else's").unwrap();
+            }
+            let path = RelPath::from_wire(name.as_bytes()).unwrap();
+            let item = Item {
+                code: ">f+++++++++".into(),
+                path: path.clone(),
+                target: vec![],
+                error: None,
+            };
+            items.extend(c.push(t, &path, item, 5, false));
+        }
+        items.extend(c.commit());
+        assert!(items.iter().all(|i| i.error.is_none()), "{items:?}");
+        assert_eq!(std::fs::read(d.path().join("new")).unwrap(), b"fresh");
+        assert_eq!(std::fs::read(d.path().join("raced")).unwrap(), b"ours!");
+        assert_eq!(
+            names(d.path()),
+            vec!["new".to_string(), "raced".to_string()]
+        );
     }
 
     #[test]

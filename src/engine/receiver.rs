@@ -32,6 +32,8 @@ use std::sync::mpsc;
 
 /// Files in flight at once.
 pub const WINDOW: usize = 128;
+/// Open-file limit needed to write new files as anonymous temp files.
+const ANONYMOUS_FD_LIMIT: u64 = 4096;
 /// Most manifest entries accepted (bounds memory against a hostile sender).
 pub const MAX_ENTRIES: usize = 20_000_000;
 
@@ -418,6 +420,11 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
     }
     // Which files may still arrive, and whether they were already retried whole.
     let mut pending: HashMap<u32, bool> = transfers.iter().map(|&(i, _)| (i, false)).collect();
+    // Anonymous temp files stay open until installed (up to the installer's queue):
+    // only with room for that many descriptors, and where linking them works (tried
+    // with the first new file, in its directory, whose mtime is set again at the end).
+    let fds_ok = crate::fsops::raise_fd_limit(ANONYMOUS_FD_LIMIT) >= ANONYMOUS_FD_LIMIT;
+    let mut anonymous_ok: Option<bool> = None;
     // The files requested with a signature: only those may come back as deltas.
     let signed: Mutex<std::collections::HashSet<u32>> = Mutex::default();
     let (slot_tx, slot_rx) = mpsc::sync_channel::<()>(WINDOW);
@@ -451,7 +458,14 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
                         }
                         drop(signed);
                         let e = &source[idx as usize];
-                        match Rebuild::start(safe, &mut dirs, e, idx, delta, committer.fsync) {
+                        // A new file (nothing by its name) is written as an anonymous file.
+                        let new = codes.get(&idx).is_some_and(|c| c.starts_with(">f+"));
+                        let anonymous = new
+                            && *anonymous_ok.get_or_insert_with(|| {
+                                fds_ok && probe_anonymous(safe, &mut dirs, &e.path)
+                            });
+                        let fsync = committer.fsync;
+                        match Rebuild::start(safe, &mut dirs, e, idx, delta, fsync, anonymous) {
                             Ok(r) => current = Some(r),
                             Err(err) => {
                                 // Cannot write here: skip this file's data, report it, go on.
@@ -618,6 +632,15 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
             .unwrap_or_else(|_| Err(SyncError::Peer("requester thread panicked".into())));
         res.and(req)
     })
+}
+
+/// Whether new files can be written as anonymous files, tried in `path`'s directory.
+fn probe_anonymous(safe: &SafeRoot, dirs: &mut DirCache, path: &crate::path::RelPath) -> bool {
+    let Some((parent, _)) = path.split_last() else {
+        return false;
+    };
+    dirs.get(safe, &parent)
+        .is_ok_and(|dir| crate::fsops::anonymous_files_work(&dir))
 }
 
 /// After a data/copy step: a local I/O error fails this file (its remaining data is skipped).
