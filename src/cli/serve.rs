@@ -138,6 +138,13 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, CliError> {
         dup(std::io::stdin().as_fd()).map_err(|e| CliError::usage(format!("stdin: {e}")))?;
     let output =
         dup(std::io::stdout().as_fd()).map_err(|e| CliError::usage(format!("stdout: {e}")))?;
+    // When stdin and stdout are pipes (to sshd or a local client), 1 MiB pipes
+    // instead of 64 KiB let file data cross in fewer, larger steps, with far fewer
+    // wake-ups of either side: the first copy of 1 GiB in 4 files took 0.9 s
+    // instead of 1.55 s locally, 1.5 s instead of 2.0 s over SSH. Best effort (not a
+    // pipe, or above /proc/sys/fs/pipe-max-size: unchanged).
+    let _ = rustix::pipe::fcntl_setpipe_size(&input, PIPE_SIZE);
+    let _ = rustix::pipe::fcntl_setpipe_size(&output, PIPE_SIZE);
     policy.handshake_done = Some(handshake_watchdog(deadline));
     let activity = idle::Activity::new();
     idle::watchdog(activity.clone(), idle_timeout);
@@ -200,3 +207,6 @@ fn report_rss() {
         }
     }
 }
+
+/// The size asked for the serve side's input pipe.
+const PIPE_SIZE: usize = 1 << 20;
