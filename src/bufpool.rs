@@ -48,14 +48,10 @@ mod tests {
     fn a_given_buffer_is_reused_empty() {
         let mut v = take(1 << 20);
         v.extend_from_slice(b"old bytes");
-        let ptr = v.as_ptr();
         give(v);
+        // This buffer or another test's: empty, with the room asked for.
         let w = take(1 << 20);
         assert!(w.is_empty() && w.capacity() >= 1 << 20);
-        // Another test thread may have taken it first; when we got it, it is the same one.
-        if w.as_ptr() == ptr {
-            assert!(w.is_empty());
-        }
         give(vec![0; 10]); // too small to keep: dropped
     }
 }

@@ -206,26 +206,28 @@ pub fn anonymous_files_work(dir: &Arc<OwnedFd>) -> bool {
     let Ok(t) = create_anonymous(dir.clone()) else {
         return false;
     };
-    let probe = format!(
-        "{}probe.{:016x}",
-        String::from_utf8_lossy(TEMP_PREFIX),
-        rand::random::<u64>()
-    );
-    let linked = link_anonymous(&t.file, dir, probe.as_bytes()).is_ok();
+    let probe = temp_name(b"probe");
+    let linked = link_anonymous(&t.file, dir, &probe).is_ok();
     if linked {
-        let _ = remove(dir, probe.as_bytes(), false);
+        let _ = remove(dir, &probe, false);
     }
     linked
 }
 
+/// A fresh random temp name for `final_name`: `.hasync-tmp.<final name>.<random>`,
+/// keeping a recognisable piece of the final name within NAME_MAX.
+pub fn temp_name(final_name: &[u8]) -> Vec<u8> {
+    let keep = &final_name[..final_name.len().min(200)];
+    let mut name = TEMP_PREFIX.to_vec();
+    name.extend_from_slice(keep);
+    name.extend_from_slice(format!(".{:016x}", rand::random::<u64>()).as_bytes());
+    name
+}
+
 /// Create a fresh temporary file next to `final_name` in `dir` (mode 0600, never following a symlink).
 pub fn create_temp(dir: Arc<OwnedFd>, final_name: &[u8]) -> io::Result<TempFile> {
-    // Keep a recognisable piece of the final name, within NAME_MAX.
-    let keep = &final_name[..final_name.len().min(200)];
     for _ in 0..16 {
-        let mut name = TEMP_PREFIX.to_vec();
-        name.extend_from_slice(keep);
-        name.extend_from_slice(format!(".{:016x}", rand::random::<u64>()).as_bytes());
+        let name = temp_name(final_name);
         match rustix::fs::openat(
             dir.as_fd(),
             name_os(&name),
@@ -252,10 +254,7 @@ pub fn create_temp_symlink(
     final_name: &[u8],
     target: &[u8],
 ) -> io::Result<Vec<u8>> {
-    let keep = &final_name[..final_name.len().min(200)];
-    let mut name = TEMP_PREFIX.to_vec();
-    name.extend_from_slice(keep);
-    name.extend_from_slice(format!(".{:016x}", rand::random::<u64>()).as_bytes());
+    let name = temp_name(final_name);
     rustix::fs::symlinkat(name_os(target), dir.as_fd(), name_os(&name))?;
     Ok(name)
 }
@@ -272,15 +271,20 @@ pub fn rename(dir: &impl AsFd, from: &[u8], to: &[u8]) -> io::Result<()> {
 /// another thread, moves the cost of freeing a big old file (its page cache
 /// and blocks, tens of milliseconds per 256 MiB) off the caller's thread.
 pub fn rename_keeping_old(dir: &impl AsFd, from: &[u8], to: &[u8]) -> io::Result<Option<OwnedFd>> {
-    let old = rustix::fs::openat(
+    let old = hold_inode(dir, to);
+    rename(dir, from, to)?;
+    Ok(old)
+}
+
+/// An `O_PATH` reference to the inode `name` names in `dir` (not followed), if any.
+fn hold_inode(dir: &impl AsFd, name: &[u8]) -> Option<OwnedFd> {
+    rustix::fs::openat(
         dir.as_fd(),
-        name_os(to),
+        name_os(name),
         OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .ok();
-    rename(dir, from, to)?;
-    Ok(old)
+    .ok()
 }
 
 /// Remove a file or symlink (`is_dir` false) or an empty directory.
@@ -297,13 +301,7 @@ pub fn remove(dir: &impl AsFd, name: &[u8], is_dir: bool) -> io::Result<()> {
 /// Remove a file or symlink, handing back a reference to its inode (see
 /// [`rename_keeping_old`]): the caller frees it when it drops the reference.
 pub fn remove_keeping(dir: &impl AsFd, name: &[u8]) -> io::Result<Option<OwnedFd>> {
-    let old = rustix::fs::openat(
-        dir.as_fd(),
-        name_os(name),
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok();
+    let old = hold_inode(dir, name);
     remove(dir, name, false)?;
     Ok(old)
 }

@@ -463,11 +463,20 @@ pub fn remove(
     path: &RelPath,
     is_dir: bool,
 ) -> io::Result<()> {
+    let (dir, name) = parent_of(root, dirs, path)?;
+    fsops::remove(&dir, name, is_dir)
+}
+
+/// The open directory holding `path` (never the root itself), and its last name.
+fn parent_of<'p>(
+    root: &SafeRoot,
+    dirs: &mut DirCache,
+    path: &'p RelPath,
+) -> io::Result<(std::sync::Arc<std::os::fd::OwnedFd>, &'p [u8])> {
     let (parent, name) = path
         .split_last()
         .ok_or_else(|| io::Error::other("refusing to remove the root"))?;
-    let dir = dirs.get(root, &parent)?;
-    fsops::remove(&dir, name, is_dir)
+    Ok((dirs.get(root, &parent)?, name))
 }
 
 /// Like [`remove`], but a removed file's inode is sent to `release`, whose
@@ -483,10 +492,7 @@ pub fn remove_releasing(
     if is_dir {
         return remove(root, dirs, path, true);
     }
-    let (parent, name) = path
-        .split_last()
-        .ok_or_else(|| io::Error::other("refusing to remove the root"))?;
-    let dir = dirs.get(root, &parent)?;
+    let (dir, name) = parent_of(root, dirs, path)?;
     if let Some(old) = fsops::remove_keeping(&dir, name)? {
         let _ = release.send(old);
     }

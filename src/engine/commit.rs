@@ -60,9 +60,7 @@ impl Ready {
             Temp::Anonymous(f) => match fsops::link_anonymous(f, &self.dir, &self.final_name) {
                 // Something took the name since the plan: link under a temp name, rename over.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let t = fsops::create_temp(self.dir.clone(), &self.final_name)?;
-                    let name = t.name.clone().expect("a named temp file");
-                    fsops::remove(&self.dir, &name, false)?;
+                    let name = fsops::temp_name(&self.final_name);
                     fsops::link_anonymous(f, &self.dir, &name)?;
                     fsops::rename_keeping_old(&self.dir, &name, &self.final_name).inspect_err(
                         |_| {
@@ -311,13 +309,7 @@ mod tests {
     fn queue(c: &mut Committer, root: &SafeRoot, name: &str, body: &[u8]) -> Vec<Item> {
         let mut t = fsops::create_temp(root.fd_clone(), name.as_bytes()).unwrap();
         t.file.write_all(body).unwrap();
-        let path = RelPath::from_wire(name.as_bytes()).unwrap();
-        let item = Item {
-            code: ">f".into(),
-            path: path.clone(),
-            target: vec![],
-            error: None,
-        };
+        let (path, item) = path_item(name, ">f");
         c.push(
             t,
             &path,
@@ -325,6 +317,17 @@ mod tests {
             body.len() as u64,
             name == "f0" || name == "keep",
         )
+    }
+
+    fn path_item(name: &str, code: &str) -> (RelPath, Item) {
+        let path = RelPath::from_wire(name.as_bytes()).unwrap();
+        let item = Item {
+            code: code.into(),
+            path: path.clone(),
+            target: vec![],
+            error: None,
+        };
+        (path, item)
     }
 
     fn names(dir: &std::path::Path) -> Vec<String> {
@@ -381,13 +384,7 @@ mod tests {
             if name == "raced" {
                 std::fs::write(d.path().join("raced"), b"someone else's").unwrap();
             }
-            let path = RelPath::from_wire(name.as_bytes()).unwrap();
-            let item = Item {
-                code: ">f+++++++++".into(),
-                path: path.clone(),
-                target: vec![],
-                error: None,
-            };
+            let (path, item) = path_item(name, ">f+++++++++");
             items.extend(c.push(t, &path, item, 5, false));
         }
         items.extend(c.commit());

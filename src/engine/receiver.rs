@@ -459,7 +459,7 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
                         drop(signed);
                         let e = &source[idx as usize];
                         // A new file (nothing by its name) is written as an anonymous file.
-                        let new = codes.get(&idx).is_some_and(|c| c.starts_with(">f+"));
+                        let new = codes.get(&idx).is_some_and(|c| is_new_file(c));
                         let anonymous = new
                             && *anonymous_ok.get_or_insert_with(|| {
                                 fds_ok && probe_anonymous(safe, &mut dirs, &e.path)
@@ -536,8 +536,7 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
                                 stats.bytes_matched += matched;
                                 sink.rep.progress(size);
                                 let code = codes.get(&idx).copied().unwrap_or(">f");
-                                // ">f+++++++++": nothing was there (no old inode to free).
-                                let replaces = !code.starts_with(">f+");
+                                let replaces = !is_new_file(code); // an old inode to free
                                 let it = item(code, e);
                                 for done in committer.push(temp, &e.path, it, size, replaces) {
                                     if done.error.is_some() {
@@ -632,6 +631,11 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
             .unwrap_or_else(|_| Err(SyncError::Peer("requester thread panicked".into())));
         res.and(req)
     })
+}
+
+/// The plan's item code for a file where nothing was (`>f+++++++++`).
+fn is_new_file(code: &str) -> bool {
+    code.starts_with(">f+")
 }
 
 /// Whether new files can be written as anonymous files, tried in `path`'s directory.
