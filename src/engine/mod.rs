@@ -15,6 +15,7 @@
 mod apply;
 mod commit;
 pub mod receiver;
+mod release;
 pub mod sender;
 pub mod session;
 
@@ -82,5 +83,51 @@ impl From<ProtocolError> for SyncError {
 impl From<TransportError> for SyncError {
     fn from(e: TransportError) -> Self {
         SyncError::Peer(e.to_string())
+    }
+}
+
+/// Wall time per phase of one side of a session, logged at debug level
+/// (`HASYNC_LOG=debug`) when the side ends: where a slow run spends its time.
+pub(crate) struct Phases {
+    side: &'static str,
+    start: std::time::Instant,
+    last: std::time::Instant,
+    done: Vec<(&'static str, u128)>,
+}
+
+impl Phases {
+    pub(crate) fn new(side: &'static str) -> Phases {
+        let now = std::time::Instant::now();
+        Phases {
+            side,
+            start: now,
+            last: now,
+            done: Vec::new(),
+        }
+    }
+
+    /// The phase named `name` ends now.
+    pub(crate) fn mark(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.done.push((name, (now - self.last).as_micros()));
+        self.last = now;
+    }
+}
+
+impl Drop for Phases {
+    fn drop(&mut self) {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let list: Vec<String> = self
+                .done
+                .iter()
+                .map(|(n, us)| format!("{n} {:.1}", *us as f64 / 1000.0))
+                .collect();
+            tracing::debug!(
+                "{} phases (ms): {}; total {:.1}",
+                self.side,
+                list.join(", "),
+                self.start.elapsed().as_micros() as f64 / 1000.0
+            );
+        }
     }
 }

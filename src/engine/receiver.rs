@@ -7,15 +7,17 @@
 //! 3. transfers: a requester thread sends requests (with signatures of our old
 //!    copies) while the main thread reads the sender's answers and rebuilds
 //!    files; at most [`WINDOW`] files are in flight;
-//! 4. deletions (after transfers, like `--delete-after`), deepest first;
+//! 4. deletions (once every file is received and verified, like
+//!    `--delete-after`; the installer may still be renaming the last ones), deepest first;
 //! 5. directory metadata, deepest first, so a directory's mtime is set after
 //!    its contents changed.
 //!
 //! Items go to the local reporter when we are the client, else back over the wire.
 
 use super::SyncError;
-use super::apply::{self, Rebuild, RebuildError};
+use super::apply::{self, Prepared, Rebuild, RebuildError};
 use super::commit::Committer;
+use super::release::Releaser;
 use super::sender::fail;
 use crate::delta;
 use crate::fsops::{DirCache, Meta, SafeRoot};
@@ -94,6 +96,7 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
     is_client: bool,
 ) -> Result<Stats, SyncError> {
     let mut sink = Sink { rep, is_client };
+    let mut phases = super::Phases::new("receiver");
     // 1. Manifest, while a thread scans our own tree: the two scans (the
     // sender's, which precedes its manifest, and ours) overlap instead of
     // adding up, which is most of a no-change run.
@@ -111,6 +114,7 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
         });
         (m, d)
     });
+    phases.mark("manifest+scan");
     let (source, scan_errors) = manifest?;
     if let Err(e) = manifest::validate(&source) {
         return Err(fail(
@@ -181,8 +185,10 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
         allow_empty_source: opts.allow_empty_source,
         sender_scan_errors: scan_errors,
     };
+    phases.mark("validate");
     let plan = make_plan(&source, &dest_entries, &plan_opts)
         .map_err(|g| fail(wr, SyncError::Guard(g.0)))?;
+    phases.mark("plan");
     let mut stats = Stats {
         files_total: source.len() as u64,
         ..Default::default()
@@ -275,19 +281,22 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
         sink.item(&wr, it)?;
     }
 
+    phases.mark("local changes");
     // 3. Transfers.
     let codes: HashMap<u32, &str> = plan
         .steps
         .iter()
         .map(|s| (s.idx as u32, s.code.as_str()))
         .collect();
-    let mut committer = Committer::new(safe.fd_clone(), cfg.fsync).map_err(|e| {
-        let mut w = wr.lock().unwrap_or_else(|e| e.into_inner());
-        fail(
-            &mut w,
-            SyncError::Io(format!("cannot start the installer thread: {e}")),
-        )
-    })?;
+    let releaser = Releaser::new();
+    let mut committer =
+        Committer::new(safe.fd_clone(), cfg.fsync, releaser.sender()).map_err(|e| {
+            let mut w = wr.lock().unwrap_or_else(|e| e.into_inner());
+            fail(
+                &mut w,
+                SyncError::Io(format!("cannot start the installer thread: {e}")),
+            )
+        })?;
     let result = transfer_all(
         rd,
         &wr,
@@ -305,17 +314,13 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
         let mut w = wr.lock().unwrap_or_else(|e| e.into_inner());
         return Err(fail(&mut w, e));
     }
-    for it in committer.commit() {
-        if it.error.is_some() {
-            stats.files_failed += 1;
-        }
-        sink.item(&wr, it)?;
-    }
+    committer.seal();
+    phases.mark("transfers");
 
-    // 4. Deletions; the removed inodes are freed on a releaser thread.
+    // 4. Deletions, once every file is received and verified, while the installer
+    // puts the last ones in place; the removed inodes are freed by the releaser.
     dirs.clear();
-    let (release, released) = mpsc::channel::<std::os::fd::OwnedFd>();
-    let releaser = std::thread::spawn(move || released.into_iter().for_each(drop));
+    let release = releaser.sender();
     for (p, kind) in &plan.deletions {
         let mut it = Item {
             code: "*deleting".into(),
@@ -332,7 +337,16 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
         }
         sink.item(&wr, it)?;
     }
-    // 5. Directory metadata, deepest first.
+    drop(release);
+    phases.mark("deletions");
+    for it in committer.commit() {
+        if it.error.is_some() {
+            stats.files_failed += 1;
+        }
+        sink.item(&wr, it)?;
+    }
+    phases.mark("commit");
+    // 5. Directory metadata, deepest first (after the renames, which change it).
     for &idx in &plan.dir_meta {
         let e = &source[idx];
         if let Err(err) = apply::set_meta(&safe, &mut dirs, e, &meta_of(e)) {
@@ -342,8 +356,10 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
             sink.item(&wr, it)?;
         }
     }
-    drop(release);
-    let _ = releaser.join();
+    phases.mark("dir meta");
+    drop(committer); // its installer's handle on the releaser
+    releaser.finish();
+    phases.mark("release");
     finish(rd, &wr, stats)
 }
 
@@ -420,19 +436,32 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
     }
     // Which files may still arrive, and whether they were already retried whole.
     let mut pending: HashMap<u32, bool> = transfers.iter().map(|&(i, _)| (i, false)).collect();
-    // Anonymous temp files stay open until installed (up to the installer's queue):
-    // only with room for that many descriptors, and where linking them works (tried
-    // with the first new file, in its directory, whose mtime is set again at the end).
-    let fds_ok = crate::fsops::raise_fd_limit(ANONYMOUS_FD_LIMIT) >= ANONYMOUS_FD_LIMIT;
-    let mut anonymous_ok: Option<bool> = None;
+    let mut dirs = DirCache::new();
+    // New files are written as anonymous temp files, which stay open until installed
+    // (up to the installer's queue): only with room for that many descriptors, and
+    // where linking them works (tried with the first new file, in its directory,
+    // whose mtime is set again at the end).
+    let is_new = |idx: u32| codes.get(&idx).is_some_and(|c| is_new_file(c));
+    let anonymous_ok = crate::fsops::raise_fd_limit(ANONYMOUS_FD_LIMIT) >= ANONYMOUS_FD_LIMIT
+        && transfers
+            .iter()
+            .find(|&&(idx, _)| is_new(idx))
+            .is_some_and(|&(idx, _)| probe_anonymous(safe, &mut dirs, &source[idx as usize].path));
+    let anonymous = |idx: u32| anonymous_ok && is_new(idx);
     // The files requested with a signature: only those may come back as deltas.
     let signed: Mutex<std::collections::HashSet<u32>> = Mutex::default();
+    // Temp files (and old copies) the requester made ready before asking for the data.
+    let prepared: Mutex<HashMap<u32, Prepared>> = Mutex::default();
     let (slot_tx, slot_rx) = mpsc::sync_channel::<()>(WINDOW);
     std::thread::scope(|s| {
-        let signed_by_requester = &signed;
-        let requester =
-            s.spawn(move || request_all(wr, safe, source, transfers, signed_by_requester, slot_tx));
-        let mut dirs = DirCache::new();
+        let ahead = Ahead {
+            safe,
+            source,
+            anonymous: &anonymous,
+            signed: &signed,
+            prepared: &prepared,
+        };
+        let requester = s.spawn(move || request_all(wr, ahead, transfers, slot_tx));
         let mut current: Option<Rebuild> = None;
         let mut remaining = transfers.len();
         let res = (|| -> Result<(), SyncError> {
@@ -458,14 +487,24 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
                         }
                         drop(signed);
                         let e = &source[idx as usize];
-                        // A new file (nothing by its name) is written as an anonymous file.
-                        let new = codes.get(&idx).is_some_and(|c| is_new_file(c));
-                        let anonymous = new
-                            && *anonymous_ok.get_or_insert_with(|| {
-                                fds_ok && probe_anonymous(safe, &mut dirs, &e.path)
-                            });
                         let fsync = committer.fsync;
-                        match Rebuild::start(safe, &mut dirs, e, idx, delta, fsync, anonymous) {
+                        let ready = prepared
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&idx);
+                        let started = match ready {
+                            Some(p) => Rebuild::with(p, e, idx, delta, fsync),
+                            None => Rebuild::start(
+                                safe,
+                                &mut dirs,
+                                e,
+                                idx,
+                                delta,
+                                fsync,
+                                anonymous(idx),
+                            ),
+                        };
+                        match started {
                             Ok(r) => current = Some(r),
                             Err(err) => {
                                 // Cannot write here: skip this file's data, report it, go on.
@@ -715,16 +754,33 @@ fn fail_item<W: Write>(
     sink.item(wr, it)
 }
 
+/// What the requester thread works with, besides the connection.
+#[derive(Clone, Copy)]
+struct Ahead<'a> {
+    safe: &'a SafeRoot,
+    source: &'a [Entry],
+    /// Whether a file is written as an anonymous temp file.
+    anonymous: &'a (dyn Fn(u32) -> bool + Sync),
+    signed: &'a Mutex<std::collections::HashSet<u32>>,
+    prepared: &'a Mutex<HashMap<u32, Prepared>>,
+}
+
 /// The requester: for each transfer, take a window slot, compute the signature
-/// of our old copy if a delta is wanted, and send the request.
+/// of our old copy if a delta is wanted, prepare the temp file, and send the request.
 fn request_all<W: Write>(
     wr: &Mutex<&mut FrameWriter<W>>,
-    safe: &SafeRoot,
-    source: &[Entry],
+    ahead: Ahead,
     transfers: &[(u32, bool)],
-    signed: &Mutex<std::collections::HashSet<u32>>,
     slots: mpsc::SyncSender<()>,
 ) -> Result<(), SyncError> {
+    let Ahead {
+        safe,
+        source,
+        anonymous,
+        signed,
+        prepared,
+    } = ahead;
+    let mut dirs = DirCache::new();
     for (n, &(idx, delta)) in transfers.iter().enumerate() {
         match slots.try_send(()) {
             Ok(()) => {}
@@ -737,18 +793,28 @@ fn request_all<W: Write>(
             }
             Err(mpsc::TrySendError::Disconnected(())) => return Ok(()),
         }
+        let e = &source[idx as usize];
+        let mut base = None;
         let signature = if delta {
-            let e = &source[idx as usize];
             // No usable old copy (vanished, unreadable): fall back to sending it whole.
             safe.open_file(&e.path).ok().and_then(|f| {
                 let len = f.metadata().ok()?.len();
-                delta::file_signature(&f, len).ok()
+                let sig = delta::file_signature(&f, len).ok()?;
+                base = Some((f, len));
+                Some(sig)
             })
         } else {
             None
         };
         if signature.is_some() {
             signed.lock().unwrap_or_else(|e| e.into_inner()).insert(idx);
+        }
+        // If this fails, the receiving thread tries again and reports why.
+        if let Ok(p) = Prepared::new(safe, &mut dirs, e, base, anonymous(idx)) {
+            prepared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(idx, p);
         }
         let mut w = wr.lock().unwrap_or_else(|e| e.into_inner());
         send(&mut w, &Msg::Want(Want { idx, signature }))?;

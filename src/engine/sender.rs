@@ -43,6 +43,7 @@ pub fn send_tree<R: Read + Send, W: Write>(
     rep: &mut dyn Reporter,
     is_client: bool,
 ) -> Result<Stats, SyncError> {
+    let mut phases = super::Phases::new("sender");
     let excludes = Excludes::new(&opts.excludes).map_err(SyncError::Usage)?;
     let found = match scan(root, &excludes) {
         Ok(Some(s)) => s,
@@ -103,9 +104,11 @@ pub fn send_tree<R: Read + Send, W: Write>(
             send(wr, &Msg::Item(item.clone()))?;
         }
     }
+    phases.mark("scan");
     send_manifest(wr, &entries, scan_errors.len() as u64)?;
     wr.flush()
         .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))?;
+    phases.mark("manifest");
     let total: u64 = entries.iter().map(|e| e.size).sum();
     rep.total(total);
 
@@ -117,6 +120,7 @@ pub fn send_tree<R: Read + Send, W: Write>(
         let (rep, outstanding) = (&rep, &outstanding);
         let reader = s.spawn(move || read_loop(rd, tx, rep, outstanding, n_entries));
         let served = serve_wants(wr, &safe, &entries, rx, rep, outstanding);
+        phases.mark("serve");
         let done = reader
             .join()
             .unwrap_or_else(|_| Err(SyncError::Peer("reader thread panicked".into())));
