@@ -1,9 +1,10 @@
 //! Scanning a tree into a manifest, with gitignore-style exclusions.
 //!
-//! The walk (our own, over std's `read_dir`: see [`walk`] for why not walkdir) never
-//! follows symlinks and yields entries in wire order (a depth-first pre-order with
-//! siblings sorted by name bytes), so the manifest needs no sort afterwards. Excluded directories are not descended
-//! into. The receiver's own temporary files (`.hasync-tmp.*`, left only by a
+//! The walk (our own, over `getdents64` and `fstatat` through rustix: see
+//! [`Walker::walk`] for why not walkdir or std's `read_dir`) never follows symlinks
+//! and yields entries in wire order (a depth-first pre-order with siblings sorted
+//! by name bytes), so the manifest needs no sort afterwards. Excluded directories
+//! are not descended into. The receiver's own temporary files (`.hasync-tmp.*`, left only by a
 //! killed run) are reported separately so they can be cleaned up, never
 //! synced or compared. Unreadable entries are collected as errors: a sender
 //! with scan errors tells the receiver, which then skips deletions rather
@@ -13,8 +14,11 @@ use crate::fsops::is_temp_name;
 use crate::manifest::{Entry, Kind};
 use crate::path::RelPath;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, RawDir, Stat, fstat, statat};
+use std::ffi::CStr;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 /// Compiled exclusion patterns.
@@ -39,7 +43,7 @@ impl Excludes {
 
     /// Whether a relative path is excluded.
     pub fn excluded(&self, rel: &RelPath, is_dir: bool) -> bool {
-        if rel.is_root() {
+        if rel.is_root() || self.gi.is_empty() {
             return false;
         }
         // Matched against "/<rel>" so that anchored patterns ("/top") work relative to the sync root.
@@ -76,114 +80,227 @@ pub fn scan(root: &Path, excludes: &Excludes) -> std::io::Result<Option<Scan>> {
         }
         Ok(_) => {}
     }
-    let mut out = Scan::default();
-    let md = std::fs::metadata(root)?;
-    out.entries
-        .push(entry(RelPath::root(), Kind::Dir, &md, Vec::new()));
-    walk(root, &RelPath::root(), excludes, &mut out);
-    Ok(Some(out))
+    let fd = open_dir(CWD, root)?;
+    let st = fstat(&fd)?;
+    let mut w = Walker {
+        root,
+        excludes,
+        out: Scan::default(),
+        buf: vec![MaybeUninit::uninit(); DIR_BUF],
+        names: Vec::new(),
+    };
+    w.out
+        .entries
+        .push(entry(RelPath::root(), Kind::Dir, &st, Vec::new()));
+    w.walk(&fd, &RelPath::root(), 0);
+    Ok(Some(w.out))
 }
 
-fn entry(path: RelPath, kind: Kind, md: &std::fs::Metadata, target: Vec<u8>) -> Entry {
+/// Bytes of directory entries read per `getdents64` call.
+const DIR_BUF: usize = 32 * 1024;
+/// Below this depth a subdirectory is opened relative to its parent (whose
+/// descriptor stays open meanwhile); deeper, by its path from the root, so that
+/// a pathologically deep tree cannot run out of descriptors.
+const FD_DEPTH: usize = 64;
+
+fn open_dir<Fd: AsFd, P: rustix::path::Arg>(at: Fd, path: P) -> std::io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        at,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+fn entry(path: RelPath, kind: Kind, st: &Stat, target: Vec<u8>) -> Entry {
     Entry {
         path,
         kind,
-        size: if kind == Kind::File { md.len() } else { 0 },
-        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-        mode: md.mode() & 0o7777,
-        uid: md.uid(),
-        gid: md.gid(),
+        size: if kind == Kind::File {
+            st.st_size as u64
+        } else {
+            0
+        },
+        mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
         target,
         hash: None,
     }
 }
 
-/// Adds the entries under directory `dir` (relative path `rel`) to `out`, in wire order.
-///
-/// Each child is looked at relative to its directory (`fstatat` on the directory's fd,
-/// which is what std's `DirEntry::metadata` does), not by its full path: the kernel
-/// resolves one name instead of every component of the path, which is most of the cost
-/// of a scan of an unchanged tree. A directory's children are all looked at before any
-/// subdirectory is entered, so one directory is open at a time, whatever the depth.
-fn walk(dir: &Path, rel: &RelPath, excludes: &Excludes, out: &mut Scan) {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) => {
-            out.errors.push((dir.display().to_string(), e.to_string()));
-            return;
-        }
-    };
-    let mut dents = Vec::new();
-    for d in rd {
-        match d {
-            Ok(d) => dents.push((d.file_name(), d)),
-            Err(e) => out.errors.push((dir.display().to_string(), e.to_string())),
-        }
+/// The manifest kind of a file type; `None` for special files, which are skipped.
+fn kind_of(ft: FileType) -> Option<Kind> {
+    match ft {
+        FileType::Directory => Some(Kind::Dir),
+        FileType::RegularFile => Some(Kind::File),
+        FileType::Symlink => Some(Kind::Symlink),
+        _ => None,
     }
-    dents.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    // Look at every child now; enter the subdirectories after (the directory is closed).
-    let mut children: Vec<(Entry, Option<std::path::PathBuf>)> = Vec::with_capacity(dents.len());
-    for (name, dent) in dents {
-        let child = rel.join(name.as_bytes());
-        if child.as_bytes().len() > crate::path::MAX_PATH {
-            out.errors.push((
-                dent.path().display().to_string(),
-                crate::path::PathError::TooLong.to_string(),
-            ));
-            continue;
+}
+
+/// One scan's state: the output and buffers reused from directory to directory.
+struct Walker<'a> {
+    root: &'a Path,
+    excludes: &'a Excludes,
+    out: Scan,
+    buf: Vec<MaybeUninit<u8>>,
+    /// The current directory's child names, each followed by a NUL.
+    names: Vec<u8>,
+}
+
+impl Walker<'_> {
+    /// A path for messages: the root joined with `rel`.
+    fn shown(&self, rel: &RelPath) -> String {
+        let mut p = self.root.to_path_buf();
+        if !rel.is_root() {
+            p.push(std::ffi::OsStr::from_bytes(rel.as_bytes()));
         }
-        let ft = match dent.file_type() {
-            Ok(ft) => ft,
-            Err(e) => {
-                out.errors.push((child.to_string(), e.to_string()));
-                continue;
-            }
-        };
-        if is_temp_name(name.as_bytes()) && !ft.is_dir() {
-            out.stale_temps.push(child);
-            continue;
-        }
-        if excludes.excluded(&child, ft.is_dir()) {
-            continue;
-        }
-        let kind = if ft.is_dir() {
-            Kind::Dir
-        } else if ft.is_file() {
-            Kind::File
-        } else if ft.is_symlink() {
-            Kind::Symlink
-        } else {
-            if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
-                out.skipped.push(child);
-            }
-            continue;
-        };
-        let md = match dent.metadata() {
-            Ok(m) => m,
-            Err(e) => {
-                out.errors.push((child.to_string(), e.to_string()));
-                continue;
-            }
-        };
-        let target = if kind == Kind::Symlink {
-            match std::fs::read_link(dent.path()) {
-                Ok(t) => t.into_os_string().as_bytes().to_vec(),
+        p.display().to_string()
+    }
+
+    /// Adds the entries under directory `dir` (relative path `rel`) to the output, in wire order.
+    ///
+    /// Each child is looked at relative to its directory (`fstatat` on the
+    /// directory's descriptor), not by its full path: the kernel resolves one
+    /// name instead of every component of the path, which is most of the cost of
+    /// a scan of an unchanged tree (walkdir stats by full path). Names are read
+    /// with `getdents64` into one reused buffer and kept in one byte array per
+    /// directory, with no allocation per name, and subdirectories are opened
+    /// relative to their parent: a scan of the 20,000-file bench tree takes 58 ms
+    /// instead of 75 ms with std's `read_dir` (19 ms of user time down to 9).
+    /// A directory's children are all looked at before any subdirectory is entered.
+    fn walk(&mut self, dir: &OwnedFd, rel: &RelPath, depth: usize) {
+        // (start in `names`, length without the NUL, type from the directory)
+        let mut spans: Vec<(usize, usize, FileType)> = Vec::new();
+        self.names.clear();
+        let mut rd = RawDir::new(dir, &mut self.buf);
+        while let Some(d) = rd.next() {
+            match d {
+                Ok(d) => {
+                    let name = d.file_name().to_bytes_with_nul();
+                    if name == b".\0" || name == b"..\0" {
+                        continue;
+                    }
+                    spans.push((self.names.len(), name.len() - 1, d.file_type()));
+                    self.names.extend_from_slice(name);
+                }
                 Err(e) => {
-                    out.errors.push((child.to_string(), e.to_string()));
-                    continue;
+                    let at = self.shown(rel);
+                    self.out
+                        .errors
+                        .push((at, std::io::Error::from(e).to_string()));
+                    break;
                 }
             }
-        } else {
-            Vec::new()
-        };
-        let sub = (kind == Kind::Dir).then(|| dent.path());
-        children.push((entry(child, kind, &md, target), sub));
-    }
-    for (e, sub) in children {
-        let sub_rel = sub.as_ref().map(|_| e.path.clone());
-        out.entries.push(e);
-        if let (Some(path), Some(r)) = (sub, sub_rel) {
-            walk(&path, &r, excludes, out);
+        }
+        let names = std::mem::take(&mut self.names);
+        let name_of = |&(start, len, _): &(usize, usize, FileType)| &names[start..start + len];
+        spans.sort_unstable_by(|a, b| name_of(a).cmp(name_of(b)));
+        // Look at every child now; enter the subdirectories after.
+        let mut children: Vec<(Entry, Option<usize>)> = Vec::with_capacity(spans.len());
+        for (i, span) in spans.iter().enumerate() {
+            let name = name_of(span);
+            let cname = CStr::from_bytes_with_nul(&names[span.0..=span.0 + span.1])
+                .expect("a NUL-terminated name without inner NUL");
+            let child = rel.join(name);
+            if child.as_bytes().len() > crate::path::MAX_PATH {
+                self.out.errors.push((
+                    self.shown(&child),
+                    crate::path::PathError::TooLong.to_string(),
+                ));
+                continue;
+            }
+            // The directory's type is enough to skip or exclude; a file system
+            // that does not report it costs a stat first.
+            let mut st = None;
+            let ft = match span.2 {
+                FileType::Unknown => match statat(dir, cname, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(s) => {
+                        let ft = FileType::from_raw_mode(s.st_mode);
+                        st = Some(s);
+                        ft
+                    }
+                    Err(e) => {
+                        self.out
+                            .errors
+                            .push((child.to_string(), std::io::Error::from(e).to_string()));
+                        continue;
+                    }
+                },
+                ft => ft,
+            };
+            let is_dir = ft == FileType::Directory;
+            if is_temp_name(name) && !is_dir {
+                self.out.stale_temps.push(child);
+                continue;
+            }
+            if self.excludes.excluded(&child, is_dir) {
+                continue;
+            }
+            if kind_of(ft).is_none() {
+                self.out.skipped.push(child);
+                continue;
+            }
+            let st = match st.map_or_else(|| statat(dir, cname, AtFlags::SYMLINK_NOFOLLOW), Ok) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.out
+                        .errors
+                        .push((child.to_string(), std::io::Error::from(e).to_string()));
+                    continue;
+                }
+            };
+            // What the stat saw is what we describe (the name may have been
+            // replaced by another kind since the directory was read).
+            let now = FileType::from_raw_mode(st.st_mode);
+            if now != ft && self.excludes.excluded(&child, now == FileType::Directory) {
+                continue;
+            }
+            let Some(kind) = kind_of(now) else {
+                self.out.skipped.push(child);
+                continue;
+            };
+            let is_dir = kind == Kind::Dir;
+            let target = if kind == Kind::Symlink {
+                match rustix::fs::readlinkat(dir, cname, Vec::new()) {
+                    Ok(t) => t.into_bytes(),
+                    Err(e) => {
+                        self.out
+                            .errors
+                            .push((child.to_string(), std::io::Error::from(e).to_string()));
+                        continue;
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            children.push((entry(child, kind, &st, target), is_dir.then_some(i)));
+        }
+        for (e, sub) in children {
+            let Some(i) = sub else {
+                self.out.entries.push(e);
+                continue;
+            };
+            let sub_rel = e.path.clone();
+            self.out.entries.push(e);
+            let span = &spans[i];
+            let opened = if depth < FD_DEPTH {
+                let cname = CStr::from_bytes_with_nul(&names[span.0..=span.0 + span.1])
+                    .expect("a NUL-terminated name without inner NUL");
+                open_dir(dir, cname)
+            } else {
+                open_dir(CWD, Path::new(&self.shown(&sub_rel)))
+            };
+            match opened {
+                Ok(fd) => self.walk(&fd, &sub_rel, depth + 1),
+                Err(e) => self.out.errors.push((self.shown(&sub_rel), e.to_string())),
+            }
+        }
+        // Give the name buffer back for the next directory (keeps its capacity).
+        if self.names.capacity() < names.capacity() {
+            self.names = names;
         }
     }
 }
@@ -239,6 +356,49 @@ mod tests {
         assert!(!e.excluded(&r("t1/playback/monitor"), true), "deeper down");
         assert!(!e.excluded(&r("t1/playback"), true));
         assert!(!e.excluded(&r("t1/playback/hello.wav"), false));
+    }
+
+    #[test]
+    fn a_tree_deeper_than_the_descriptor_depth_is_scanned_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let mut p = d.path().to_path_buf();
+        for i in 0..FD_DEPTH + 20 {
+            p.push(format!("d{i}"));
+        }
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join("leaf"), b"x").unwrap();
+        let s = scan(d.path(), &ex(&[])).unwrap().unwrap();
+        assert!(s.errors.is_empty(), "{:?}", s.errors);
+        assert_eq!(s.entries.len(), 1 + FD_DEPTH + 20 + 1);
+        crate::manifest::validate(&s.entries).unwrap();
+        assert!(
+            s.entries
+                .last()
+                .unwrap()
+                .path
+                .as_bytes()
+                .ends_with(b"/leaf")
+        );
+    }
+
+    #[test]
+    fn special_files_are_skipped_and_temp_files_reported() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let temp = crate::fsops::temp_name(b"x");
+        std::fs::write(d.path().join(std::ffi::OsStr::from_bytes(&temp)), b"t").unwrap();
+        std::fs::write(d.path().join("x"), b"x").unwrap();
+        let s = scan(d.path(), &ex(&[])).unwrap().unwrap();
+        assert_eq!(s.skipped, vec![r("fifo")]);
+        assert_eq!(s.stale_temps.len(), 1);
+        assert_eq!(s.entries.len(), 2, "the root and x");
     }
 
     #[test]
