@@ -16,6 +16,7 @@ mod apply;
 mod commit;
 pub mod receiver;
 mod release;
+mod request;
 pub mod sender;
 pub mod session;
 

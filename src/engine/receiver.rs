@@ -15,11 +15,11 @@
 //! Items go to the local reporter when we are the client, else back over the wire.
 
 use super::SyncError;
-use super::apply::{self, Prepared, Rebuild, RebuildError};
+use super::apply::{self, Rebuild, RebuildError};
 use super::commit::Committer;
 use super::release::Releaser;
+use super::request::{Ahead, PrepQueue, request_all};
 use super::sender::fail;
-use crate::delta;
 use crate::fsops::{DirCache, Meta, SafeRoot};
 use crate::manifest::{self, Entry, Kind};
 use crate::plan::{Action, PlanOptions, make_plan};
@@ -450,8 +450,8 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
     let anonymous = |idx: u32| anonymous_ok && is_new(idx);
     // The files requested with a signature: only those may come back as deltas.
     let signed: Mutex<std::collections::HashSet<u32>> = Mutex::default();
-    // Temp files (and old copies) the requester made ready before asking for the data.
-    let prepared: Mutex<HashMap<u32, Prepared>> = Mutex::default();
+    // Temp files (and old copies) made ready before the data arrives.
+    let prepared = PrepQueue::default();
     let (slot_tx, slot_rx) = mpsc::sync_channel::<()>(WINDOW);
     std::thread::scope(|s| {
         let ahead = Ahead {
@@ -488,11 +488,7 @@ fn transfer_all<R: Read + Send, W: Write + Send>(
                         drop(signed);
                         let e = &source[idx as usize];
                         let fsync = committer.fsync;
-                        let ready = prepared
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&idx);
-                        let started = match ready {
+                        let started = match prepared.take(idx) {
                             Some(p) => Rebuild::with(p, e, idx, delta, fsync),
                             None => Rebuild::start(
                                 safe,
@@ -752,83 +748,4 @@ fn fail_item<W: Write>(
     let mut it = item(code.copied().unwrap_or(">f........."), e);
     it.error = Some(why);
     sink.item(wr, it)
-}
-
-/// What the requester thread works with, besides the connection.
-#[derive(Clone, Copy)]
-struct Ahead<'a> {
-    safe: &'a SafeRoot,
-    source: &'a [Entry],
-    /// Whether a file is written as an anonymous temp file.
-    anonymous: &'a (dyn Fn(u32) -> bool + Sync),
-    signed: &'a Mutex<std::collections::HashSet<u32>>,
-    prepared: &'a Mutex<HashMap<u32, Prepared>>,
-}
-
-/// The requester: for each transfer, take a window slot, compute the signature
-/// of our old copy if a delta is wanted, prepare the temp file, and send the request.
-fn request_all<W: Write>(
-    wr: &Mutex<&mut FrameWriter<W>>,
-    ahead: Ahead,
-    transfers: &[(u32, bool)],
-    slots: mpsc::SyncSender<()>,
-) -> Result<(), SyncError> {
-    let Ahead {
-        safe,
-        source,
-        anonymous,
-        signed,
-        prepared,
-    } = ahead;
-    let mut dirs = DirCache::new();
-    for (n, &(idx, delta)) in transfers.iter().enumerate() {
-        match slots.try_send(()) {
-            Ok(()) => {}
-            Err(mpsc::TrySendError::Full(())) => {
-                // The window is full: make sure the sender has every request before we wait.
-                flush(wr)?;
-                if slots.send(()).is_err() {
-                    return Ok(()); // the main loop stopped; it reports why
-                }
-            }
-            Err(mpsc::TrySendError::Disconnected(())) => return Ok(()),
-        }
-        let e = &source[idx as usize];
-        let mut base = None;
-        let signature = if delta {
-            // No usable old copy (vanished, unreadable): fall back to sending it whole.
-            safe.open_file(&e.path).ok().and_then(|f| {
-                let len = f.metadata().ok()?.len();
-                let sig = delta::file_signature(&f, len).ok()?;
-                base = Some((f, len));
-                Some(sig)
-            })
-        } else {
-            None
-        };
-        if signature.is_some() {
-            signed.lock().unwrap_or_else(|e| e.into_inner()).insert(idx);
-        }
-        // If this fails, the receiving thread tries again and reports why.
-        if let Ok(p) = Prepared::new(safe, &mut dirs, e, base, anonymous(idx)) {
-            prepared
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(idx, p);
-        }
-        let mut w = wr.lock().unwrap_or_else(|e| e.into_inner());
-        send(&mut w, &Msg::Want(Want { idx, signature }))?;
-        // Flush deltas at once (the sender has work) and small requests in batches.
-        if n + 1 == transfers.len() || delta || n % 32 == 31 {
-            w.flush()
-                .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))?;
-        }
-    }
-    Ok(())
-}
-
-fn flush<W: Write>(wr: &Mutex<&mut FrameWriter<W>>) -> Result<(), SyncError> {
-    let mut w = wr.lock().unwrap_or_else(|e| e.into_inner());
-    w.flush()
-        .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))
 }
