@@ -8,7 +8,6 @@
 //! before the file system layer would refuse it again).
 
 use crate::path::RelPath;
-use foldhash::{HashMap, HashMapExt};
 
 /// Kind of a tree entry. Other file types (devices, fifos, sockets) are skipped by the scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,17 +80,19 @@ pub fn wire_order(a: &RelPath, b: &RelPath) -> std::cmp::Ordering {
 }
 
 /// Check a received manifest (see the module docs).
+///
+/// In wire order a directory's subtree is contiguous, so an entry's parent, if
+/// present, is on the stack of the entries enclosing it: one pass, no map.
 pub fn validate(entries: &[Entry]) -> Result<(), ManifestError> {
     let first = entries.first().ok_or(ManifestError::NoRoot)?;
     if !first.path.is_root() || first.kind != Kind::Dir {
         return Err(ManifestError::NoRoot);
     }
-    let mut kinds: HashMap<&RelPath, Kind> = HashMap::with_capacity(entries.len());
-    let mut prev: Option<&RelPath> = None;
-    for e in entries {
-        if let Some(p) = prev
-            && wire_order(p, &e.path) != std::cmp::Ordering::Less
-        {
+    // The entries enclosing the current one, outermost first.
+    let mut stack: Vec<(&[u8], Kind)> = vec![(first.path.as_bytes(), first.kind)];
+    let mut prev = &first.path;
+    for e in &entries[1..] {
+        if wire_order(prev, &e.path) != std::cmp::Ordering::Less {
             return Err(ManifestError::Order(e.path.clone()));
         }
         if e.mode & !0o7777 != 0 {
@@ -100,17 +101,34 @@ pub fn validate(entries: &[Entry]) -> Result<(), ManifestError> {
         if e.kind == Kind::Symlink && (e.target.is_empty() || e.target.contains(&0)) {
             return Err(ManifestError::Target(e.path.clone()));
         }
-        if let Some((parent, _)) = e.path.split_last() {
-            match kinds.get(&parent) {
-                Some(Kind::Dir) => {}
-                Some(_) => return Err(ManifestError::BeneathNonDir(e.path.clone())),
-                None => return Err(ManifestError::NoParent(e.path.clone())),
-            }
+        let path = e.path.as_bytes();
+        let parent = match path.iter().rposition(|&b| b == b'/') {
+            Some(i) => &path[..i],
+            None => &path[..0],
+        };
+        while let Some(&(top, _)) = stack.last()
+            && !encloses(top, parent)
+        {
+            stack.pop();
         }
-        kinds.insert(&e.path, e.kind);
-        prev = Some(&e.path);
+        match stack.last() {
+            Some(&(top, Kind::Dir)) if top == parent => {}
+            Some(&(top, _)) if top == parent => {
+                return Err(ManifestError::BeneathNonDir(e.path.clone()));
+            }
+            _ => return Err(ManifestError::NoParent(e.path.clone())),
+        }
+        stack.push((path, e.kind));
+        prev = &e.path;
     }
     Ok(())
+}
+
+/// Whether `outer` is `inner` or one of its ancestors (the root encloses all).
+fn encloses(outer: &[u8], inner: &[u8]) -> bool {
+    outer.is_empty()
+        || inner == outer
+        || (inner.len() > outer.len() && inner.starts_with(outer) && inner[outer.len()] == b'/')
 }
 
 #[cfg(test)]
