@@ -162,7 +162,10 @@ fn send_manifest<W: Write>(
             bytes += 64 + entries[end].path.as_bytes().len() + entries[end].target.len();
             end += 1;
         }
-        send(wr, &Msg::Manifest(entries[start..end].to_vec()))?;
+        wr.write_frame(&crate::protocol::message::encode_manifest(
+            &entries[start..end],
+        ))
+        .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))?;
         start = end;
     }
     send(

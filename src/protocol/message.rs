@@ -254,13 +254,7 @@ impl Msg {
                 e = Enc::tag(tag::ERROR);
                 e.u8(*code).str(message);
             }
-            Msg::Manifest(entries) => {
-                e = Enc::tag(tag::MANIFEST);
-                e.u32(entries.len() as u32);
-                for x in entries {
-                    encode_entry(&mut e, x);
-                }
-            }
+            Msg::Manifest(entries) => return encode_manifest(entries),
             Msg::ManifestEnd { count, scan_errors } => {
                 e = Enc::tag(tag::MANIFEST_END);
                 e.u64(*count).u64(*scan_errors);
@@ -494,6 +488,21 @@ impl Msg {
 
 /// Smallest encoded entry: path len + kind + size + mtime + mode + uid + gid + target len + hash flag.
 const ENTRY_MIN: usize = 4 + 1 + 8 + 8 + 4 + 4 + 4 + 4 + 1;
+
+/// The encoding of `Msg::Manifest` for a batch of entries, without copying them
+/// into a message first (the sender's manifest is most of a no-change run's bytes).
+pub fn encode_manifest(entries: &[Entry]) -> Vec<u8> {
+    let size: usize = entries
+        .iter()
+        .map(|x| 48 + x.path.as_bytes().len() + x.target.len())
+        .sum();
+    let mut e = Enc(Vec::with_capacity(5 + size));
+    e.u8(tag::MANIFEST).u32(entries.len() as u32);
+    for x in entries {
+        encode_entry(&mut e, x);
+    }
+    e.0
+}
 
 fn encode_entry(e: &mut Enc, x: &Entry) {
     e.bytes(x.path.as_bytes())
