@@ -357,6 +357,17 @@ pub fn set_meta_fd(fd: &impl AsFd, meta: &Meta) -> io::Result<()> {
     Ok(())
 }
 
+/// Set the mtime of `name` in `dir` (not followed if it is a symlink).
+pub fn set_mtime_at(dir: &impl AsFd, name: &[u8], mtime_ns: i64) -> io::Result<()> {
+    rustix::fs::utimensat(
+        dir.as_fd(),
+        name_os(name),
+        &timestamps(mtime_ns),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
+}
+
 /// Apply owner and mtime to a symlink itself (symlinks have no mode of their own on Linux).
 pub fn set_symlink_meta(dir: &impl AsFd, name: &[u8], meta: &Meta) -> io::Result<()> {
     if let Some((uid, gid)) = meta.owner {

@@ -39,8 +39,9 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Entries the source no longer has (`--delete`), deepest first, applied after transfers.
     pub deletions: Vec<(RelPath, Kind)>,
-    /// Source directories whose metadata must be set, deepest first, applied last.
-    pub dir_meta: Vec<usize>,
+    /// Source directories whose metadata must be set, deepest first, applied last,
+    /// each with whether only its mtime needs setting (mode and owner already match).
+    pub dir_meta: Vec<(usize, bool)>,
     /// Why deletions were skipped, if they were.
     pub deletions_skipped: Option<String>,
 }
@@ -151,7 +152,7 @@ pub fn make_plan(source: &[Entry], dest: &[Entry], opts: &PlanOptions) -> Result
                 Kind::Symlink => Action::Symlink,
             };
             if new.kind == Kind::Dir {
-                plan.dir_meta.push(idx);
+                plan.dir_meta.push((idx, false));
             }
             plan.steps.push(Step {
                 idx,
@@ -165,7 +166,7 @@ pub fn make_plan(source: &[Entry], dest: &[Entry], opts: &PlanOptions) -> Result
         match new.kind {
             Kind::Dir => {
                 if meta_differs || new.mtime_ns != old.mtime_ns {
-                    plan.dir_meta.push(idx);
+                    plan.dir_meta.push((idx, !meta_differs));
                     if meta_differs {
                         plan.steps.push(Step {
                             idx,
@@ -274,17 +275,18 @@ pub fn make_plan(source: &[Entry], dest: &[Entry], opts: &PlanOptions) -> Result
             .chain(plan.deletions.iter())
             .filter_map(|(p, _)| p.split_last().map(|(d, _)| d)),
     );
-    let mut seen: HashSet<usize> = plan.dir_meta.iter().copied().collect();
+    let mut seen: HashSet<usize> = plan.dir_meta.iter().map(|&(i, _)| i).collect();
     for d in touched {
         if let Some(&i) = dir_index.get(&d)
             && seen.insert(i)
         {
-            plan.dir_meta.push(i);
+            // Not new and not planned: mode and owner match, only the mtime will differ.
+            plan.dir_meta.push((i, true));
         }
     }
     // Directory metadata deepest first, so setting a parent's mtime comes after its children changed.
     plan.dir_meta
-        .sort_by_key(|&i| std::cmp::Reverse(source[i].path.depth()));
+        .sort_by_key(|&(i, _)| std::cmp::Reverse(source[i].path.depth()));
 
     Ok(plan)
 }
@@ -319,6 +321,42 @@ mod tests {
             allow_empty_source: false,
             sender_scan_errors: 0,
         }
+    }
+
+    #[test]
+    fn directories_whose_mode_matches_only_get_their_mtime_set() {
+        let mut chmodded = e("m", Kind::Dir, 0, 1);
+        chmodded.mode = 0o700;
+        let src = vec![
+            e("", Kind::Dir, 0, 1),
+            e("m", Kind::Dir, 0, 1),
+            e("n", Kind::Dir, 0, 1),
+            e("new", Kind::Dir, 0, 1),
+            e("t", Kind::Dir, 0, 1),
+            e("t/f", Kind::File, 3, 9),
+        ];
+        let dst = vec![
+            e("", Kind::Dir, 0, 1),
+            chmodded,
+            e("n", Kind::Dir, 0, 2),
+            e("t", Kind::Dir, 0, 1),
+            e("t/f", Kind::File, 3, 5),
+        ];
+        let p = make_plan(&src, &dst, &opts()).unwrap();
+        let mut got: Vec<(&[u8], bool)> = p
+            .dir_meta
+            .iter()
+            .map(|&(i, only)| (src[i].path.as_bytes(), only))
+            .collect();
+        got.sort();
+        let want: Vec<(&[u8], bool)> = vec![
+            (b"", true),     // a new entry in it
+            (b"m", false),   // its mode differs
+            (b"n", true),    // its mtime differs
+            (b"new", false), // created: everything
+            (b"t", true),    // a file in it is replaced
+        ];
+        assert_eq!(got, want);
     }
 
     #[test]

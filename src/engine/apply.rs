@@ -511,6 +511,23 @@ pub fn set_meta(
     }
 }
 
+/// Set only the mtime of a directory whose mode and owner already match: one
+/// call on its parent's cached descriptor instead of opening it.
+pub fn set_dir_mtime(
+    root: &SafeRoot,
+    dirs: &mut DirCache,
+    entry: &Entry,
+    meta: &Meta,
+) -> io::Result<()> {
+    match entry.path.split_last() {
+        Some((parent, name)) => {
+            let dir = dirs.get(root, &parent)?;
+            fsops::set_mtime_at(&dir, name, meta.mtime_ns)
+        }
+        None => set_meta(root, dirs, entry, meta),
+    }
+}
+
 /// Remove an entry (a directory must be empty by now).
 pub fn remove(
     root: &SafeRoot,

@@ -347,9 +347,13 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
     }
     phases.mark("commit");
     // 5. Directory metadata, deepest first (after the renames, which change it).
-    for &idx in &plan.dir_meta {
+    for &(idx, mtime_only) in &plan.dir_meta {
         let e = &source[idx];
-        if let Err(err) = apply::set_meta(&safe, &mut dirs, e, &meta_of(e)) {
+        let res = match mtime_only {
+            true => apply::set_dir_mtime(&safe, &mut dirs, e, &meta_of(e)),
+            false => apply::set_meta(&safe, &mut dirs, e, &meta_of(e)),
+        };
+        if let Err(err) = res {
             let mut it = item(".d.........", e);
             it.error = Some(err.to_string());
             stats.files_failed += 1;
