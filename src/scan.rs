@@ -153,11 +153,16 @@ struct Walker<'a> {
 impl Walker<'_> {
     /// A path for messages: the root joined with `rel`.
     fn shown(&self, rel: &RelPath) -> String {
+        self.full_path(rel).display().to_string()
+    }
+
+    /// The root joined with `rel`, byte for byte (any name, UTF-8 or not).
+    fn full_path(&self, rel: &RelPath) -> std::path::PathBuf {
         let mut p = self.root.to_path_buf();
         if !rel.is_root() {
             p.push(std::ffi::OsStr::from_bytes(rel.as_bytes()));
         }
-        p.display().to_string()
+        p
     }
 
     /// Adds the entries under directory `dir` (relative path `rel`) to the output, in wire order.
@@ -291,7 +296,7 @@ impl Walker<'_> {
                     .expect("a NUL-terminated name without inner NUL");
                 open_dir(dir, cname)
             } else {
-                open_dir(CWD, Path::new(&self.shown(&sub_rel)))
+                open_dir(CWD, self.full_path(&sub_rel).as_path())
             };
             match opened {
                 Ok(fd) => self.walk(&fd, &sub_rel, depth + 1),
@@ -365,11 +370,13 @@ mod tests {
         for i in 0..FD_DEPTH + 20 {
             p.push(format!("d{i}"));
         }
+        // A name that is not UTF-8, below the depth where directories are opened by path.
+        p.push(std::ffi::OsStr::from_bytes(b"\xff\xfe"));
         std::fs::create_dir_all(&p).unwrap();
         std::fs::write(p.join("leaf"), b"x").unwrap();
         let s = scan(d.path(), &ex(&[])).unwrap().unwrap();
         assert!(s.errors.is_empty(), "{:?}", s.errors);
-        assert_eq!(s.entries.len(), 1 + FD_DEPTH + 20 + 1);
+        assert_eq!(s.entries.len(), 1 + FD_DEPTH + 20 + 1 + 1);
         crate::manifest::validate(&s.entries).unwrap();
         assert!(
             s.entries
