@@ -58,13 +58,8 @@ impl Releaser {
     }
 
     /// Wait until every inode sent so far (by every sender, which must all be
-    /// dropped by now or soon) is freed.
-    pub fn finish(mut self) {
-        self.tx = None;
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
+    /// dropped by now or soon) is freed (what dropping the pool does).
+    pub fn finish(self) {}
 }
 
 impl Default for Releaser {
