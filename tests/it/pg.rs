@@ -233,6 +233,20 @@ impl Pg {
         }
     }
 
+    /// An interactive psql session on `db`: statements written to its stdin run as
+    /// they arrive (for tests that interleave two sessions' locks).
+    pub fn session(&self, db: &str) -> Child {
+        Command::new(bin("psql"))
+            .args(["-X", "-q", "-A", "-t", "-U", "postgres", "-h"])
+            .arg(&self.sock)
+            .args(["-p", &self.port.to_string(), "-d", db])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run psql")
+    }
+
     /// Runs SQL (several statements allowed, one transaction), panics on error.
     pub fn sql(&self, db: &str, sql: &str) -> String {
         let mut child = Command::new(bin("psql"))
