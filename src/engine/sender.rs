@@ -34,7 +34,9 @@ enum Event {
 }
 
 /// Send the tree at `root` to a receiver. `is_client` says whether this side's
-/// reporter is the user's (else scan errors are sent to the receiver as items).
+/// reporter is the user's (else scan errors are sent to the receiver as items);
+/// `peer_minor` is the receiver's protocol minor version (which manifest encoding
+/// it reads).
 pub fn send_tree<R: Read + Send, W: Write>(
     rd: &mut FrameReader<R>,
     wr: &mut FrameWriter<W>,
@@ -42,6 +44,7 @@ pub fn send_tree<R: Read + Send, W: Write>(
     opts: &SessionOptions,
     rep: &mut dyn Reporter,
     is_client: bool,
+    peer_minor: u16,
 ) -> Result<Stats, SyncError> {
     let mut phases = super::Phases::new("sender");
     let excludes = Excludes::new(&opts.excludes).map_err(SyncError::Usage)?;
@@ -105,7 +108,8 @@ pub fn send_tree<R: Read + Send, W: Write>(
         }
     }
     phases.mark("scan");
-    send_manifest(wr, &entries, scan_errors.len() as u64)?;
+    let compact = peer_minor >= crate::protocol::manifest_wire::MINOR_COMPACT_MANIFEST;
+    send_manifest(wr, &entries, scan_errors.len() as u64, compact)?;
     wr.flush()
         .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))?;
     phases.mark("manifest");
@@ -150,6 +154,7 @@ fn send_manifest<W: Write>(
     wr: &mut FrameWriter<W>,
     entries: &[Entry],
     scan_errors: u64,
+    compact: bool,
 ) -> Result<(), SyncError> {
     let mut start = 0;
     while start < entries.len() {
@@ -162,8 +167,9 @@ fn send_manifest<W: Write>(
             bytes += 64 + entries[end].path.as_bytes().len() + entries[end].target.len();
             end += 1;
         }
-        wr.write_frame(&crate::protocol::message::encode_manifest(
+        wr.write_frame(&crate::protocol::manifest_wire::encode(
             &entries[start..end],
+            compact,
         ))
         .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))?;
         start = end;

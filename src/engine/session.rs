@@ -190,7 +190,8 @@ impl Client {
     ) -> Result<Stats, SyncError> {
         self.measured(|c| {
             c.open(ServerRole::Receive, dest.as_os_str().as_bytes(), opts)?;
-            send_tree(&mut c.rd, &mut c.wr, src, opts, rep, true)
+            let minor = c.peer_minor;
+            send_tree(&mut c.rd, &mut c.wr, src, opts, rep, true, minor)
         })
     }
 
@@ -372,10 +373,14 @@ pub fn serve<R: Read + Send, W: Write + Send>(
         Ok(m) => m,
         Err(e) => return Err(super::sender::fail(&mut wr, e.into())),
     };
+    let peer_minor;
     match first {
         Msg::Hello {
-            major, software, ..
+            major,
+            minor,
+            software,
         } => {
+            peer_minor = minor;
             if let Err(msg) = protocol::check_version(major, &software) {
                 let _ = send(
                     &mut wr,
@@ -444,9 +449,15 @@ pub fn serve<R: Read + Send, W: Write + Send>(
         flush(&mut wr)?;
         let mut silent = crate::report::Silent;
         let res = match open.role {
-            ServerRole::Send => {
-                send_tree(&mut rd, &mut wr, &root, &open.options, &mut silent, false)
-            }
+            ServerRole::Send => send_tree(
+                &mut rd,
+                &mut wr,
+                &root,
+                &open.options,
+                &mut silent,
+                false,
+                peer_minor,
+            ),
             ServerRole::Receive => receive_tree(
                 &mut rd,
                 &mut wr,

@@ -206,6 +206,15 @@ impl Enc {
     pub fn str(&mut self, v: &str) -> &mut Self {
         self.bytes(v.as_bytes())
     }
+    /// An unsigned LEB128 varint: 7 bits a byte, low bits first, 1 to 10 bytes.
+    pub fn uvar(&mut self, mut v: u64) -> &mut Self {
+        while v >= 0x80 {
+            self.0.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+        self
+    }
 }
 
 /// Reads a payload; every read is bounds-checked.
@@ -258,6 +267,22 @@ impl<'a> Dec<'a> {
             self.take(8, what)?.try_into().expect("8 bytes"),
         ))
     }
+    /// An unsigned LEB128 varint (see [`Enc::uvar`]); more than 64 bits is refused.
+    pub fn uvar(&mut self, what: &str) -> Result<u64, ProtocolError> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let b = self.u8(what)?;
+            // The tenth byte holds only the 64th bit.
+            if i == 9 && b > 1 {
+                return Err(malformed(format!("{what}: varint exceeds 64 bits")));
+            }
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(malformed(format!("{what}: varint exceeds 64 bits")))
+    }
     /// Length-prefixed bytes, at most `max` long.
     pub fn bytes(&mut self, max: usize, what: &str) -> Result<&'a [u8], ProtocolError> {
         let n = self.u32(what)? as usize;
@@ -284,6 +309,10 @@ impl<'a> Dec<'a> {
         }
         Ok(n)
     }
+    /// The next `n` bytes (`n` already bounded by the caller).
+    pub fn fixed_slice(&mut self, n: usize, what: &str) -> Result<&'a [u8], ProtocolError> {
+        self.take(n, what)
+    }
     pub fn fixed<const N: usize>(&mut self, what: &str) -> Result<[u8; N], ProtocolError> {
         Ok(self.take(N, what)?.try_into().expect("N bytes"))
     }
@@ -308,6 +337,24 @@ impl<'a> Dec<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn varints_round_trip_and_overlong_ones_are_refused() {
+        for v in [0, 1, 127, 128, 300, u32::MAX as u64, u64::MAX - 1, u64::MAX] {
+            let mut e = Enc::default();
+            e.uvar(v);
+            assert!(e.0.len() <= 10);
+            let mut d = Dec::new(&e.0);
+            assert_eq!(d.uvar("v").unwrap(), v);
+            d.end("v").unwrap();
+            assert!(Dec::new(&e.0[..e.0.len() - 1]).uvar("v").is_err());
+        }
+        // An 11-byte varint, and a 10th byte carrying more than the 64th bit.
+        assert!(Dec::new(&[0x80; 11]).uvar("v").is_err());
+        let mut too_big = vec![0xff; 9];
+        too_big.push(0x02);
+        assert!(Dec::new(&too_big).uvar("v").is_err());
+    }
 
     #[test]
     fn frame_round_trip_and_limits() {

@@ -7,14 +7,15 @@
 
 use super::db::{DbPatchBegin, DbReplay};
 use super::frame::{Dec, Enc, ProtocolError, malformed};
-use crate::manifest::{Entry, Kind};
+use crate::manifest::Entry;
 use crate::path::RelPath;
 use crate::report::{Item, Stats};
 
 /// Protocol major version: peers with another major refuse each other.
 pub const PROTO_MAJOR: u16 = 2;
 /// Minor version: additions that older peers of the same major can ignore.
-pub const PROTO_MINOR: u16 = 1;
+/// 2.1: DB patch messages; 2.2: the compact manifest.
+pub const PROTO_MINOR: u16 = 2;
 /// The first minor version whose serve understands the DB patch messages.
 pub const MINOR_DB_PATCH: u16 = 1;
 /// First bytes of every session, so a peer that is not hasync is recognised at once.
@@ -156,6 +157,8 @@ pub(crate) mod tag {
     pub const ERROR: u8 = 5;
     pub const MANIFEST: u8 = 10;
     pub const MANIFEST_END: u8 = 11;
+    /// The manifest in its compact encoding (protocol 2.2, see `manifest_wire`).
+    pub const MANIFEST_COMPACT: u8 = 14;
     pub const WANT: u8 = 12;
     pub const WANTS_END: u8 = 13;
     pub const FILE_BEGIN: u8 = 20;
@@ -254,7 +257,7 @@ impl Msg {
                 e = Enc::tag(tag::ERROR);
                 e.u8(*code).str(message);
             }
-            Msg::Manifest(entries) => return encode_manifest(entries),
+            Msg::Manifest(entries) => return super::manifest_wire::encode(entries, true),
             Msg::ManifestEnd { count, scan_errors } => {
                 e = Enc::tag(tag::MANIFEST_END);
                 e.u64(*count).u64(*scan_errors);
@@ -334,227 +337,158 @@ impl Msg {
     pub fn decode(buf: &[u8]) -> Result<Msg, ProtocolError> {
         let mut d = Dec::new(buf);
         let t = d.u8("message tag")?;
-        let msg = match t {
-            tag::HELLO | tag::HELLO_OK => {
-                let magic = d.fixed::<8>("magic")?;
-                if &magic != MAGIC {
-                    return Err(malformed("the peer is not speaking hasync's protocol"));
-                }
-                let major = d.u16("major")?;
-                let minor = d.u16("minor")?;
-                let software = d.string(256, "software")?;
-                if t == tag::HELLO {
-                    Msg::Hello {
-                        major,
-                        minor,
-                        software,
+        let msg =
+            match t {
+                tag::HELLO | tag::HELLO_OK => {
+                    let magic = d.fixed::<8>("magic")?;
+                    if &magic != MAGIC {
+                        return Err(malformed("the peer is not speaking hasync's protocol"));
                     }
-                } else {
-                    Msg::HelloOk {
-                        major,
-                        minor,
-                        software,
+                    let major = d.u16("major")?;
+                    let minor = d.u16("minor")?;
+                    let software = d.string(256, "software")?;
+                    if t == tag::HELLO {
+                        Msg::Hello {
+                            major,
+                            minor,
+                            software,
+                        }
+                    } else {
+                        Msg::HelloOk {
+                            major,
+                            minor,
+                            software,
+                        }
                     }
                 }
-            }
-            tag::OPEN => {
-                let role = match d.u8("role")? {
-                    0 => ServerRole::Send,
-                    1 => ServerRole::Receive,
-                    r => return Err(malformed(format!("bad role {r}"))),
-                };
-                let root = d.bytes(crate::path::MAX_PATH, "root")?.to_vec();
-                let delete = d.bool("delete")?;
-                let checksum = d.bool("checksum")?;
-                let dry_run = d.bool("dry_run")?;
-                let owners = d.bool("owners")?;
-                let allow_empty_source = d.bool("allow_empty_source")?;
-                let has_max = d.bool("max_delete")?;
-                let max = d.u64("max_delete")?;
-                let n = d.count(MAX_EXCLUDES, 4, "excludes")?;
-                let mut excludes = Vec::with_capacity(n);
-                for _ in 0..n {
-                    excludes.push(d.string(4096, "exclude")?);
+                tag::OPEN => {
+                    let role = match d.u8("role")? {
+                        0 => ServerRole::Send,
+                        1 => ServerRole::Receive,
+                        r => return Err(malformed(format!("bad role {r}"))),
+                    };
+                    let root = d.bytes(crate::path::MAX_PATH, "root")?.to_vec();
+                    let delete = d.bool("delete")?;
+                    let checksum = d.bool("checksum")?;
+                    let dry_run = d.bool("dry_run")?;
+                    let owners = d.bool("owners")?;
+                    let allow_empty_source = d.bool("allow_empty_source")?;
+                    let has_max = d.bool("max_delete")?;
+                    let max = d.u64("max_delete")?;
+                    let n = d.count(MAX_EXCLUDES, 4, "excludes")?;
+                    let mut excludes = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        excludes.push(d.string(4096, "exclude")?);
+                    }
+                    Msg::Open(Open {
+                        role,
+                        root,
+                        options: SessionOptions {
+                            delete,
+                            checksum,
+                            dry_run,
+                            owners,
+                            allow_empty_source,
+                            max_delete: has_max.then_some(max),
+                            excludes,
+                        },
+                    })
                 }
-                Msg::Open(Open {
-                    role,
-                    root,
-                    options: SessionOptions {
-                        delete,
-                        checksum,
-                        dry_run,
-                        owners,
-                        allow_empty_source,
-                        max_delete: has_max.then_some(max),
-                        excludes,
-                    },
-                })
-            }
-            tag::OPEN_OK => Msg::OpenOk,
-            tag::ERROR => Msg::Error {
-                code: d.u8("code")?,
-                message: d.string(MAX_STR, "error")?,
-            },
-            tag::MANIFEST => {
-                let n = d.count(MAX_BATCH, ENTRY_MIN, "manifest entries")?;
-                let mut v = Vec::with_capacity(n);
-                for _ in 0..n {
-                    v.push(decode_entry(&mut d)?);
+                tag::OPEN_OK => Msg::OpenOk,
+                tag::ERROR => Msg::Error {
+                    code: d.u8("code")?,
+                    message: d.string(MAX_STR, "error")?,
+                },
+                tag::MANIFEST | tag::MANIFEST_COMPACT => Msg::Manifest(
+                    super::manifest_wire::decode(&mut d, t == tag::MANIFEST_COMPACT, MAX_BATCH)?,
+                ),
+                tag::MANIFEST_END => Msg::ManifestEnd {
+                    count: d.u64("count")?,
+                    scan_errors: d.u64("scan errors")?,
+                },
+                tag::WANT => {
+                    let idx = d.u32("index")?;
+                    let signature = if d.bool("has signature")? {
+                        Some(d.bytes(super::frame::MAX_FRAME, "signature")?.to_vec())
+                    } else {
+                        None
+                    };
+                    Msg::Want(Want { idx, signature })
                 }
-                Msg::Manifest(v)
-            }
-            tag::MANIFEST_END => Msg::ManifestEnd {
-                count: d.u64("count")?,
-                scan_errors: d.u64("scan errors")?,
-            },
-            tag::WANT => {
-                let idx = d.u32("index")?;
-                let signature = if d.bool("has signature")? {
-                    Some(d.bytes(super::frame::MAX_FRAME, "signature")?.to_vec())
-                } else {
-                    None
-                };
-                Msg::Want(Want { idx, signature })
-            }
-            tag::WANTS_END => Msg::WantsEnd,
-            tag::FILE_BEGIN => Msg::FileBegin {
-                idx: d.u32("index")?,
-                delta: d.bool("delta")?,
-            },
-            tag::DATA => {
-                let rest = d.rest();
-                if rest.len() > MAX_CHUNK {
-                    return Err(malformed("data chunk too large"));
+                tag::WANTS_END => Msg::WantsEnd,
+                tag::FILE_BEGIN => Msg::FileBegin {
+                    idx: d.u32("index")?,
+                    delta: d.bool("delta")?,
+                },
+                tag::DATA => {
+                    let rest = d.rest();
+                    if rest.len() > MAX_CHUNK {
+                        return Err(malformed("data chunk too large"));
+                    }
+                    Msg::Data(rest.to_vec())
                 }
-                Msg::Data(rest.to_vec())
-            }
-            tag::COPY => Msg::Copy {
-                offset: d.u64("offset")?,
-                len: d.u64("length")?,
-            },
-            tag::FILE_END => Msg::FileEnd {
-                size: d.u64("size")?,
-                hash: d.fixed::<32>("hash")?,
-            },
-            tag::FILE_ABORT => Msg::FileAbort {
-                idx: d.u32("index")?,
-                reason: d.string(MAX_STR, "reason")?,
-            },
-            tag::ITEM => {
-                let code = d.string(16, "item code")?;
-                let path = RelPath::from_wire(d.bytes(crate::path::MAX_PATH, "item path")?)
-                    .map_err(|e| malformed(format!("item path: {e}")))?;
-                let target = d.bytes(crate::path::MAX_PATH, "item target")?.to_vec();
-                let has_err = d.bool("item error")?;
-                let err = d.string(MAX_STR, "item error")?;
-                Msg::Item(Item {
-                    code,
-                    path,
-                    target,
-                    error: has_err.then_some(err),
-                })
-            }
-            tag::DONE => {
-                let mut vals = [0u64; Stats::N_COUNTERS];
-                for v in vals.iter_mut() {
-                    *v = d.u64("stats")?;
+                tag::COPY => Msg::Copy {
+                    offset: d.u64("offset")?,
+                    len: d.u64("length")?,
+                },
+                tag::FILE_END => Msg::FileEnd {
+                    size: d.u64("size")?,
+                    hash: d.fixed::<32>("hash")?,
+                },
+                tag::FILE_ABORT => Msg::FileAbort {
+                    idx: d.u32("index")?,
+                    reason: d.string(MAX_STR, "reason")?,
+                },
+                tag::ITEM => {
+                    let code = d.string(16, "item code")?;
+                    let path = RelPath::from_wire(d.bytes(crate::path::MAX_PATH, "item path")?)
+                        .map_err(|e| malformed(format!("item path: {e}")))?;
+                    let target = d.bytes(crate::path::MAX_PATH, "item target")?.to_vec();
+                    let has_err = d.bool("item error")?;
+                    let err = d.string(MAX_STR, "item error")?;
+                    Msg::Item(Item {
+                        code,
+                        path,
+                        target,
+                        error: has_err.then_some(err),
+                    })
                 }
-                Msg::Done(Stats::from_counters(vals))
-            }
-            tag::BYE => Msg::Bye,
-            tag::DB_STAGE => Msg::DbStage,
-            tag::DB_STAGED => Msg::DbStaged {
-                dir: d.bytes(crate::path::MAX_PATH, "staging dir")?.to_vec(),
-            },
-            tag::DB_REPLAY => Msg::DbReplay(DbReplay::decode(&mut d)?),
-            tag::DB_REPLAYED => Msg::DbReplayed {
-                duration_ms: d.u64("duration")?,
-            },
-            tag::DB_PATCH_BEGIN => Msg::DbPatchBegin(DbPatchBegin::decode(&mut d)?),
-            tag::DB_PATCH_OPS => {
-                Msg::DbPatchOps(d.bytes(crate::db::patch::MAX_CHUNK, "patch ops")?.to_vec())
-            }
-            tag::DB_PATCH_END => Msg::DbPatchEnd,
-            tag::DB_PATCHED => Msg::DbPatched {
-                ok: d.bool("patch outcome")?,
-                message: d.string(MAX_STR, "patch message")?,
-            },
-            t => return Err(malformed(format!("unknown message tag {t}"))),
-        };
+                tag::DONE => {
+                    let mut vals = [0u64; Stats::N_COUNTERS];
+                    for v in vals.iter_mut() {
+                        *v = d.u64("stats")?;
+                    }
+                    Msg::Done(Stats::from_counters(vals))
+                }
+                tag::BYE => Msg::Bye,
+                tag::DB_STAGE => Msg::DbStage,
+                tag::DB_STAGED => Msg::DbStaged {
+                    dir: d.bytes(crate::path::MAX_PATH, "staging dir")?.to_vec(),
+                },
+                tag::DB_REPLAY => Msg::DbReplay(DbReplay::decode(&mut d)?),
+                tag::DB_REPLAYED => Msg::DbReplayed {
+                    duration_ms: d.u64("duration")?,
+                },
+                tag::DB_PATCH_BEGIN => Msg::DbPatchBegin(DbPatchBegin::decode(&mut d)?),
+                tag::DB_PATCH_OPS => {
+                    Msg::DbPatchOps(d.bytes(crate::db::patch::MAX_CHUNK, "patch ops")?.to_vec())
+                }
+                tag::DB_PATCH_END => Msg::DbPatchEnd,
+                tag::DB_PATCHED => Msg::DbPatched {
+                    ok: d.bool("patch outcome")?,
+                    message: d.string(MAX_STR, "patch message")?,
+                },
+                t => return Err(malformed(format!("unknown message tag {t}"))),
+            };
         d.end(msg.name())?;
         Ok(msg)
     }
 }
 
-/// Smallest encoded entry: path len + kind + size + mtime + mode + uid + gid + target len + hash flag.
-const ENTRY_MIN: usize = 4 + 1 + 8 + 8 + 4 + 4 + 4 + 4 + 1;
-
-/// The encoding of `Msg::Manifest` for a batch of entries, without copying them
-/// into a message first (the sender's manifest is most of a no-change run's bytes).
-pub fn encode_manifest(entries: &[Entry]) -> Vec<u8> {
-    let size: usize = entries
-        .iter()
-        .map(|x| 48 + x.path.as_bytes().len() + x.target.len())
-        .sum();
-    let mut e = Enc(Vec::with_capacity(5 + size));
-    e.u8(tag::MANIFEST).u32(entries.len() as u32);
-    for x in entries {
-        encode_entry(&mut e, x);
-    }
-    e.0
-}
-
-fn encode_entry(e: &mut Enc, x: &Entry) {
-    e.bytes(x.path.as_bytes())
-        .u8(x.kind.code())
-        .u64(x.size)
-        .i64(x.mtime_ns)
-        .u32(x.mode)
-        .u32(x.uid)
-        .u32(x.gid);
-    e.bytes(&x.target);
-    e.bool(x.hash.is_some());
-    if let Some(h) = &x.hash {
-        e.0.extend_from_slice(h);
-    }
-}
-
-fn decode_entry(d: &mut Dec) -> Result<Entry, ProtocolError> {
-    let raw = d.bytes(crate::path::MAX_PATH, "entry path")?;
-    let path = RelPath::from_wire(raw).map_err(|e| {
-        malformed(format!(
-            "entry path {}: {e}",
-            crate::path::escape_bytes(raw)
-        ))
-    })?;
-    let kind = Kind::from_code(d.u8("kind")?).ok_or_else(|| malformed("bad entry kind"))?;
-    let size = d.u64("size")?;
-    let mtime_ns = d.i64("mtime")?;
-    let mode = d.u32("mode")?;
-    let uid = d.u32("uid")?;
-    let gid = d.u32("gid")?;
-    let target = d.bytes(crate::path::MAX_PATH, "symlink target")?.to_vec();
-    let hash = if d.bool("hash flag")? {
-        Some(d.fixed::<32>("hash")?)
-    } else {
-        None
-    };
-    Ok(Entry {
-        path,
-        kind,
-        size,
-        mtime_ns,
-        mode,
-        uid,
-        gid,
-        target,
-        hash,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::Kind;
 
     fn roundtrip(m: Msg) {
         let bytes = m.encode();

@@ -8,6 +8,7 @@
 
 pub mod db;
 pub mod frame;
+pub mod manifest_wire;
 pub mod message;
 
 pub use frame::{FrameReader, FrameWriter, ProtocolError};

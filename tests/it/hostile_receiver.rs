@@ -474,3 +474,64 @@ fn a_root_outside_or_through_a_symlink_is_refused_under_allow() {
         assert_no_secret(&seen, &s.secret);
     }
 }
+
+/// A peer of protocol 2.0/2.1 (one node upgraded before the other) gets the
+/// fixed-width manifest; a current one gets the compact encoding; both decode to
+/// the same entries, and the compact one is the smaller.
+#[test]
+fn an_older_peer_gets_the_fixed_width_manifest_a_current_one_the_compact() {
+    let s = sandbox();
+    let mut seen = Vec::new();
+    for minor in [0, hasync::protocol::message::PROTO_MINOR] {
+        let mut p = Peer::start();
+        p.send(&Msg::Hello {
+            major: hasync::protocol::message::PROTO_MAJOR,
+            minor,
+            software: "hasync 0.0 (older)".into(),
+        });
+        assert!(matches!(p.recv(), Some(Msg::HelloOk { .. })));
+        p.send(&Msg::Open(Open {
+            role: ServerRole::Send,
+            root: s.root.as_os_str().as_encoded_bytes().to_vec(),
+            options: SessionOptions::default(),
+        }));
+        assert!(matches!(p.recv(), Some(Msg::OpenOk)));
+        let (mut tags, mut bytes, mut entries) = (Vec::new(), 0, Vec::new());
+        loop {
+            let frame = p.rd.read_frame().expect("a frame").to_vec();
+            match Msg::decode(&frame).expect("a valid message") {
+                Msg::Manifest(v) => {
+                    tags.push(frame[0]);
+                    bytes += frame.len();
+                    entries.extend(v);
+                }
+                Msg::ManifestEnd { .. } => break,
+                other => panic!("expected the manifest, got {other:?}"),
+            }
+        }
+        p.send(&Msg::WantsEnd);
+        p.send(&Msg::Done(Default::default()));
+        p.send(&Msg::Bye);
+        drop(p.wr.take());
+        let status = p.child.wait().unwrap();
+        p.watchdog_stop.store(true, Ordering::SeqCst);
+        let mut stderr = String::new();
+        let _ = p.child.stderr.take().unwrap().read_to_string(&mut stderr);
+        assert!(status.success(), "serve failed for minor {minor}: {stderr}");
+        seen.push((tags, bytes, entries));
+    }
+    let (old, new) = (&seen[0], &seen[1]);
+    assert!(
+        old.0.iter().all(|&t| t == 10),
+        "older peer got tags {:?}",
+        old.0
+    );
+    assert!(
+        new.0.iter().all(|&t| t == 14),
+        "current peer got tags {:?}",
+        new.0
+    );
+    assert_eq!(old.2, new.2);
+    assert_eq!(old.2.len(), 5, "{:?}", old.2);
+    assert!(new.1 < old.1, "compact {} vs fixed {} bytes", new.1, old.1);
+}
