@@ -41,15 +41,33 @@ pub struct SafeRoot {
     path: PathBuf,
 }
 
+/// Opens for reading with `O_NOATIME` when this process may use it (root): reading
+/// a tree to sync it then leaves its access times alone, so a run does not dirty the
+/// inode of every file and directory it reads (which the group flush would then
+/// write). Without root, `O_NOATIME` fails with `EPERM` on files of other owners, so
+/// it is not tried; as root in a user namespace it can still fail so on a file of
+/// an unmapped owner, and the open is retried without it.
+pub fn open_reading<T>(
+    flags: OFlags,
+    open: impl Fn(OFlags) -> rustix::io::Result<T>,
+) -> rustix::io::Result<T> {
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*ROOT.get_or_init(is_root) {
+        return open(flags);
+    }
+    match open(flags | OFlags::NOATIME) {
+        Err(rustix::io::Errno::PERM) => open(flags),
+        r => r,
+    }
+}
+
 impl SafeRoot {
     /// Open an existing root directory. Symlinks in `path` itself are followed
     /// (the user named it); nothing beneath it is.
     pub fn open(path: &Path) -> io::Result<SafeRoot> {
-        let fd = rustix::fs::open(
-            path,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        let fd = open_reading(OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, |f| {
+            rustix::fs::open(path, f, Mode::empty())
+        })?;
         Ok(SafeRoot {
             fd: Arc::new(fd),
             path: path.to_path_buf(),
@@ -65,25 +83,20 @@ impl SafeRoot {
         if rel.is_root() {
             return Ok(self.fd.clone());
         }
-        let fd = rustix::fs::openat2(
-            self.fd.as_fd(),
-            rel.as_path(),
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-            resolve(),
-        )?;
+        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        let fd = open_reading(flags, |f| {
+            rustix::fs::openat2(self.fd.as_fd(), rel.as_path(), f, Mode::empty(), resolve())
+        })?;
         Ok(Arc::new(fd))
     }
 
     /// Open a regular file beneath the root for reading.
     pub fn open_file(&self, rel: &RelPath) -> io::Result<File> {
-        let fd = rustix::fs::openat2(
-            self.fd.as_fd(),
-            rel.as_path(),
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK,
-            Mode::empty(),
-            resolve(),
-        )?;
+        let flags =
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK;
+        let fd = open_reading(flags, |f| {
+            rustix::fs::openat2(self.fd.as_fd(), rel.as_path(), f, Mode::empty(), resolve())
+        })?;
         let st = rustix::fs::fstat(&fd)?;
         if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
             return Err(io::Error::other("not a regular file"));
@@ -391,4 +404,36 @@ pub fn set_symlink_meta(dir: &impl AsFd, name: &[u8], meta: &Meta) -> io::Result
 /// True when this process can set file owners.
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_refused_for_o_noatime_is_retried_without_it() {
+        let tried = std::cell::RefCell::new(Vec::new());
+        let r = open_reading(OFlags::RDONLY, |f| {
+            tried.borrow_mut().push(f);
+            if f.contains(OFlags::NOATIME) {
+                Err(rustix::io::Errno::PERM)
+            } else {
+                Ok(7)
+            }
+        });
+        assert_eq!(r, Ok(7));
+        let tried = tried.into_inner();
+        if is_root() {
+            assert_eq!(tried, [OFlags::RDONLY | OFlags::NOATIME, OFlags::RDONLY]);
+        } else {
+            assert_eq!(tried, [OFlags::RDONLY]);
+        }
+        // Other errors are not retried.
+        let n = std::cell::Cell::new(0);
+        let r: rustix::io::Result<()> = open_reading(OFlags::RDONLY, |_| {
+            n.set(n.get() + 1);
+            Err(rustix::io::Errno::NOENT)
+        });
+        assert_eq!((r, n.get()), (Err(rustix::io::Errno::NOENT), 1));
+    }
 }

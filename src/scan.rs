@@ -104,12 +104,11 @@ const DIR_BUF: usize = 32 * 1024;
 const FD_DEPTH: usize = 64;
 
 fn open_dir<Fd: AsFd, P: rustix::path::Arg>(at: Fd, path: P) -> std::io::Result<OwnedFd> {
-    Ok(rustix::fs::openat(
-        at,
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let path = path.into_c_str()?;
+    Ok(crate::fsops::open_reading(flags, |f| {
+        rustix::fs::openat(at.as_fd(), &*path, f, Mode::empty())
+    })?)
 }
 
 fn entry(path: RelPath, kind: Kind, st: &Stat, target: Vec<u8>) -> Entry {

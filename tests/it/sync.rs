@@ -375,3 +375,56 @@ fn a_1_gib_file_mirrors_exactly_and_its_delta_is_small() {
     assert_mirror(&src, &dst);
     assert!(j["bytes_literal"].as_u64().unwrap() < 1 << 20, "{j}");
 }
+
+/// Syncing reads the source tree without touching its access times (`O_NOATIME`,
+/// as root), so a run does not dirty the inode of every file and directory it
+/// reads. A control file read the ordinary way proves this file system does update
+/// access times (relatime: an atime older than the mtime is refreshed on read).
+#[test]
+fn reading_the_source_leaves_its_access_times_alone() {
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root (O_NOATIME on any file); run scripts/test as root"
+    );
+    let d = tempfile::tempdir().unwrap();
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    let t = Tree::new(&src);
+    t.file("f", &pseudo(50_000, 3))
+        .file("d/g", b"g")
+        .file("control", b"c");
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    let age = |rel: &str| {
+        let f = std::fs::File::open(t.p(rel)).unwrap();
+        f.set_times(std::fs::FileTimes::new().set_accessed(old))
+            .unwrap();
+    };
+    let atime = |rel: &str| std::fs::metadata(t.p(rel)).unwrap().atime();
+    for rel in ["f", "d/g", "d", "control", ""] {
+        age(rel);
+    }
+    std::fs::read(t.p("control")).unwrap();
+    assert_ne!(
+        atime("control"),
+        1_000_000,
+        "this file system does not update access times on read; the test proves nothing here"
+    );
+    let untouched = |when: &str| {
+        for rel in ["f", "d/g", "d", ""] {
+            assert_eq!(
+                atime(rel),
+                1_000_000,
+                "the {when} changed the access time of {rel:?}"
+            );
+        }
+    };
+    ok(Target::Local.push(&src, &dst, &["--delete"]));
+    untouched("first copy");
+    // A changed file is read again for its delta.
+    t.file("f", &pseudo(60_000, 3));
+    age("f");
+    age("");
+    ok(Target::Local.push(&src, &dst, &["--delete"]));
+    untouched("delta run");
+    assert_mirror(&src, &dst);
+}
