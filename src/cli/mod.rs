@@ -41,9 +41,20 @@ Exit codes:
   5  already running: another hasync (the daemon, another `hasync sync`) holds the job's
      lock (`hasync sync --wait` waits instead), or another daemon uses the same state_dir";
 
+/// `hasync --version`: the release and the wire protocol it speaks (both nodes of a
+/// pair must share the protocol's major version).
+const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (wire protocol 2.2)");
+
 /// Keep the standby node of an HA pair in step with its master.
 #[derive(Parser, Debug)]
-#[command(name = "hasync", version, about, after_help = EXIT_CODES, max_term_width = 100)]
+#[command(
+    name = "hasync",
+    version,
+    long_version = LONG_VERSION,
+    about,
+    after_help = EXIT_CODES,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// Config file [default: /etc/hasync/hasync.toml]
     #[arg(
@@ -281,4 +292,17 @@ pub fn load_config(cli: &Cli) -> Result<hasync::config::Config, CliError> {
             .map_err(|why| CliError::usage(format!("--peer-address {addr:?}: {why}")))?;
     }
     Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn long_version_names_the_protocol_this_build_speaks() {
+        use hasync::protocol::message::{PROTO_MAJOR, PROTO_MINOR};
+        assert!(
+            super::LONG_VERSION.ends_with(&format!(" (wire protocol {PROTO_MAJOR}.{PROTO_MINOR})")),
+            "update LONG_VERSION: {}",
+            super::LONG_VERSION
+        );
+    }
 }
