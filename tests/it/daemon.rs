@@ -77,22 +77,6 @@ impl Drop for Daemon {
     }
 }
 
-/// Polls `cond` every 20 ms until it holds, or panics after `secs` with `what()`.
-fn wait_for(secs: u64, mut cond: impl FnMut() -> bool, what: impl Fn() -> String) {
-    let t0 = Instant::now();
-    // Poll fast at first, then back off: a check of a big tree costs CPU the daemon needs.
-    let mut pause = Duration::from_millis(20);
-    while !cond() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out after {secs}s: {}",
-            what()
-        );
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(300));
-    }
-}
-
 /// Whether `dst` mirrors `src` now. Unlike `snapshot`, tolerates files vanishing
 /// while it looks (the daemon may be writing the mirror): then it is not a mirror yet.
 fn mirrored(src: &Path, dst: &Path) -> bool {

@@ -3,7 +3,7 @@
 //! ([`crate::pg`]). Each test has its own database on both servers.
 
 use crate::pg::{PG_BIN, Pg};
-use crate::util::{hasync, text};
+use crate::util::{hasync, text, wait_for};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -801,8 +801,9 @@ fn the_replay_wins_a_lock_deadlock_against_a_reader() {
     let held = "SELECT count(*) FROM pg_locks l JOIN pg_class r ON r.oid = l.relation \
                 WHERE r.relname = 'voicemail' AND l.mode = 'AccessShareLock' AND l.granted";
     wait_for(
+        20,
         || c.slave.sql(&c.db, held).trim() == "1",
-        "the reader's lock",
+        || "the reader's lock".into(),
     );
     let replay = std::thread::scope(|s| {
         let replay = s.spawn(|| c.run(&[]));
@@ -812,8 +813,9 @@ fn the_replay_wins_a_lock_deadlock_against_a_reader() {
              WHERE r.relname = 'voicemail' AND NOT w.granted \
                AND t.relname = 'tenant' AND h.mode = 'AccessExclusiveLock' AND h.granted";
         wait_for(
+            20,
             || c.slave.sql(&c.db, blocked).trim() == "1",
-            "the replay holding tenant and waiting for voicemail",
+            || "the replay holding tenant and waiting for voicemail".into(),
         );
         writeln!(stdin, "SELECT count(*) FROM tenant; COMMIT;").unwrap();
         drop(stdin);
@@ -833,15 +835,4 @@ fn the_replay_wins_a_lock_deadlock_against_a_reader() {
         "the reader should have been the deadlock victim: {err:?}"
     );
     c.assert_replicated();
-}
-
-fn wait_for(mut ok: impl FnMut() -> bool, what: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }

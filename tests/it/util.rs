@@ -269,3 +269,19 @@ impl Drop for TmpFs {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// Polls `cond` every 20 ms until it holds, or panics after `secs` with `what()`.
+pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool, what: impl Fn() -> String) {
+    let t0 = std::time::Instant::now();
+    // Poll fast at first, then back off: a check of a big tree costs CPU the daemon needs.
+    let mut pause = std::time::Duration::from_millis(20);
+    while !cond() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(secs),
+            "timed out after {secs}s: {}",
+            what()
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(300));
+    }
+}
