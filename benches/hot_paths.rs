@@ -4,9 +4,9 @@
 //! pieces. Run: `cargo bench --bench hot_paths`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use hasync::delta;
-use hasync::protocol::Msg;
-use hasync::scan::{Excludes, scan};
+use hasync::sync::delta;
+use hasync::sync::scan::{Excludes, scan};
+use hasync::wire::Msg;
 use std::hint::black_box;
 use std::io::Write;
 

@@ -3,8 +3,8 @@
 //! (`tests/it/fuzz_regressions.rs`), so a committed crash input is replayed by
 //! exactly the code that found it.
 
-use hasync::delta;
-use hasync::protocol::{FrameReader, Msg};
+use hasync::sync::delta;
+use hasync::wire::{FrameReader, Msg};
 use std::io::Write;
 
 /// A byte stream from a hostile peer: frames read one by one, each decoded as a
@@ -14,7 +14,7 @@ pub fn frames(data: &[u8]) {
     for _ in 0..64 {
         let Ok(frame) = rd.read_frame() else { break };
         if let Ok(Msg::Manifest(entries)) = Msg::decode(frame) {
-            let _ = hasync::manifest::validate(&entries);
+            let _ = hasync::tree::manifest::validate(&entries);
         }
     }
 }
@@ -71,6 +71,6 @@ pub fn delta_ops(data: &[u8]) {
 /// Any text as a config file gives a config or a located error, never a panic.
 pub fn config(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = hasync::config::parse(text, std::path::Path::new("/etc/hasync/hasync.toml"));
+        let _ = hasync::node::config::parse(text, std::path::Path::new("/etc/hasync/hasync.toml"));
     }
 }

@@ -16,7 +16,7 @@ pub mod script;
 pub mod serve;
 pub mod state;
 
-use crate::engine::SyncError;
+use crate::sync::SyncError;
 
 pub use pg::PgConn;
 
@@ -78,7 +78,7 @@ pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
 /// Runs `[hooks] on_failure` for a failed DB run, with `HASYNC_EVENT=failure`,
 /// `HASYNC_JOB=db` and `HASYNC_ERROR=<message>` (60 s at most). Returns a message when
 /// the hook itself failed, for the caller to report; the run's own error stands.
-pub fn failure_hook(cfg: &crate::config::Config, error: &str) -> Option<String> {
+pub fn failure_hook(cfg: &crate::node::config::Config, error: &str) -> Option<String> {
     let cmd = cfg.hooks.on_failure.as_deref()?;
     let timeout = std::time::Duration::from_secs(60);
     let env = [
@@ -86,7 +86,7 @@ pub fn failure_hook(cfg: &crate::config::Config, error: &str) -> Option<String> 
         ("HASYNC_JOB", "db"),
         ("HASYNC_ERROR", error),
     ];
-    match crate::master::exec::shell(cmd, &env, timeout) {
+    match crate::node::exec::shell(cmd, &env, timeout) {
         Ok(o) if o.success() => None,
         Ok(o) => Some(format!(
             "the [hooks] on_failure command {cmd:?} failed ({}): {}",

@@ -1,27 +1,25 @@
 //! hasync: keeps the standby node of a two-node HA pair in step with its master.
 //!
 //! The library plans and applies; the binary (`main.rs`) only parses arguments,
-//! calls in here and maps errors to exit codes. See `docs/ARCHITECTURE.md`.
+//! calls in here and maps errors to exit codes. One top-level module per domain, each
+//! depending only on those listed before it (see `docs/ARCHITECTURE.md`):
+//!
+//! - [`node`]: this node's config, role, records on disk, outside commands;
+//! - [`tree`]: paths, manifest entries, reports: what a tree is;
+//! - [`wire`]: frames, messages, the handshake: the protocol between two nodes;
+//! - [`transport`]: how the two ends get a byte stream (local child, SSH), and `init`;
+//! - [`sync`]: the file-sync engine (scan, plan, delta, send, receive) and its client;
+//! - [`db`]: PostgreSQL dump-and-replay, both sides;
+//! - [`serve`]: the peer side of a connection, its root policy and dispatcher;
+//! - [`failover`]: the master check, the slave services, promote/demote;
+//! - [`scheduler`]: jobs, the daemon, state between runs, status.
 
-pub mod bufpool;
-pub mod config;
-pub mod daemon;
 pub mod db;
-pub mod delta;
-pub mod engine;
-pub mod fsops;
-pub mod hooks;
-pub mod init;
-pub mod jobs;
-pub mod manifest;
-pub mod master;
-pub mod path;
-pub mod plan;
-pub mod protocol;
-pub mod report;
-pub mod scan;
-pub mod schedule;
-pub mod state;
-pub mod status;
+pub mod failover;
+pub mod node;
+pub mod scheduler;
+pub mod serve;
+pub mod sync;
 pub mod transport;
-pub mod watch;
+pub mod tree;
+pub mod wire;

@@ -5,7 +5,7 @@
 //! so a cron line `* * * * *` works too. Exit 0, or 1 when a services action failed.
 
 use super::{Cli, CliError};
-use hasync::master::{MasterCheck, MasterError};
+use hasync::failover::{MasterCheck, MasterError};
 use std::time::Instant;
 
 #[derive(clap::Args, Debug)]

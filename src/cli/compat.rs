@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use hasync::master::MasterCheck;
-use hasync::master::state::Verdict;
+use hasync::failover::MasterCheck;
+use hasync::failover::state::Verdict;
 
 use super::Cli;
 
@@ -57,7 +57,7 @@ pub fn config_path() -> PathBuf {
     if let Some(p) = std::env::var_os("HASYNC_CONFIG").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    let etc = Path::new(hasync::config::DEFAULT_PATH);
+    let etc = Path::new(hasync::node::config::DEFAULT_PATH);
     if etc.exists() {
         etc.to_path_buf()
     } else {
@@ -125,7 +125,7 @@ const CHECK_BUDGET: Duration = Duration::from_secs(45);
 fn check_master(cli: &Cli) -> Result<i32, super::CliError> {
     let cfg = super::load_config(cli)?;
     let Some(cm) = cfg.check_master.clone() else {
-        return Err(hasync::master::MasterError::NoCheckMaster(cfg.path.clone()).into());
+        return Err(hasync::failover::MasterError::NoCheckMaster(cfg.path.clone()).into());
     };
     let mut mc = MasterCheck::new(&cfg)?;
     let started = Instant::now();

@@ -2,8 +2,8 @@
 //! for nodes driven by system cron instead of `hasync daemon`.
 
 use super::{Cli, CliError};
-use hasync::config::{Config, Schedule};
-use hasync::schedule::{TimeZoneChoice, cron_of};
+use hasync::node::config::{Config, Schedule};
+use hasync::node::schedule::{TimeZoneChoice, cron_of};
 
 #[derive(clap::Args, Debug)]
 pub struct CronArgs {
@@ -15,7 +15,7 @@ pub struct CronArgs {
 /// The cron.d text for `cfg`; `exe` is the hasync command to write in the lines.
 pub fn lines(cfg: &Config, exe: &str, user: &str) -> String {
     let mut out = String::new();
-    let config_arg = if cfg.path == std::path::Path::new(hasync::config::DEFAULT_PATH) {
+    let config_arg = if cfg.path == std::path::Path::new(hasync::node::config::DEFAULT_PATH) {
         String::new()
     } else {
         format!(
@@ -79,7 +79,7 @@ pub fn lines(cfg: &Config, exe: &str, user: &str) -> String {
 }
 
 pub fn run(cli: &Cli, args: &CronArgs) -> Result<i32, CliError> {
-    let cfg = hasync::config::load(&super::config_path(cli))?;
+    let cfg = hasync::node::config::load(&super::config_path(cli))?;
     let exe = std::env::current_exe()
         .ok()
         .filter(|p| p.is_absolute())

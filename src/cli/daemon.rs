@@ -1,8 +1,8 @@
 //! `hasync daemon`: maps SIGTERM/SIGINT (stop) and SIGHUP (reload) to the
-//! scheduler's messages and runs it (`hasync::daemon`) until it stops.
+//! scheduler's messages and runs it (`hasync::scheduler::daemon`) until it stops.
 
 use super::{Cli, CliError};
-use hasync::daemon::{self, Msg, Stopped};
+use hasync::scheduler::daemon::{self, Msg, Stopped};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 #[derive(clap::Args, Debug)]

@@ -5,11 +5,11 @@
 
 use super::output::human;
 use super::{Cli, CliError};
-use hasync::config::Role;
 use hasync::db::job::{self, Report};
 use hasync::db::plan::{self, Plan, Relation};
-use hasync::engine::SyncError;
-use hasync::engine::session::Client;
+use hasync::node::config::Role;
+use hasync::sync::SyncError;
+use hasync::sync::client::Client;
 
 #[derive(clap::Args, Debug)]
 pub struct DbArgs {
@@ -40,7 +40,7 @@ pub fn run(cli: &Cli, args: &DbArgs) -> Result<i32, CliError> {
     let text = !args.json && !cli.quiet;
     // The role now: promote/demote and role_from (Wazo's ha.conf) win over [node] role.
     let role =
-        hasync::master::roles::effective_role(&cfg).map_err(|e| CliError::usage(e.to_string()))?;
+        hasync::node::role::effective_role(&cfg).map_err(|e| CliError::usage(e.to_string()))?;
     if role != Role::Master {
         let why = format!("DB replication runs on the master; this node's role is {role}");
         if args.json {
@@ -76,7 +76,7 @@ pub fn run(cli: &Cli, args: &DbArgs) -> Result<i32, CliError> {
         return Ok(0);
     }
     let mut connect = || -> Result<Client, SyncError> {
-        let transport = hasync::jobs::peer_transport(&cfg)?;
+        let transport = hasync::scheduler::jobs::peer_transport(&cfg)?;
         Client::connect(transport.as_ref(), &[]).map_err(|e| match e {
             SyncError::Peer(m) => {
                 SyncError::Peer(format!("cannot reach the peer {}: {m}", cfg.node.peer))

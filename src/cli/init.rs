@@ -2,11 +2,11 @@
 //! SSH key, logs in to the peer once (password or existing key/agent),
 //! installs the key there restricted to `hasync serve --restrict --allow ...`,
 //! and pins the peer's host key. Turns flags and the config into
-//! [`hasync::init::InitOptions`]; the work is in the library.
+//! [`hasync::transport::init::InitOptions`]; the work is in the library.
 
 use super::{Cli, CliError};
-use hasync::config::Peer;
-use hasync::init::{InitOptions, run_init};
+use hasync::node::config::Peer;
+use hasync::transport::init::{InitOptions, run_init};
 use hasync::transport::ssh::SshTarget;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -57,13 +57,13 @@ pub fn run(cli: &Cli, args: &InitArgs) -> Result<i32, CliError> {
     let path = super::config_path(cli);
     // The config is optional when everything is given on the command line.
     let cfg = if path.exists() || args.peer.is_none() {
-        Some(hasync::config::load(&path)?)
+        Some(hasync::node::config::load(&path)?)
     } else {
         None
     };
     // peer_from = "wazo": the peer is remote_address of ha.conf, read now.
     let peer = match (&args.peer, cfg.as_ref()) {
-        (None, Some(c)) => Some(hasync::master::wazo::effective_peer(c)?),
+        (None, Some(c)) => Some(hasync::node::wazo::effective_peer(c)?),
         _ => None,
     };
     let target = match (&args.peer, peer.as_ref()) {
@@ -121,7 +121,7 @@ pub fn run(cli: &Cli, args: &InitArgs) -> Result<i32, CliError> {
 
 /// The peer directories the forced command allows: every [[sync]] path and every
 /// `[check_master] copy_back` path (under `peer_root`) plus `--allow`, without duplicates.
-fn allowed_dirs(cfg: Option<&hasync::config::Config>, extra: &[PathBuf]) -> Vec<PathBuf> {
+fn allowed_dirs(cfg: Option<&hasync::node::config::Config>, extra: &[PathBuf]) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     if let Some(cfg) = cfg {
         for job in &cfg.sync {

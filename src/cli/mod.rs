@@ -135,8 +135,8 @@ impl CliError {
     }
 }
 
-impl From<hasync::engine::SyncError> for CliError {
-    fn from(e: hasync::engine::SyncError) -> Self {
+impl From<hasync::sync::SyncError> for CliError {
+    fn from(e: hasync::sync::SyncError) -> Self {
         CliError {
             code: e.exit_code(),
             message: e.to_string(),
@@ -144,8 +144,17 @@ impl From<hasync::engine::SyncError> for CliError {
     }
 }
 
-impl From<hasync::config::ConfigError> for CliError {
-    fn from(e: hasync::config::ConfigError) -> Self {
+impl From<hasync::node::store::NodeError> for CliError {
+    fn from(e: hasync::node::store::NodeError) -> Self {
+        CliError {
+            code: e.exit_code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<hasync::node::config::ConfigError> for CliError {
+    fn from(e: hasync::node::config::ConfigError) -> Self {
         CliError::usage(e.to_string())
     }
 }
@@ -196,7 +205,7 @@ pub fn run(cli: Cli) -> i32 {
             let msg: Vec<String> = e
                 .message
                 .split('\n')
-                .map(hasync::path::escape_controls)
+                .map(hasync::tree::path::escape_controls)
                 .collect();
             eprintln!("hasync: {}", msg.join("\n"));
             e.code
@@ -281,14 +290,14 @@ pub(crate) fn init_logging(cli: &Cli) {
 pub fn config_path(cli: &Cli) -> PathBuf {
     cli.config
         .clone()
-        .unwrap_or_else(|| PathBuf::from(hasync::config::DEFAULT_PATH))
+        .unwrap_or_else(|| PathBuf::from(hasync::node::config::DEFAULT_PATH))
 }
 
 /// Loads the config file, with `--peer-address` applied.
-pub fn load_config(cli: &Cli) -> Result<hasync::config::Config, CliError> {
-    let mut cfg = hasync::config::load(&config_path(cli))?;
+pub fn load_config(cli: &Cli) -> Result<hasync::node::config::Config, CliError> {
+    let mut cfg = hasync::node::config::load(&config_path(cli))?;
     if let Some(addr) = &cli.peer_address {
-        hasync::master::wazo::override_address(&mut cfg, addr)
+        hasync::node::wazo::override_address(&mut cfg, addr)
             .map_err(|why| CliError::usage(format!("--peer-address {addr:?}: {why}")))?;
     }
     Ok(cfg)
@@ -298,7 +307,7 @@ pub fn load_config(cli: &Cli) -> Result<hasync::config::Config, CliError> {
 mod tests {
     #[test]
     fn long_version_names_the_protocol_this_build_speaks() {
-        use hasync::protocol::message::{PROTO_MAJOR, PROTO_MINOR};
+        use hasync::wire::message::{PROTO_MAJOR, PROTO_MINOR};
         assert!(
             super::LONG_VERSION.ends_with(&format!(" (wire protocol {PROTO_MAJOR}.{PROTO_MINOR})")),
             "update LONG_VERSION: {}",

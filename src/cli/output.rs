@@ -1,6 +1,6 @@
 //! How a run is shown: itemized changes, a progress bar on a terminal, a summary, JSON.
 
-use hasync::report::{Item, Reporter, Stats};
+use hasync::tree::report::{Item, Reporter, Stats};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 
@@ -38,7 +38,7 @@ impl Console {
     fn print(&self, line: String, to_stderr: bool) {
         // Names are escaped where they are formatted; this is the last guard for
         // any text (item codes and errors from the peer) that reaches the terminal.
-        let line = hasync::path::escape_controls(&line);
+        let line = hasync::tree::path::escape_controls(&line);
         match (&self.bar, to_stderr) {
             (Some(b), _) => b.println(line),
             (None, true) => eprintln!("{line}"),

@@ -2,10 +2,10 @@
 
 use super::output::{Console, summary};
 use super::{Cli, CliError};
-use hasync::engine::session::Client;
-use hasync::protocol::SessionOptions;
+use hasync::sync::client::Client;
 use hasync::transport::Transport;
 use hasync::transport::local::LocalTransport;
+use hasync::wire::SessionOptions;
 use std::path::{Path, PathBuf};
 
 pub const PUSH_HELP: &str = "\
@@ -136,7 +136,7 @@ pub fn run(cli: &Cli, args: &PushArgs, dir: Direction) -> Result<i32, CliError> 
     };
     let local = || -> Result<Box<dyn Transport>, CliError> {
         Ok(Box::new(
-            LocalTransport::new().map_err(hasync::engine::SyncError::from)?,
+            LocalTransport::new().map_err(hasync::sync::SyncError::from)?,
         ))
     };
     let (transport, local_dir, peer_dir) = match (dir, src, dest) {

@@ -8,7 +8,7 @@
 
 use super::output::Console;
 use super::{Cli, CliError};
-use hasync::master::roles;
+use hasync::failover::switch;
 
 #[derive(clap::Args, Debug)]
 pub struct RoleArgs {
@@ -35,13 +35,13 @@ pub fn run(cli: &Cli, args: &RoleArgs, promote: bool) -> Result<i32, CliError> {
         )));
     }
     let transport = if args.copy_back {
-        Some(hasync::jobs::peer_transport(&cfg)?)
+        Some(hasync::scheduler::jobs::peer_transport(&cfg)?)
     } else {
         None
     };
     let mut console = Console::new(!cli.quiet && !args.json && cli.verbose > 0, false);
     let res = if promote {
-        roles::promote(
+        switch::promote(
             &cfg,
             transport
                 .as_deref()
@@ -49,7 +49,7 @@ pub fn run(cli: &Cli, args: &RoleArgs, promote: bool) -> Result<i32, CliError> {
             &mut console,
         )
     } else {
-        roles::demote(
+        switch::demote(
             &cfg,
             transport
                 .as_deref()

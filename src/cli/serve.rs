@@ -5,7 +5,7 @@ mod idle;
 
 use super::{Cli, CliError};
 use hasync::db::serve::DbServe;
-use hasync::engine::session::{ServePolicy, serve};
+use hasync::serve::{ServePolicy, serve};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -113,7 +113,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, CliError> {
     let idle_timeout = deadline_of_idle(args)?;
     let restricted = args.restrict || !args.allow.is_empty();
     let path = super::config_path(cli);
-    let loaded = path.exists().then(|| hasync::config::load(&path));
+    let loaded = path.exists().then(|| hasync::node::config::load(&path));
     let db = db_policy(loaded.as_ref(), restricted);
     if restricted {
         let mut allowed = args.allow.clone();
@@ -165,7 +165,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, CliError> {
 /// What this node lets the master do for the DB job: its own `[db]` decides the
 /// database and user; staging goes to its own `state_dir`.
 fn db_policy(
-    loaded: Option<&Result<hasync::config::Config, hasync::config::ConfigError>>,
+    loaded: Option<&Result<hasync::node::config::Config, hasync::node::config::ConfigError>>,
     restricted: bool,
 ) -> DbServe {
     let mut db = DbServe {

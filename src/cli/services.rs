@@ -4,7 +4,7 @@
 //! failed (status: not running), 2 config error; status with no way to tell exits 3.
 
 use super::{Cli, CliError};
-use hasync::master::services::{self, Action};
+use hasync::failover::services::{self, Action};
 
 pub const SERVICES_HELP: &str = "\
 Exit codes: 0 done (status: running); 1 a step failed or timed out (status: stopped);
@@ -29,9 +29,9 @@ pub enum ServicesAction {
 }
 
 pub fn run(cli: &Cli, args: &ServicesArgs) -> Result<i32, CliError> {
-    let cfg = hasync::config::load(&super::config_path(cli))?;
+    let cfg = hasync::node::config::load(&super::config_path(cli))?;
     let Some(svc) = &cfg.services else {
-        return Err(hasync::master::MasterError::NoServices(cfg.path.clone()).into());
+        return Err(hasync::failover::MasterError::NoServices(cfg.path.clone()).into());
     };
     let action = match args.action {
         ServicesAction::Start => Action::Start,

@@ -3,7 +3,7 @@
 
 use super::{Cli, CliError};
 use chrono::{DateTime, Utc};
-use hasync::status::{StatusReport, report};
+use hasync::scheduler::status::{StatusReport, report};
 
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
@@ -14,8 +14,8 @@ pub struct StatusArgs {
 
 pub fn run(cli: &Cli, args: &StatusArgs) -> Result<i32, CliError> {
     let cfg = std::sync::Arc::new(super::load_config(cli)?);
-    let jobs = hasync::jobs::jobs_of(&cfg);
-    let daemon = hasync::state::load_daemon(&cfg.node.state_dir);
+    let jobs = hasync::scheduler::jobs::jobs_of(&cfg);
+    let daemon = hasync::scheduler::state::load_daemon(&cfg.node.state_dir);
     let r = report(&cfg, &jobs, daemon.as_ref(), Utc::now());
     if args.json {
         outln!(

@@ -10,11 +10,13 @@
 
 use super::output::{Console, summary};
 use super::{Cli, CliError};
-use hasync::config::SyncJob;
-use hasync::engine::session::Client;
-use hasync::jobs::{JobReporter, finish_run, peer_transport, run_sync_paths, skip_reason};
-use hasync::report::{Item, Reporter, Stats};
-use hasync::state::{JobLock, Run};
+use hasync::node::config::SyncJob;
+use hasync::scheduler::jobs::{
+    JobReporter, finish_run, peer_transport, run_sync_paths, skip_reason,
+};
+use hasync::scheduler::state::{JobLock, Run};
+use hasync::sync::client::Client;
+use hasync::tree::report::{Item, Reporter, Stats};
 use serde::Serialize;
 use std::path::Path;
 

@@ -13,12 +13,12 @@ use super::plan::{Plan, dump_args};
 use super::script::{self, DumpSummary};
 use super::state::{self, RunRecord};
 use super::{DbError, PgConn};
-use crate::config::{Config, DbJob};
-use crate::engine::SyncError;
-use crate::engine::session::Client;
-use crate::protocol::db::{DbPatchBegin, DbReplay, DbTarget};
-use crate::protocol::message::MINOR_DB_PATCH;
-use crate::protocol::{Msg, SessionOptions};
+use crate::node::config::{Config, DbJob};
+use crate::sync::SyncError;
+use crate::sync::client::Client;
+use crate::wire::db::{DbPatchBegin, DbReplay, DbTarget};
+use crate::wire::message::MINOR_DB_PATCH;
+use crate::wire::{Msg, SessionOptions};
 use serde::Serialize;
 use std::io::{BufReader, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -366,7 +366,7 @@ fn ship_and_replay(
             ..Default::default()
         };
         let s = client
-            .push(script.dir, &dir, &opts, &mut crate::report::Silent)
+            .push(script.dir, &dir, &opts, &mut crate::tree::report::Silent)
             .map_err(DbError::Peer)?;
         rep.shipped_as = "delta".into();
         rep.bytes_literal = s.bytes_literal;

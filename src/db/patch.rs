@@ -28,12 +28,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 
-/// A chunk is sent once it holds this many bytes of ops.
-pub const CHUNK: usize = 768 * 1024;
-/// Longest literal op (a longer run of new lines is split).
-const MAX_LITERAL: usize = 128 * 1024;
-/// Largest chunk accepted from the wire.
-pub const MAX_CHUNK: usize = CHUNK + MAX_LITERAL + 64;
+use crate::wire::db::{PATCH_CHUNK as CHUNK, PATCH_MAX_LITERAL as MAX_LITERAL};
 /// Bases with more lines than this are not indexed (the index costs ~20 bytes a line):
 /// the block delta ships those.
 pub const MAX_LINES: usize = 25_000_000;
@@ -487,7 +482,7 @@ mod tests {
         let (b, n) = (file(d.path(), "b", base), file(d.path(), "n", new));
         let mut chunks = Vec::new();
         let made = make(&b, &n, u64::MAX, &mut |c| {
-            assert!(c.len() <= MAX_CHUNK);
+            assert!(c.len() <= crate::wire::db::PATCH_CHUNK_MAX);
             chunks.push(c.to_vec());
             Ok(())
         })

@@ -6,7 +6,7 @@
 //! what peer authentication on the local socket expects; their input and output go
 //! through pipes opened by hasync, so the staging files stay private to root.
 
-use crate::config::DbJob;
+use crate::node::config::DbJob;
 use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;

@@ -4,7 +4,7 @@
 //! and the pg_dump arguments that follow from it. `--dry-run` shows this plan.
 
 use super::{DbError, PgConn};
-use crate::config::DbJob;
+use crate::node::config::DbJob;
 use serde::Serialize;
 
 /// One relation of the replicated schema, from the catalog.
@@ -137,7 +137,7 @@ pub(super) fn dump_args(job: &DbJob, plan: &Plan) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DbKind, Schedule};
+    use crate::node::config::{DbKind, Schedule};
 
     fn job(with_schema: bool) -> DbJob {
         DbJob {

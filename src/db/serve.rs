@@ -9,10 +9,10 @@
 //! [`super::patch`]): into a temp file, checked, then renamed over the staged one.
 
 use super::PgConn;
-use crate::protocol::Msg;
-use crate::protocol::db::{DbPatchBegin, DbReplay};
-use crate::protocol::frame::ProtocolError;
-use crate::protocol::message::code;
+use crate::wire::Msg;
+use crate::wire::db::{DbPatchBegin, DbReplay};
+use crate::wire::frame::ProtocolError;
+use crate::wire::message::code;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -235,7 +235,7 @@ fn clip(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::db::DbTarget;
+    use crate::wire::db::DbTarget;
 
     fn served(dir: &std::path::Path, restricted: bool, own: bool) -> DbServe {
         DbServe {

@@ -7,6 +7,7 @@
 //! Closing a connection waits for the peer and turns its exit status and its
 //! stderr into an error that says what went wrong on the other side.
 
+pub mod init;
 pub mod local;
 pub mod ssh;
 

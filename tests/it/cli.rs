@@ -167,7 +167,7 @@ fn every_profile_parses() {
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "toml") {
-            hasync::config::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            hasync::node::config::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             n += 1;
         }
     }

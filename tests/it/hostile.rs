@@ -4,10 +4,10 @@
 //! outside the served root, and old files left intact.
 
 use crate::util::*;
-use hasync::manifest::{Entry, Kind};
-use hasync::path::RelPath;
-use hasync::protocol::frame::Enc;
-use hasync::protocol::{FrameReader, FrameWriter, Msg, Open, ServerRole, SessionOptions, Want};
+use hasync::tree::manifest::{Entry, Kind};
+use hasync::tree::path::RelPath;
+use hasync::wire::frame::Enc;
+use hasync::wire::{FrameReader, FrameWriter, Msg, Open, ServerRole, SessionOptions, Want};
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -63,7 +63,7 @@ impl Peer {
 
     fn hello(&mut self) {
         self.send(&Msg::Hello {
-            major: hasync::protocol::message::PROTO_MAJOR,
+            major: hasync::wire::message::PROTO_MAJOR,
             minor: 0,
             software: "hostile".into(),
         });
@@ -421,7 +421,7 @@ fn signature_with_block_size_zero_is_refused_by_the_sender() {
         }
     };
     while !matches!(p.recv(), Some(Msg::ManifestEnd { .. }) | None) {}
-    let mut sig = hasync::delta::SIG_MAGIC.to_be_bytes().to_vec();
+    let mut sig = hasync::sync::delta::SIG_MAGIC.to_be_bytes().to_vec();
     sig.extend_from_slice(&0u32.to_be_bytes());
     sig.extend_from_slice(&8u32.to_be_bytes());
     p.send(&Msg::Want(Want {

@@ -7,9 +7,9 @@
 //! (`hostile.rs` covers the other direction: a hostile sender.)
 
 use crate::util::*;
-use hasync::manifest::{Entry, Kind};
-use hasync::protocol::frame::Enc;
-use hasync::protocol::{FrameReader, FrameWriter, Msg, Open, ServerRole, SessionOptions, Want};
+use hasync::tree::manifest::{Entry, Kind};
+use hasync::wire::frame::Enc;
+use hasync::wire::{FrameReader, FrameWriter, Msg, Open, ServerRole, SessionOptions, Want};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const WANT: u8 = 12;
-const SIG_MAGIC: u32 = hasync::delta::SIG_MAGIC;
+const SIG_MAGIC: u32 = hasync::sync::delta::SIG_MAGIC;
 /// fast_rsync's MD4 signature format (protocol 1).
 const MD4_MAGIC: u32 = 0x7273_0136;
 /// Each case must be over well within this (a hung serve is killed at this point and the test fails).
@@ -118,7 +118,7 @@ impl Peer {
 
     fn hello(&mut self) {
         self.send(&Msg::Hello {
-            major: hasync::protocol::message::PROTO_MAJOR,
+            major: hasync::wire::message::PROTO_MAJOR,
             minor: 0,
             software: "hostile receiver".into(),
         });
@@ -441,7 +441,7 @@ fn a_root_outside_or_through_a_symlink_is_refused_under_allow() {
         let mut rd = FrameReader::new(child.stdout.take().unwrap());
         for m in [
             Msg::Hello {
-                major: hasync::protocol::message::PROTO_MAJOR,
+                major: hasync::wire::message::PROTO_MAJOR,
                 minor: 0,
                 software: "x".into(),
             },
@@ -482,10 +482,10 @@ fn a_root_outside_or_through_a_symlink_is_refused_under_allow() {
 fn an_older_peer_gets_the_fixed_width_manifest_a_current_one_the_compact() {
     let s = sandbox();
     let mut seen = Vec::new();
-    for minor in [0, hasync::protocol::message::PROTO_MINOR] {
+    for minor in [0, hasync::wire::message::PROTO_MINOR] {
         let mut p = Peer::start();
         p.send(&Msg::Hello {
-            major: hasync::protocol::message::PROTO_MAJOR,
+            major: hasync::wire::message::PROTO_MAJOR,
             minor,
             software: "hasync 0.0 (older)".into(),
         });

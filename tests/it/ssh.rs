@@ -1,7 +1,7 @@
 //! The SSH transport and `hasync init` against a real OpenSSH sshd.
 
 use crate::sshd::{Sshd, SshdOptions, TEST_PASSWORD, TEST_USER, keygen};
-use hasync::init::{HostKeyAction, InitOptions, KeyAction, LineAction, run_init};
+use hasync::transport::init::{HostKeyAction, InitOptions, KeyAction, LineAction, run_init};
 use hasync::transport::ssh::{Auth, SshError, SshOptions, SshSession, SshTarget, SshTransport};
 use hasync::transport::{Connection, Transport, TransportError};
 use std::io::{Read, Write};
@@ -434,7 +434,7 @@ fn init_installs_one_restricted_line_idempotently() {
         forced.display()
     )), "{line}");
     assert!(
-        line.ends_with(&format!(" hasync@{}", hasync::init::hostname())),
+        line.ends_with(&format!(" hasync@{}", hasync::transport::init::hostname())),
         "{line}"
     );
     let mode = |p: &Path| {

@@ -56,8 +56,8 @@ fn stalled_serve(
 }
 
 fn half_hello() -> Vec<u8> {
-    let full = hasync::protocol::Msg::Hello {
-        major: hasync::protocol::message::PROTO_MAJOR,
+    let full = hasync::wire::Msg::Hello {
+        major: hasync::wire::message::PROTO_MAJOR,
         minor: 0,
         software: "stalls".into(),
     }
@@ -103,7 +103,7 @@ fn a_bad_handshake_timeout_is_a_usage_error() {
 fn a_completed_handshake_is_not_cut_by_the_deadline() {
     // Hello answered, then 1.5 s of silence with a 0.5 s deadline: serve is still there
     // and serves a pull.
-    use hasync::protocol::{FrameReader, FrameWriter, Msg, Open, ServerRole, SessionOptions};
+    use hasync::wire::{FrameReader, FrameWriter, Msg, Open, ServerRole, SessionOptions};
     let d = tempfile::tempdir().unwrap();
     Tree::new(&d.path().join("src")).file("a", b"a");
     let mut child = Command::new(bin())
@@ -121,7 +121,7 @@ fn a_completed_handshake_is_not_cut_by_the_deadline() {
         wr.flush().unwrap();
     };
     send(Msg::Hello {
-        major: hasync::protocol::message::PROTO_MAJOR,
+        major: hasync::wire::message::PROTO_MAJOR,
         minor: 0,
         software: "slow".into(),
     });
@@ -185,8 +185,8 @@ fn client_gives_up_on_a_peer_that_never_answers_hello() {
 /// `$HASYNC_IDLE_TIMEOUT`, else 600 s).
 #[test]
 fn serve_drops_a_peer_that_goes_silent_after_the_handshake() {
-    let hello = hasync::protocol::Msg::Hello {
-        major: hasync::protocol::message::PROTO_MAJOR,
+    let hello = hasync::wire::Msg::Hello {
+        major: hasync::wire::message::PROTO_MAJOR,
         minor: 0,
         software: "then silent".into(),
     }

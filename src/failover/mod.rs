@@ -1,0 +1,385 @@
+//! The master check, the slave services and the node roles (issue 6): the slave probes
+//! its master every `interval`, decides with a pure state machine ([`state`]) when to
+//! start its services (failover) and when to stop them again (failback), and applies the
+//! decision ([`MasterCheck::step`]): services ([`services`]), hooks, and the state file
+//! `state_dir/master.json`. [`probe`] asks the questions, [`check`] combines the answers
+//! (witnesses: an isolated slave never promotes itself), [`switch`] owns promote/demote.
+//!
+//! The library never prints: it logs through `tracing` and returns reports. A daemon
+//! embeds [`MasterCheck`] (`new` once, `step` every `interval`); `hasync check-master`
+//! loops the same way, and `--once` does one step from the persisted counters (cron).
+
+pub mod check;
+pub mod probe;
+pub mod services;
+pub mod state;
+pub mod switch;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::node::config::{CheckMaster, Config, Role};
+use check::CheckReport;
+use state::{Decision, MachineState, Thresholds, Verdict};
+
+/// What went wrong, where, and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error("{} has no [check_master] table (add one with address = \"<master's IP>\")", .0.display())]
+    NoCheckMaster(PathBuf),
+    #[error("{} has no [services] table (add units = [...] or start/stop commands)", .0.display())]
+    NoServices(PathBuf),
+    #[error("cannot {what} {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {reason}", path.display())]
+    State { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Node(#[from] crate::node::store::NodeError),
+    #[error("copy-back{}: {reason}", if path.as_os_str().is_empty() { String::new() } else { format!(" of {}", path.display()) })]
+    CopyBack { path: PathBuf, reason: String },
+}
+
+impl MasterError {
+    /// The CLI exit code: 2 config, 3 peer (copy-back), 1 anything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            MasterError::NoCheckMaster(_) | MasterError::NoServices(_) => 2,
+            MasterError::State { .. } => 2,
+            MasterError::CopyBack { .. } => 3,
+            MasterError::Io { .. } => 1,
+            MasterError::Node(e) => e.exit_code(),
+        }
+    }
+}
+
+pub use crate::node::store::{now_ms, read_json, write_json};
+
+/// Identifies `master.json`.
+pub const MASTER_FORMAT: &str = "hasync-master-check/1";
+
+/// `state_dir/master.json`: the machine state plus the last check, self-describing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MasterFile {
+    /// Always [`MASTER_FORMAT`].
+    pub format: String,
+    /// The master's address, from `[check_master]`.
+    pub address: String,
+    #[serde(flatten)]
+    pub state: MachineState,
+    /// The last check's probes and witnesses (free-form, for people and `status`).
+    #[serde(default)]
+    pub last_check: Option<serde_json::Value>,
+    /// The last failed action (services or hook), if the last transition had one.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+pub fn master_file(cfg: &Config) -> PathBuf {
+    cfg.node.state_dir.join("master.json")
+}
+
+/// Runs a `[hooks]` command for `event`; failures are logged, not returned.
+pub fn run_hook(cfg: &Config, event: &str, error: Option<&str>) {
+    let cmd = match event {
+        "failover" => cfg.hooks.on_failover.as_deref(),
+        "failback" => cfg.hooks.on_failback.as_deref(),
+        _ => cfg.hooks.on_failure.as_deref(),
+    };
+    let Some(cmd) = cmd else { return };
+    let master = cfg
+        .check_master
+        .as_ref()
+        .map(|c| c.address.as_str())
+        .unwrap_or("");
+    let env = [
+        ("HASYNC_EVENT", event),
+        ("HASYNC_JOB", "check_master"),
+        ("HASYNC_ERROR", error.unwrap_or("")),
+        ("HASYNC_MASTER", master),
+    ];
+    match crate::node::exec::shell(cmd, &env, Duration::from_secs(60)) {
+        Ok(o) if o.success() => tracing::info!(event, output = %o.output, "hook on_{event} ran"),
+        Ok(o) => tracing::error!(
+            event,
+            output = %o.output,
+            "hook on_{event} failed ({}): fix the [hooks] command",
+            o.describe(Duration::from_secs(60))
+        ),
+        Err(e) => tracing::error!(event, "hook on_{event} could not start: {e}"),
+    }
+}
+
+/// The master's host from ha.conf's remote_address (Wazo nodes without an address).
+fn wazo_master_address(cfg: &Config) -> Result<String, MasterError> {
+    crate::node::wazo::remote_address(cfg).map_err(MasterError::from)
+}
+
+/// What one [`MasterCheck::step`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Why nothing was checked (this node is not the secondary), if so.
+    pub skipped: Option<String>,
+    pub check: Option<CheckReport>,
+    pub decision: Decision,
+    /// The action that failed, if one did.
+    pub error: Option<String>,
+    /// The state after the step (what `master.json` now holds).
+    pub state: MachineState,
+}
+
+/// The master check of one node: `new` loads the persisted state, `step` checks once,
+/// decides, applies and saves.
+pub struct MasterCheck {
+    cfg: Config,
+    cm: CheckMaster,
+    file: MasterFile,
+}
+
+impl MasterCheck {
+    pub fn new(cfg: &Config) -> Result<MasterCheck, MasterError> {
+        let mut cm = cfg
+            .check_master
+            .clone()
+            .ok_or_else(|| MasterError::NoCheckMaster(cfg.path.clone()))?;
+        if cm.address.is_empty() {
+            // peer_from = "wazo" without an address: the master is ha.conf's remote_address.
+            // Not resolvable yet (no ha.conf on a node where HA is off): `step` retries
+            // once this node is the slave, and reports the error then.
+            cm.address = wazo_master_address(cfg).unwrap_or_default();
+        }
+        let mut file = read_json::<MasterFile>(&master_file(cfg))?.unwrap_or(MasterFile {
+            format: MASTER_FORMAT.into(),
+            address: cm.address.clone(),
+            state: MachineState::default(),
+            last_check: None,
+            last_error: None,
+        });
+        file.format = MASTER_FORMAT.into();
+        file.address = cm.address.clone();
+        Ok(MasterCheck {
+            cfg: cfg.clone(),
+            cm,
+            file,
+        })
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.cm.interval
+    }
+
+    pub fn state(&self) -> &MachineState {
+        &self.file.state
+    }
+
+    fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            fail_after: self.cm.fail_after,
+            recover_after: self.cm.recover_after,
+            hold_down_ms: self.cm.hold_down.as_millis() as u64,
+        }
+    }
+
+    /// One check: role gate, probes, decision, actions, state file.
+    pub fn step(&mut self) -> Result<Event, MasterError> {
+        let role = crate::node::role::effective_role(&self.cfg)?;
+        if role != Role::Slave {
+            let why = format!("this node is not the secondary (role {role}): nothing to check");
+            tracing::info!("{why}");
+            return Ok(Event {
+                skipped: Some(why),
+                check: None,
+                decision: Decision::Stay,
+                error: None,
+                state: self.file.state.clone(),
+            });
+        }
+        if self.cm.address.is_empty() {
+            self.cm.address = wazo_master_address(&self.cfg)?;
+            self.file.address = self.cm.address.clone();
+        }
+        // One check at a time per node: a cron `--once` run and a loop (or the daemon)
+        // must not both decide on the same counters. The lock is released on drop.
+        let _lock = match lock(&self.cfg.node.state_dir, false)? {
+            Some(l) => l,
+            None => {
+                let why = format!(
+                    "another check-master run holds {}: this check is skipped",
+                    self.cfg.node.state_dir.join("master.lock").display()
+                );
+                tracing::warn!("{why}");
+                return Ok(Event {
+                    skipped: Some(why),
+                    check: None,
+                    decision: Decision::Stay,
+                    error: None,
+                    state: self.file.state.clone(),
+                });
+            }
+        };
+        // Re-read the state: promote/demote or a `--once` run may have changed it.
+        if let Some(f) = read_json::<MasterFile>(&master_file(&self.cfg))? {
+            self.file.state = f.state;
+            self.file.last_error = f.last_error;
+        }
+        let report = check::run(&self.cm);
+        self.apply(report, now_ms())
+    }
+
+    /// Feeds a check report taken at `now_ms` (the second half of [`MasterCheck::step`]).
+    pub fn apply(&mut self, report: CheckReport, now_ms: u64) -> Result<Event, MasterError> {
+        let details = || {
+            report
+                .probes
+                .iter()
+                .chain(&report.witnesses)
+                .map(|p| format!("{} {}: {:?} ({})", p.probe, p.target, p.result, p.detail))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        match report.verdict {
+            Verdict::Up => tracing::debug!("master {} up: {}", self.cm.address, details()),
+            Verdict::Down => tracing::warn!("master {} down: {}", self.cm.address, details()),
+            Verdict::Unknown => tracing::warn!(
+                "master {} unknown (a local problem, not counted): {}",
+                self.cm.address,
+                details()
+            ),
+            Verdict::Isolated => tracing::error!(
+                "ISOLATED: neither the master {} nor any witness answers; this node does nothing (no failover: split brain risk). Check this node's network: {}",
+                self.cm.address,
+                details()
+            ),
+        }
+        let decision = self
+            .file
+            .state
+            .step(&self.thresholds(), report.verdict, now_ms);
+        let mut error = None;
+        match decision {
+            // The last transition's action failed: try it again while the verdict still
+            // calls for it (start and stop are idempotent). No hooks: they ran already.
+            Decision::Stay if self.file.last_error.is_some() => {
+                let action = match (self.file.state.services_active, report.verdict) {
+                    (true, Verdict::Down) => Some(services::Action::Start),
+                    (false, Verdict::Up) => Some(services::Action::Stop),
+                    _ => None,
+                };
+                if let (Some(action), Some(svc)) = (action, &self.cfg.services) {
+                    tracing::warn!(
+                        "retrying services {} after: {}",
+                        action.as_str(),
+                        self.file.last_error.as_deref().unwrap_or("")
+                    );
+                    let r = services::run(svc, action);
+                    services::record(&self.cfg.node.state_dir, &r)?;
+                    error = r.error;
+                    if error.is_none() {
+                        tracing::warn!("services {} succeeded on retry", action.as_str());
+                    }
+                    self.file.last_error = error.clone();
+                }
+            }
+            Decision::Stay => {}
+            Decision::Failover | Decision::Failback => {
+                let (event, action) = if decision == Decision::Failover {
+                    ("failover", services::Action::Start)
+                } else {
+                    ("failback", services::Action::Stop)
+                };
+                tracing::warn!(
+                    "{event}: master {} is {} ({} checks); {} the slave services",
+                    self.cm.address,
+                    report.verdict.as_str(),
+                    if decision == Decision::Failover {
+                        self.cm.fail_after
+                    } else {
+                        self.cm.recover_after
+                    },
+                    if decision == Decision::Failover {
+                        "starting"
+                    } else {
+                        "stopping"
+                    }
+                );
+                match &self.cfg.services {
+                    Some(svc) => {
+                        let r = services::run(svc, action);
+                        services::record(&self.cfg.node.state_dir, &r)?;
+                        error = r.error;
+                    }
+                    None => tracing::warn!("{event}: no [services] configured, only hooks run"),
+                }
+                run_hook(&self.cfg, event, error.as_deref());
+                if let Some(e) = &error {
+                    run_hook(&self.cfg, "failure", Some(e));
+                }
+                self.file.last_error = error.clone();
+            }
+        }
+        self.file.last_check = serde_json::to_value(&report).ok();
+        write_json(&master_file(&self.cfg), &self.file)?;
+        Ok(Event {
+            skipped: None,
+            check: Some(report),
+            decision,
+            error,
+            state: self.file.state.clone(),
+        })
+    }
+
+    /// The state file as it now stands (for `--json`).
+    pub fn file(&self) -> &MasterFile {
+        &self.file
+    }
+}
+
+/// Takes `state_dir/master.lock` (flock, exclusive); without `wait`, `None` when another
+/// process holds it. Held until the returned file is dropped.
+pub(crate) fn lock(state_dir: &Path, wait: bool) -> Result<Option<std::fs::File>, MasterError> {
+    let path = state_dir.join("master.lock");
+    let io = |what: &'static str| {
+        let path = path.clone();
+        move |e: std::io::Error| MasterError::Io {
+            path,
+            what,
+            source: e,
+        }
+    };
+    std::fs::create_dir_all(state_dir).map_err(io("create the directory of"))?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io("open"))?;
+    let op = if wait {
+        rustix::fs::FlockOperation::LockExclusive
+    } else {
+        rustix::fs::FlockOperation::NonBlockingLockExclusive
+    };
+    match rustix::fs::flock(&f, op) {
+        Ok(()) => Ok(Some(f)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(io("lock")(e.into())),
+    }
+}
+
+/// Forgets the check's counters and marks the services as not run by a failover (after
+/// promote or demote the node starts a new life). The failover count is kept.
+pub fn reset_check_state(cfg: &Config, services_active: bool) -> Result<(), MasterError> {
+    let path = master_file(cfg);
+    let Some(mut f) = read_json::<MasterFile>(&path)? else {
+        return Ok(());
+    };
+    f.state.services_active = services_active;
+    f.state.consecutive_down = 0;
+    f.state.consecutive_up = 0;
+    Ok(write_json(&path, &f)?)
+}

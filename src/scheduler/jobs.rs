@@ -1,0 +1,395 @@
+//! Jobs: the units the daemon schedules and `hasync sync` runs. This module owns the
+//! [`Job`] trait (name, schedule, what to watch, one blocking run), the `[[sync]]`
+//! implementation of it ([`SyncJobRun`], built on [`run_sync_paths`], which the CLI
+//! uses too), the transport to the peer ([`peer_transport`]: one per peer, shared by
+//! every job so an SSH session is reused), and [`execute`]: take the job's lock, run,
+//! record the run in the state directory, call the `on_failure` hook.
+//!
+//! Hook point for other kinds of jobs (the `[db]` job, the master check): implement
+//! [`Job`] and add it in [`jobs_of`]; the daemon then schedules, locks, retries,
+//! records and reports it like a sync job.
+
+mod db_run;
+pub use db_run::DB_JOB_NAME;
+
+use chrono::Utc;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::node::config::{Config, Direction, Hooks, Peer, Role, Schedule, SyncJob};
+use crate::scheduler::state::{self, JobLock, JobState, Run};
+use crate::sync::SyncError;
+use crate::sync::client::Client;
+use crate::transport::Transport;
+use crate::tree::report::{Item, Reporter, Stats};
+use crate::wire::SessionOptions;
+
+/// The transport shared by every job of a node.
+pub type SharedTransport = Arc<dyn Transport + Send + Sync>;
+
+/// How one run ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// 0 success, 1 some items failed, 2 usage, 3 peer, 4 guard (see `--help`).
+    pub exit_code: i32,
+    pub error: Option<String>,
+    pub stats: Stats,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.exit_code == 0 && self.error.is_none()
+    }
+
+    /// The error to record: the run's, or the count of items that failed.
+    pub fn error_text(&self) -> Option<String> {
+        self.error.clone().or_else(|| {
+            (self.stats.files_failed > 0)
+                .then(|| format!("{} items failed", self.stats.files_failed))
+        })
+    }
+}
+
+/// Something the daemon runs on a schedule.
+pub trait Job: Send + Sync {
+    fn name(&self) -> &str;
+    /// `hourly`, a cron expression, `watch` or `manual`.
+    fn schedule(&self) -> &Schedule;
+    /// For a `watch` job: the timed full pass that runs anyway.
+    fn safety_pass(&self) -> &Schedule {
+        &Schedule::Manual
+    }
+    /// A random delay added to each timed run.
+    fn jitter(&self) -> Duration {
+        Duration::ZERO
+    }
+    /// For a `watch` job: the local directories whose changes trigger a run.
+    fn watch_paths(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+    /// `Some(why)` when this node does not run the job (its role).
+    fn skip_reason(&self) -> Option<String> {
+        None
+    }
+    /// One run, blocking. Errors are in the outcome.
+    fn run(&self, transport: &dyn Transport, rep: &mut dyn JobReporter) -> Outcome;
+}
+
+/// A [`Reporter`] that is also told which directory a run is on.
+pub trait JobReporter: Reporter {
+    fn path(&mut self, _job: &str, _local: &Path, _peer: &Path) {}
+}
+
+/// Logs failures (warn) and changes (debug) through `tracing`: the daemon's reporter.
+pub struct LogReporter {
+    pub job: String,
+}
+
+impl Reporter for LogReporter {
+    fn item(&mut self, item: &Item) {
+        match &item.error {
+            Some(e) => tracing::warn!("job {}: {}: {e}", self.job, item.line()),
+            None => tracing::debug!("job {}: {}", self.job, item.line()),
+        }
+    }
+}
+
+impl JobReporter for LogReporter {}
+
+/// Every job of the node, in config order.
+pub fn jobs_of(cfg: &Arc<Config>) -> Vec<Arc<dyn Job>> {
+    let mut jobs: Vec<Arc<dyn Job>> = (0..cfg.sync.len())
+        .map(|index| {
+            Arc::new(SyncJobRun {
+                cfg: cfg.clone(),
+                index,
+            }) as Arc<dyn Job>
+        })
+        .collect();
+    // The [db] job is scheduled like the sync jobs. (The master check runs every few
+    // seconds on its own thread instead: see `daemon::master_loop`.)
+    if cfg.db.is_some() {
+        jobs.push(Arc::new(db_run::DbJobRun { cfg: cfg.clone() }));
+    }
+    jobs.shrink_to_fit();
+    jobs
+}
+
+/// A `[[sync]]` job as a [`Job`].
+pub struct SyncJobRun {
+    pub cfg: Arc<Config>,
+    pub index: usize,
+}
+
+impl SyncJobRun {
+    fn job(&self) -> &SyncJob {
+        &self.cfg.sync[self.index]
+    }
+}
+
+impl Job for SyncJobRun {
+    fn name(&self) -> &str {
+        &self.job().name
+    }
+    fn schedule(&self) -> &Schedule {
+        &self.job().schedule
+    }
+    fn safety_pass(&self) -> &Schedule {
+        &self.job().safety_pass
+    }
+    fn jitter(&self) -> Duration {
+        self.job().jitter
+    }
+    fn watch_paths(&self) -> Vec<PathBuf> {
+        match self.job().schedule {
+            Schedule::Watch => self
+                .job()
+                .paths
+                .iter()
+                .map(|p| self.cfg.local_path(p))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+    fn skip_reason(&self) -> Option<String> {
+        skip_reason(&self.cfg, self.job())
+    }
+    fn run(&self, transport: &dyn Transport, rep: &mut dyn JobReporter) -> Outcome {
+        let mut client = None;
+        let out = run_sync_paths(&self.cfg, self.job(), transport, &mut client, false, rep);
+        if let Some(c) = client {
+            let _ = c.close();
+        }
+        out
+    }
+}
+
+/// Lets one `connect` through at a time. The SSH transport takes its cached session
+/// out while it opens a channel on it, so two jobs connecting at the same moment
+/// would otherwise open two sessions; connecting is short (a channel and an exec on
+/// the kept session), the runs themselves still go in parallel.
+struct OneConnectAtATime<T> {
+    inner: T,
+    gate: std::sync::Mutex<()>,
+}
+
+impl<T: Transport> Transport for OneConnectAtATime<T> {
+    fn connect(
+        &self,
+        serve_args: &[String],
+    ) -> Result<crate::transport::Connection, crate::transport::TransportError> {
+        let _turn = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        self.inner.connect(serve_args)
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+/// The transport to this node's peer: a local child process, or SSH (whose session
+/// the transport keeps and reuses across connections, also between jobs running at
+/// the same time).
+pub fn peer_transport(cfg: &Config) -> Result<SharedTransport, SyncError> {
+    // peer_from = "wazo": the peer is read from ha.conf now, not when the config was.
+    let peer = crate::node::wazo::effective_peer(cfg)
+        .map_err(|e| SyncError::Usage(format!("cannot tell the peer: {e}")))?;
+    match &peer {
+        Peer::WazoHaConf => Err(SyncError::Usage(
+            "the peer from ha.conf is not resolved".into(),
+        )),
+        Peer::Local => Ok(Arc::new(crate::transport::local::LocalTransport::new()?)),
+        Peer::Ssh { user, host, port } => {
+            let mut target = crate::transport::ssh::SshTarget::new(host.clone());
+            target.user = user.clone();
+            if let Some(p) = port {
+                target.port = *p;
+            }
+            let known_hosts = cfg.node.known_hosts.clone().unwrap_or_else(|| {
+                std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("/root"))
+                    .join(".ssh/known_hosts")
+            });
+            let opts = crate::transport::ssh::SshOptions {
+                identity: cfg.node.identity.clone(),
+                known_hosts,
+                remote_path: cfg.node.remote_path.clone(),
+                ..Default::default()
+            }
+            .with_timeout(cfg.node.timeout);
+            Ok(Arc::new(OneConnectAtATime {
+                inner: crate::transport::ssh::SshTransport::new(target, opts),
+                gate: std::sync::Mutex::new(()),
+            }))
+        }
+    }
+}
+
+/// Whether this node runs `job` given its role; `Some(reason)` when it does not.
+pub fn skip_reason(cfg: &Config, job: &SyncJob) -> Option<String> {
+    // The role file written by promote/demote (then ha.conf, sentinels) overrides the config's role.
+    let role = match crate::node::role::effective_role(cfg) {
+        Ok(r) => r,
+        Err(e) => return Some(format!("cannot tell this node's role: {e}")),
+    };
+    match (role, job.direction) {
+        (Role::Disabled, _) => Some("this node's role is disabled".into()),
+        (Role::Master, Direction::Push) | (Role::Slave, Direction::Pull) => None,
+        (Role::Master, Direction::Pull) => Some("pull jobs run on the slave".into()),
+        (Role::Slave, Direction::Push) => Some("push jobs run on the master".into()),
+    }
+}
+
+/// Mirrors every path of `job` over `client` (connected on first use through
+/// `transport`, reconnected after a failed path, left open for the caller's next job).
+pub fn run_sync_paths(
+    cfg: &Config,
+    job: &SyncJob,
+    transport: &dyn Transport,
+    client: &mut Option<Client>,
+    dry_run: bool,
+    rep: &mut dyn JobReporter,
+) -> Outcome {
+    let opts = SessionOptions {
+        delete: job.delete,
+        checksum: job.checksum,
+        dry_run,
+        owners: true,
+        allow_empty_source: job.allow_empty_source,
+        max_delete: job.max_delete,
+        excludes: job.exclude.clone(),
+    };
+    let mut total = Stats::default();
+    let mut errors = Vec::new();
+    let mut worst = 0;
+    for p in &job.paths {
+        let (local, peer) = (cfg.local_path(p), cfg.peer_path(p));
+        rep.path(&job.name, &local, &peer);
+        if client.is_none() {
+            match Client::connect(transport, &[]) {
+                Ok(c) => *client = Some(c),
+                Err(e) => {
+                    worst = worst.max(e.exit_code());
+                    errors.push(format!("cannot reach the peer {}: {e}", cfg.node.peer));
+                    break;
+                }
+            }
+        }
+        let c = client.as_mut().expect("connected above");
+        let res = match job.direction {
+            Direction::Push => c.push(&local, &peer, &opts, rep),
+            Direction::Pull => c.pull(&peer, &local, &opts, rep),
+        };
+        match res {
+            Ok(s) => add(&mut total, &s),
+            Err(e) => {
+                worst = worst.max(e.exit_code());
+                errors.push(format!("{}: {e}", p.display()));
+                // The peer ends the connection after an error: reconnect for the next path.
+                if let Some(c) = client.take() {
+                    let _ = c.close();
+                }
+            }
+        }
+    }
+    if total.files_failed > 0 {
+        worst = worst.max(1);
+    }
+    Outcome {
+        exit_code: worst,
+        error: (!errors.is_empty()).then(|| errors.join("; ")),
+        stats: total,
+    }
+}
+
+fn add(t: &mut Stats, s: &Stats) {
+    t.files_total += s.files_total;
+    t.files_transferred += s.files_transferred;
+    t.files_deleted += s.files_deleted;
+    t.files_failed += s.files_failed;
+    t.other_created += s.other_created;
+    t.meta_updated += s.meta_updated;
+    t.bytes_literal += s.bytes_literal;
+    t.bytes_matched += s.bytes_matched;
+    t.bytes_total += s.bytes_total;
+    t.bytes_sent += s.bytes_sent;
+    t.bytes_received += s.bytes_received;
+    t.duration_ms += s.duration_ms;
+}
+
+/// The result of [`execute`].
+#[derive(Debug)]
+pub enum Executed {
+    /// Another run of the job holds its lock; nothing ran.
+    Busy,
+    Done {
+        run: Box<Run>,
+        state: Box<JobState>,
+    },
+}
+
+/// Runs `job` under its lock, records the run and calls `on_failure` if it failed.
+/// `wait`: wait for a run in progress instead of returning [`Executed::Busy`].
+pub fn execute(
+    job: &dyn Job,
+    transport: &dyn Transport,
+    state_dir: &Path,
+    hooks: &Hooks,
+    trigger: &str,
+    wait: bool,
+    rep: &mut dyn JobReporter,
+) -> std::io::Result<Executed> {
+    let lock = if wait {
+        JobLock::lock(state_dir, job.name())?
+    } else {
+        match JobLock::try_lock(state_dir, job.name())? {
+            Some(l) => l,
+            None => return Ok(Executed::Busy),
+        }
+    };
+    let start = Utc::now();
+    let out = job.run(transport, rep);
+    let run = Run {
+        start,
+        end: Utc::now(),
+        ok: out.ok(),
+        trigger: trigger.to_string(),
+        exit_code: out.exit_code,
+        error: out.error_text(),
+        stats: out.stats,
+    };
+    let state = finish_run(state_dir, hooks, job.name(), run.clone())?;
+    drop(lock);
+    Ok(Executed::Done {
+        run: Box::new(run),
+        state: Box::new(state),
+    })
+}
+
+/// Records a finished run (call it under the job's lock) and calls the `on_failure`
+/// hook when it failed: at the first failure of a streak, then at most hourly.
+pub fn finish_run(
+    state_dir: &Path,
+    hooks: &Hooks,
+    job: &str,
+    run: Run,
+) -> std::io::Result<JobState> {
+    let ok = run.ok;
+    let error = run.error.clone().unwrap_or_default();
+    let mut st = state::record_run(state_dir, job, run)?;
+    if !ok && let Some(cmd) = &hooks.on_failure {
+        let now = Utc::now();
+        let due = st.consecutive_failures == 1
+            || st
+                .last_hook
+                .is_none_or(|t| now - t >= chrono::Duration::hours(1));
+        if due {
+            crate::node::hooks::run(cmd, "failure", job, &error);
+            st.last_hook = Some(now);
+            state::save_job(state_dir, &st)?;
+        }
+    }
+    Ok(st)
+}

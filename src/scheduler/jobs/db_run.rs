@@ -1,0 +1,78 @@
+//! The `[db]` job as a daemon [`Job`]: the same dump, ship and replay as
+//! `hasync db-replicate` ([`crate::db::job::run`]), on the job's schedule,
+//! under the daemon's lock, retries, state and `on_failure` hook. It runs on
+//! the master only (the role file, ha.conf and sentinels count); an unchanged
+//! dump is recorded as a success with nothing sent.
+
+use super::{Job, JobReporter, Outcome};
+use crate::node::config::{Config, DbJob, Role, Schedule};
+use crate::sync::SyncError;
+use crate::sync::client::Client;
+use crate::transport::Transport;
+use crate::tree::report::Stats;
+use std::sync::Arc;
+
+/// The daemon's name for the DB job (its lock, state and metrics label).
+pub const DB_JOB_NAME: &str = "db";
+
+pub struct DbJobRun {
+    pub cfg: Arc<Config>,
+}
+
+impl DbJobRun {
+    fn db(&self) -> &DbJob {
+        self.cfg
+            .db
+            .as_ref()
+            .expect("a DbJobRun exists only with a [db] section")
+    }
+}
+
+impl Job for DbJobRun {
+    fn name(&self) -> &str {
+        DB_JOB_NAME
+    }
+    fn schedule(&self) -> &Schedule {
+        &self.db().schedule
+    }
+    fn skip_reason(&self) -> Option<String> {
+        match crate::node::role::effective_role(&self.cfg) {
+            Ok(Role::Master) => None,
+            Ok(role) => Some(format!("the DB job runs on the master (this node: {role})")),
+            Err(e) => Some(format!("cannot tell this node's role: {e}")),
+        }
+    }
+    fn run(&self, transport: &dyn Transport, _rep: &mut dyn JobReporter) -> Outcome {
+        let mut connect = || -> Result<Client, SyncError> { Client::connect(transport, &[]) };
+        let (rep, res) = crate::db::job::run(&self.cfg, self.db(), false, &mut connect);
+        tracing::info!(
+            "job {DB_JOB_NAME}: {} ({} dump bytes, {} on the wire)",
+            rep.outcome,
+            rep.dump_bytes,
+            rep.bytes_on_wire
+        );
+        let stats = Stats {
+            files_total: 1,
+            files_transferred: u64::from(rep.outcome == "replayed"),
+            bytes_total: rep.dump_bytes,
+            bytes_literal: rep.bytes_literal,
+            bytes_matched: rep.bytes_matched,
+            bytes_sent: rep.bytes_sent,
+            bytes_received: rep.bytes_received,
+            duration_ms: rep.duration_ms,
+            ..Default::default()
+        };
+        match res {
+            Ok(()) => Outcome {
+                exit_code: 0,
+                error: None,
+                stats,
+            },
+            Err(e) => Outcome {
+                exit_code: e.exit_code(),
+                error: Some(e.to_string()),
+                stats,
+            },
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! What `hasync status` and the daemon's HTTP endpoint show: this module owns building
+//! one [`StatusReport`] from the config, each job's history (`state::JobState`) and the
+//! daemon's live view (`daemon.json`, when a daemon runs), and rendering it as
+//! Prometheus text ([`prometheus`]). The CLI renders the same report as text or JSON,
+//! so every view agrees.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::fmt::Write as _;
+
+use crate::node::config::Config;
+use crate::node::schedule::{cron_of, next_after};
+use crate::scheduler::jobs::Job;
+use crate::scheduler::state::{self, DaemonState, Run};
+
+/// The whole node.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub now: DateTime<Utc>,
+    pub role: String,
+    pub peer: String,
+    pub config: String,
+    /// The pid of the running daemon, if one runs with this state_dir.
+    pub daemon_pid: Option<u32>,
+    pub jobs: Vec<JobStatus>,
+    /// The master check's state (`state_dir/master.json`), on a node that has run it.
+    pub master_check: Option<MasterStatus>,
+}
+
+/// What the master check last concluded (see docs/master-check.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct MasterStatus {
+    pub address: String,
+    /// `up`, `down`, `isolated`, `unknown`, or `null` before the first check.
+    pub master: Option<String>,
+    pub master_since: Option<DateTime<Utc>>,
+    pub services_active: bool,
+    /// `failover` or `failback`.
+    pub last_transition: Option<String>,
+    pub last_transition_at: Option<DateTime<Utc>>,
+    pub failovers: u64,
+    pub failbacks: u64,
+    pub last_check_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+fn from_ms(ms: Option<u64>) -> Option<DateTime<Utc>> {
+    ms.and_then(|m| DateTime::from_timestamp_millis(m as i64))
+}
+
+/// Reads `state_dir/master.json`, if the master check ever ran on this node.
+fn master_status(cfg: &Config) -> Option<MasterStatus> {
+    let f: crate::failover::MasterFile =
+        crate::failover::read_json(&crate::failover::master_file(cfg)).ok()??;
+    let st = f.state;
+    Some(MasterStatus {
+        address: f.address,
+        master: st.master.map(|v| v.as_str().to_string()),
+        master_since: from_ms(st.master_since_unix_ms),
+        services_active: st.services_active,
+        last_transition: st.last_transition.map(|d| format!("{d:?}").to_lowercase()),
+        last_transition_at: from_ms(st.last_transition_unix_ms),
+        failovers: st.failovers,
+        failbacks: st.failbacks,
+        last_check_at: from_ms(st.last_check_unix_ms),
+        last_error: f.last_error,
+    })
+}
+
+/// One job.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    pub name: String,
+    pub schedule: String,
+    /// Why this node does not run the job (its role), if it does not.
+    pub skipped: Option<String>,
+    pub last_success: Option<DateTime<Utc>>,
+    /// Seconds since the last successful run ended.
+    pub lag_seconds: Option<f64>,
+    /// Watch mode: the oldest change not yet delivered (from the running daemon).
+    pub pending_since: Option<DateTime<Utc>>,
+    pub pending_seconds: Option<f64>,
+    /// From the running daemon (jitter and retries included), else from the schedule.
+    pub next_run: Option<DateTime<Utc>>,
+    pub retry_at: Option<DateTime<Utc>>,
+    pub running_since: Option<DateTime<Utc>>,
+    pub last_run: Option<Run>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+    pub runs_total: u64,
+    pub failures_total: u64,
+}
+
+fn secs(d: chrono::Duration) -> f64 {
+    d.num_milliseconds().max(0) as f64 / 1000.0
+}
+
+/// Builds the report for `jobs` of `cfg` at `now`. `daemon`: the daemon's view
+/// (pass [`state::load_daemon`]'s result, or the daemon's own in-memory view).
+pub fn report(
+    cfg: &Config,
+    jobs: &[std::sync::Arc<dyn Job>],
+    daemon: Option<&DaemonState>,
+    now: DateTime<Utc>,
+) -> StatusReport {
+    let zone = cfg.daemon.timezone.zone();
+    let jobs = jobs
+        .iter()
+        .map(|job| {
+            let st = state::load_job(&cfg.node.state_dir, job.name()).unwrap_or_default();
+            let live = daemon.and_then(|d| d.jobs.get(job.name()));
+            let timed = match job.schedule() {
+                crate::node::config::Schedule::Watch => job.safety_pass(),
+                s => s,
+            };
+            let next_run = match live {
+                Some(l) => l.next_run,
+                None => cron_of(timed).and_then(|c| next_after(&c, now, zone)),
+            };
+            let pending_since = live.and_then(|l| l.pending_since);
+            JobStatus {
+                name: job.name().to_string(),
+                schedule: job.schedule().to_string(),
+                skipped: job.skip_reason(),
+                last_success: st.last_success.as_ref().map(|r| r.end),
+                lag_seconds: st.lag_seconds(now),
+                pending_since,
+                pending_seconds: pending_since.map(|t| secs(now - t)),
+                next_run,
+                retry_at: live.and_then(|l| l.retry_at),
+                running_since: live.and_then(|l| l.running_since),
+                last_error: st.last_failure.as_ref().and_then(|r| r.error.clone()),
+                last_run: st.last_run().cloned(),
+                consecutive_failures: st.consecutive_failures,
+                runs_total: st.runs_total,
+                failures_total: st.failures_total,
+            }
+        })
+        .collect();
+    StatusReport {
+        now,
+        // The role and peer now: role_from / peer_from ("wazo") are read at run time.
+        role: match &cfg.node.role_from {
+            Some(src) => match crate::node::role::effective_role(cfg) {
+                Ok(r) => format!("{r} (from {src})"),
+                Err(e) => format!("unknown (from {src}: {e})"),
+            },
+            None => cfg.node.role.to_string(),
+        },
+        peer: match crate::node::wazo::effective_peer(cfg) {
+            Ok(p) => p.to_string(),
+            Err(e) => format!("unknown ({e})"),
+        },
+        config: cfg.path.display().to_string(),
+        daemon_pid: daemon.map(|d| d.pid),
+        jobs,
+        master_check: master_status(cfg),
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The report in the Prometheus text exposition format (version 0.0.4).
+pub fn prometheus(r: &StatusReport) -> String {
+    let mut out = String::new();
+    let ts = |t: &DateTime<Utc>| t.timestamp_millis() as f64 / 1000.0;
+    type Getter = fn(&JobStatus, &dyn Fn(&DateTime<Utc>) -> f64) -> Option<f64>;
+    let metrics: [(&str, &str, &str, Getter); 9] = [
+        (
+            "hasync_job_last_success_timestamp_seconds",
+            "gauge",
+            "End of the last successful run (Unix time).",
+            |j, ts| j.last_success.as_ref().map(ts),
+        ),
+        (
+            "hasync_job_last_duration_seconds",
+            "gauge",
+            "Duration of the last run.",
+            |j, _| j.last_run.as_ref().map(|r| secs(r.end - r.start)),
+        ),
+        (
+            "hasync_job_last_run_success",
+            "gauge",
+            "1 if the last run succeeded, 0 if it failed.",
+            |j, _| j.last_run.as_ref().map(|r| if r.ok { 1.0 } else { 0.0 }),
+        ),
+        (
+            "hasync_job_runs_total",
+            "counter",
+            "Runs recorded (daemon and manual).",
+            |j, _| Some(j.runs_total as f64),
+        ),
+        (
+            "hasync_job_failures_total",
+            "counter",
+            "Failed runs recorded.",
+            |j, _| Some(j.failures_total as f64),
+        ),
+        (
+            "hasync_job_lag_seconds",
+            "gauge",
+            "Seconds since the last successful run ended.",
+            |j, _| j.lag_seconds,
+        ),
+        (
+            "hasync_job_pending_seconds",
+            "gauge",
+            "Watch mode: age of the oldest change not yet delivered (0: none).",
+            |j, _| Some(j.pending_seconds.unwrap_or(0.0)),
+        ),
+        (
+            "hasync_job_next_run_timestamp_seconds",
+            "gauge",
+            "When the next timed run is due (Unix time).",
+            |j, ts| j.next_run.as_ref().map(ts),
+        ),
+        (
+            "hasync_job_running",
+            "gauge",
+            "1 while a run is in progress.",
+            |j, _| Some(if j.running_since.is_some() { 1.0 } else { 0.0 }),
+        ),
+    ];
+    let _ = writeln!(
+        out,
+        "# HELP hasync_up 1 when the daemon answers.\n# TYPE hasync_up gauge\nhasync_up 1"
+    );
+    for (name, kind, help, get) in metrics {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for j in r.jobs.iter().filter(|j| j.skipped.is_none()) {
+            if let Some(v) = get(j, &ts) {
+                let _ = writeln!(out, "{name}{{job=\"{}\"}} {v}", escape(&j.name));
+            }
+        }
+    }
+    if let Some(m) = &r.master_check {
+        let _ = writeln!(
+            out,
+            "# HELP hasync_master_state 1 for the master check's current verdict.\n# TYPE hasync_master_state gauge"
+        );
+        for v in ["up", "down", "isolated", "unknown"] {
+            let on = m.master.as_deref() == Some(v);
+            let _ = writeln!(out, "hasync_master_state{{state=\"{v}\"}} {}", u8::from(on));
+        }
+        let counters = [
+            (
+                "hasync_master_failovers_total",
+                "Failovers (slave services started).",
+                m.failovers,
+            ),
+            (
+                "hasync_master_failbacks_total",
+                "Failbacks (slave services stopped).",
+                m.failbacks,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hasync_master_services_active 1 while the slave services run because of a failover.\n# TYPE hasync_master_services_active gauge\nhasync_master_services_active {}",
+            u8::from(m.services_active)
+        );
+        if let Some(t) = &m.last_transition_at {
+            let _ = writeln!(
+                out,
+                "# HELP hasync_master_last_transition_timestamp_seconds Last failover or failback (Unix time).\n# TYPE hasync_master_last_transition_timestamp_seconds gauge\nhasync_master_last_transition_timestamp_seconds {}",
+                ts(t)
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(name: &str, skipped: bool) -> JobStatus {
+        let t = DateTime::from_timestamp(1_800_000_000, 500_000_000).unwrap();
+        JobStatus {
+            name: name.into(),
+            schedule: "watch".into(),
+            skipped: skipped.then(|| "pull jobs run on the slave".into()),
+            last_success: Some(t),
+            lag_seconds: Some(2.5),
+            pending_since: None,
+            pending_seconds: None,
+            next_run: None,
+            retry_at: None,
+            running_since: Some(t),
+            last_run: None,
+            last_error: None,
+            consecutive_failures: 0,
+            runs_total: 7,
+            failures_total: 1,
+        }
+    }
+
+    #[test]
+    fn prometheus_text_has_help_type_and_one_sample_per_job() {
+        let r = StatusReport {
+            now: Utc::now(),
+            role: "master".into(),
+            peer: "local".into(),
+            config: "/x".into(),
+            daemon_pid: Some(1),
+            jobs: vec![job("a\"b", false), job("skipped", true)],
+            master_check: None,
+        };
+        let text = prometheus(&r);
+        assert!(text.contains("hasync_up 1\n"));
+        assert!(text.contains("# TYPE hasync_job_runs_total counter\n"));
+        assert!(
+            text.contains("hasync_job_runs_total{job=\"a\\\"b\"} 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "hasync_job_last_success_timestamp_seconds{job=\"a\\\"b\"} 1800000000.5\n"
+            )
+        );
+        assert!(text.contains("hasync_job_pending_seconds{job=\"a\\\"b\"} 0\n"));
+        assert!(text.contains("hasync_job_running{job=\"a\\\"b\"} 1\n"));
+        // Optional values are left out, not written as 0; skipped jobs are not shown.
+        assert!(!text.contains("hasync_job_next_run_timestamp_seconds{"));
+        assert!(!text.contains("skipped"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, v) = line.rsplit_once(' ').unwrap();
+            v.parse::<f64>()
+                .unwrap_or_else(|_| panic!("bad sample {line:?}"));
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The peer side of a connection: `hasync serve` answers one connection on its
+//! stdin/stdout and serves sessions until `Bye` or end of input. It owns the root
+//! policy (`--restrict` / `--allow`: which roots a peer may open) and the dispatcher
+//! that routes each request: `Open` to the sync engine's sender or receiver, the
+//! `Db*` messages to the DB job's slave side ([`crate::db::serve`]).
+
+use crate::sync::SyncError;
+use crate::sync::receive::{ReceiverConfig, receive_tree};
+use crate::sync::send::{fail, send_tree};
+use crate::wire::message::{PROTO_MAJOR, PROTO_MINOR};
+use crate::wire::{self, FrameReader, FrameWriter, Msg, ServerRole, recv, send};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+/// What a `serve` process may do.
+#[derive(Debug, Clone, Default)]
+pub struct ServePolicy {
+    /// When set, only these directories (and what is beneath them) may be opened.
+    pub allowed_roots: Option<Vec<PathBuf>>,
+    pub cfg: ReceiverConfig,
+    /// The DB job's requests (`DbStage`, `DbReplay`); `None`: refused.
+    pub db: Option<crate::db::serve::DbServe>,
+    /// Set once the peer's `Hello` was answered: `hasync serve`'s handshake
+    /// watchdog (`serve --handshake-timeout`) gives up on a peer that stalls before.
+    pub handshake_done: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl ServePolicy {
+    fn check_root(&self, raw: &[u8]) -> Result<PathBuf, SyncError> {
+        let p = PathBuf::from(std::ffi::OsStr::from_bytes(raw));
+        if !p.is_absolute() || raw.contains(&0) {
+            return Err(SyncError::Usage(format!(
+                "{} is not an absolute path",
+                p.display()
+            )));
+        }
+        if p.components().any(|c| c == Component::ParentDir) {
+            return Err(SyncError::Usage(format!("{} contains '..'", p.display())));
+        }
+        if let Some(allowed) = &self.allowed_roots {
+            let Some(base) = allowed.iter().find(|a| p.starts_with(a)) else {
+                return Err(SyncError::Usage(format!(
+                    "{} is outside the directories this peer serves; allowed: {}",
+                    p.display(),
+                    allowed
+                        .iter()
+                        .map(|a| a.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            };
+            no_symlink_below(base, &p)?;
+        }
+        Ok(p)
+    }
+}
+
+/// Refuses `p` if a component below the allowed directory `base` is a symlink.
+/// The comparison with the allowed roots is lexical: without this, a peer that
+/// first mirrored a symlink `x -> /etc` into an allowed directory could then
+/// open `<allowed>/x` as a root and write through it. (The allowed directory
+/// itself is the admin's choice and may be reached through symlinks.)
+fn no_symlink_below(base: &Path, p: &Path) -> Result<(), SyncError> {
+    let rest = p.strip_prefix(base).unwrap_or(Path::new(""));
+    let mut cur = base.to_path_buf();
+    for c in rest.components() {
+        cur.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(SyncError::Usage(format!(
+                    "{} is refused: {} is a symlink (a served root is never reached through a symlink)",
+                    p.display(),
+                    cur.display()
+                )));
+            }
+            Ok(_) => {}
+            Err(_) => break, // missing from here on: created as real directories
+        }
+    }
+    Ok(())
+}
+
+/// Serve one connection on `input`/`output` (the peer side).
+pub fn serve<R: Read + Send, W: Write + Send>(
+    input: R,
+    output: W,
+    policy: &ServePolicy,
+) -> Result<(), SyncError> {
+    let mut rd = FrameReader::new(BufReader::with_capacity(256 * 1024, input));
+    let mut wr = FrameWriter::new(BufWriter::with_capacity(256 * 1024, output));
+    let flush =
+        |wr: &mut FrameWriter<BufWriter<W>>| wr.flush().map_err(|e| SyncError::Peer(e.to_string()));
+    let first = match recv(&mut rd) {
+        Ok(m) => m,
+        Err(e) => return Err(fail(&mut wr, e.into())),
+    };
+    let peer_minor;
+    match first {
+        Msg::Hello {
+            major,
+            minor,
+            software,
+        } => {
+            peer_minor = minor;
+            if let Err(msg) = wire::check_version(major, &software) {
+                let _ = send(
+                    &mut wr,
+                    &Msg::Error {
+                        code: wire::message::code::PEER,
+                        message: msg.clone(),
+                    },
+                );
+                let _ = flush(&mut wr);
+                return Err(SyncError::Peer(msg));
+            }
+        }
+        m => {
+            return Err(fail(
+                &mut wr,
+                SyncError::Peer(format!("protocol error: expected Hello, got {}", m.name())),
+            ));
+        }
+    }
+    send(
+        &mut wr,
+        &Msg::HelloOk {
+            major: PROTO_MAJOR,
+            minor: PROTO_MINOR,
+            software: wire::software(),
+        },
+    )?;
+    flush(&mut wr)?;
+    if let Some(done) = &policy.handshake_done {
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    loop {
+        let open = match recv(&mut rd) {
+            Ok(Msg::Open(o)) => o,
+            Ok(Msg::Bye) | Err(wire::ProtocolError::Closed) => return Ok(()),
+            Ok(m @ (Msg::DbStage | Msg::DbReplay(_))) => {
+                // Answered in place; a failed replay does not end the connection.
+                send(&mut wr, &crate::db::serve::answer(m, policy.db.as_ref()))?;
+                flush(&mut wr)?;
+                continue;
+            }
+            Ok(Msg::DbPatchBegin(b)) => {
+                let ans = crate::db::serve::patch(b, policy.db.as_ref(), &mut || recv(&mut rd));
+                match ans {
+                    Ok(m) => {
+                        send(&mut wr, &m)?;
+                        flush(&mut wr)?;
+                        continue;
+                    }
+                    Err(e) => return Err(fail(&mut wr, e.into())),
+                }
+            }
+            Ok(m) => {
+                return Err(fail(
+                    &mut wr,
+                    SyncError::Peer(format!("protocol error: expected Open, got {}", m.name())),
+                ));
+            }
+            Err(e) => return Err(fail(&mut wr, e.into())),
+        };
+        let root = match policy.check_root(&open.root) {
+            Ok(r) => r,
+            Err(e) => return Err(fail(&mut wr, e)),
+        };
+        send(&mut wr, &Msg::OpenOk)?;
+        flush(&mut wr)?;
+        let mut silent = crate::tree::report::Silent;
+        let res = match open.role {
+            ServerRole::Send => send_tree(
+                &mut rd,
+                &mut wr,
+                &root,
+                &open.options,
+                &mut silent,
+                false,
+                peer_minor,
+            ),
+            ServerRole::Receive => receive_tree(
+                &mut rd,
+                &mut wr,
+                &root,
+                &open.options,
+                policy.cfg,
+                &mut silent,
+                false,
+            ),
+        };
+        if let Err(e) = res {
+            return Err(fail(&mut wr, e));
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! The client side of a connection (push, pull, the DB job, copy-back).
+//!
+//! The client starts the peer through a [`Transport`], exchanges
+//! `Hello`/`HelloOk`, then runs one session per directory pair over the same
+//! connection (`Open` ... `Done`), and ends with `Bye`. The peer side is
+//! [`crate::serve`].
+
+use super::SyncError;
+use super::receive::{ReceiverConfig, receive_tree};
+use super::send::send_tree;
+use crate::transport::{Closer, Transport};
+use crate::tree::report::{Reporter, Stats};
+use crate::wire::message::{PROTO_MAJOR, PROTO_MINOR};
+use crate::wire::{
+    self, FrameReader, FrameWriter, Msg, Open, ServerRole, SessionOptions, recv, send,
+};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::Instant;
+
+type BoxRead = BufReader<Box<dyn Read + Send>>;
+type BoxWrite = BufWriter<Box<dyn Write + Send>>;
+
+/// The initiating side of a connection.
+pub struct Client {
+    rd: FrameReader<BoxRead>,
+    wr: FrameWriter<BoxWrite>,
+    closer: Option<Box<dyn Closer>>,
+    peer: String,
+    /// The peer's protocol minor version (what optional messages it understands).
+    peer_minor: u16,
+    pub cfg: ReceiverConfig,
+}
+
+impl Client {
+    /// Start the peer and shake hands.
+    pub fn connect(transport: &dyn Transport, serve_args: &[String]) -> Result<Client, SyncError> {
+        let conn = transport.connect(serve_args)?;
+        let mut client = Client {
+            rd: FrameReader::new(BufReader::with_capacity(256 * 1024, conn.reader)),
+            wr: FrameWriter::new(BufWriter::with_capacity(256 * 1024, conn.writer)),
+            closer: Some(conn.closer),
+            peer: transport.describe(),
+            peer_minor: 0,
+            cfg: ReceiverConfig::default(),
+        };
+        let hello = Msg::Hello {
+            major: PROTO_MAJOR,
+            minor: PROTO_MINOR,
+            software: wire::software(),
+        };
+        let res = (|| -> Result<(), HandshakeError> {
+            send(&mut client.wr, &hello).map_err(SyncError::from)?;
+            client
+                .wr
+                .flush()
+                .map_err(|e| SyncError::Peer(e.to_string()))?;
+            match client.recv_hello()? {
+                Msg::HelloOk {
+                    major,
+                    minor,
+                    software,
+                } => {
+                    wire::check_version(major, &software).map_err(SyncError::Peer)?;
+                    client.peer_minor = minor;
+                    Ok(())
+                }
+                Msg::Error { code, message } => Err(SyncError::from_wire(code, message).into()),
+                m => Err(SyncError::Peer(format!(
+                    "protocol error: the peer answered {} to Hello",
+                    m.name()
+                ))
+                .into()),
+            }
+        })();
+        match res {
+            Ok(()) => Ok(client),
+            Err(HandshakeError::Timeout(e)) => {
+                // The peer may be wedged: don't wait for it, end it (dropping the closer
+                // kills a local child; an SSH channel is closed).
+                drop(client.closer.take());
+                Err(e)
+            }
+            Err(HandshakeError::Other(e)) => Err(client.explain(e)),
+        }
+    }
+
+    /// Read the answer to Hello, giving up after [`handshake_timeout`]: a peer that
+    /// never answers must not hang the client (the read runs on a helper thread,
+    /// which ends when the connection is dropped).
+    fn recv_hello(&mut self) -> Result<Msg, HandshakeError> {
+        let timeout = handshake_timeout();
+        let mut rd = std::mem::replace(
+            &mut self.rd,
+            FrameReader::new(BufReader::new(Box::new(std::io::empty()))),
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = recv(&mut rd);
+            let _ = tx.send((rd, r));
+        });
+        match rx.recv_timeout(timeout) {
+            Ok((rd, r)) => {
+                self.rd = rd;
+                Ok(r?)
+            }
+            Err(_) => Err(HandshakeError::Timeout(SyncError::Peer(format!(
+                "{} did not answer the handshake (Hello) within {:.1} s",
+                self.peer,
+                timeout.as_secs_f64()
+            )))),
+        }
+    }
+
+    /// Add what the peer printed on stderr to a connection error; that is usually the real cause.
+    fn explain(&mut self, e: SyncError) -> SyncError {
+        if let SyncError::Peer(msg) = &e
+            && let Some(c) = self.closer.take()
+        {
+            drop(std::mem::replace(
+                &mut self.wr,
+                FrameWriter::new(BufWriter::new(Box::new(std::io::sink()))),
+            ));
+            let stderr = c.stderr();
+            let finished = c.finish();
+            let detail = match finished {
+                Err(fe) => fe.to_string(),
+                Ok(()) => stderr.trim().to_string(),
+            };
+            if !detail.is_empty() && !msg.contains(detail.as_str()) {
+                return SyncError::Peer(format!("{msg} ({} said: {detail})", self.peer));
+            }
+        }
+        e
+    }
+
+    fn open(
+        &mut self,
+        role: ServerRole,
+        root: &[u8],
+        opts: &SessionOptions,
+    ) -> Result<(), SyncError> {
+        send(
+            &mut self.wr,
+            &Msg::Open(Open {
+                role,
+                root: root.to_vec(),
+                options: opts.clone(),
+            }),
+        )?;
+        self.wr
+            .flush()
+            .map_err(|e| SyncError::Peer(e.to_string()))?;
+        match recv(&mut self.rd)? {
+            Msg::OpenOk => Ok(()),
+            Msg::Error { code, message } => Err(SyncError::from_wire(code, message)),
+            m => Err(SyncError::Peer(format!(
+                "protocol error: the peer answered {} to Open",
+                m.name()
+            ))),
+        }
+    }
+
+    fn measured(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<Stats, SyncError>,
+    ) -> Result<Stats, SyncError> {
+        let (r0, w0, t0) = (self.rd.bytes, self.wr.bytes, Instant::now());
+        let res = f(self);
+        match res {
+            Ok(mut s) => {
+                s.bytes_received = self.rd.bytes - r0;
+                s.bytes_sent = self.wr.bytes - w0;
+                s.duration_ms = t0.elapsed().as_millis() as u64;
+                Ok(s)
+            }
+            Err(e) => Err(self.explain(e)),
+        }
+    }
+
+    /// Mirror the local `src` into `dest` on the peer.
+    pub fn push(
+        &mut self,
+        src: &Path,
+        dest: &Path,
+        opts: &SessionOptions,
+        rep: &mut dyn Reporter,
+    ) -> Result<Stats, SyncError> {
+        self.measured(|c| {
+            c.open(ServerRole::Receive, dest.as_os_str().as_bytes(), opts)?;
+            let minor = c.peer_minor;
+            send_tree(&mut c.rd, &mut c.wr, src, opts, rep, true, minor)
+        })
+    }
+
+    /// Mirror `src` on the peer into the local `dest`.
+    pub fn pull(
+        &mut self,
+        src: &Path,
+        dest: &Path,
+        opts: &SessionOptions,
+        rep: &mut dyn Reporter,
+    ) -> Result<Stats, SyncError> {
+        let cfg = self.cfg;
+        self.measured(|c| {
+            c.open(ServerRole::Send, src.as_os_str().as_bytes(), opts)?;
+            receive_tree(&mut c.rd, &mut c.wr, dest, opts, cfg, rep, true)
+        })
+    }
+
+    /// Send one request outside a sync session (the DB job's) and return the answer; a
+    /// peer `Error` becomes the matching [`SyncError`].
+    pub fn request(&mut self, m: &Msg) -> Result<Msg, SyncError> {
+        let res = send(&mut self.wr, m)
+            .map_err(SyncError::from)
+            .and_then(|_| {
+                self.wr
+                    .flush()
+                    .map_err(|e| SyncError::Peer(e.to_string()))?;
+                match recv(&mut self.rd)? {
+                    Msg::Error { code, message } => Err(SyncError::from_wire(code, message)),
+                    m => Ok(m),
+                }
+            });
+        res.map_err(|e| self.explain(e))
+    }
+
+    /// Send one message that has no answer of its own (a part of a multi-frame request;
+    /// [`Client::request`] sends the last one and reads the answer).
+    pub fn send(&mut self, m: &Msg) -> Result<(), SyncError> {
+        send(&mut self.wr, m).map_err(|e| {
+            let e = SyncError::from(e);
+            self.explain(e)
+        })
+    }
+
+    /// The peer's protocol minor version.
+    pub fn peer_minor(&self) -> u16 {
+        self.peer_minor
+    }
+
+    /// Bytes sent and received on this connection so far.
+    pub fn wire_bytes(&self) -> (u64, u64) {
+        (self.wr.bytes, self.rd.bytes)
+    }
+
+    /// Say goodbye and wait for the peer to exit.
+    pub fn close(mut self) -> Result<(), SyncError> {
+        let _ = send(&mut self.wr, &Msg::Bye);
+        let _ = self.wr.flush();
+        drop(self.wr);
+        drop(self.rd);
+        match self.closer.take() {
+            Some(c) => c.finish().map_err(SyncError::from),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How the handshake failed: a timeout skips waiting for the peer's exit.
+enum HandshakeError {
+    Timeout(SyncError),
+    Other(SyncError),
+}
+
+impl From<SyncError> for HandshakeError {
+    fn from(e: SyncError) -> Self {
+        HandshakeError::Other(e)
+    }
+}
+
+impl From<wire::ProtocolError> for HandshakeError {
+    fn from(e: wire::ProtocolError) -> Self {
+        HandshakeError::Other(e.into())
+    }
+}
+
+/// Default deadline for the peer's answer to `Hello`, in seconds.
+pub const HANDSHAKE_TIMEOUT_SECS: f64 = 30.0;
+
+/// How long the client waits for the peer's answer to `Hello`:
+/// `$HASYNC_HANDSHAKE_TIMEOUT` (seconds) or [`HANDSHAKE_TIMEOUT_SECS`].
+pub fn handshake_timeout() -> std::time::Duration {
+    std::env::var("HASYNC_HANDSHAKE_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(std::time::Duration::from_secs_f64(HANDSHAKE_TIMEOUT_SECS))
+}

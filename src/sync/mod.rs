@@ -1,0 +1,134 @@
+//! The sync engine: one side sends its tree, the other receives it.
+//!
+//! - [`sender`] scans its root, sends the manifest, then answers the
+//!   receiver's requests with whole files or deltas.
+//! - [`receiver`] validates the manifest, scans its own tree, plans
+//!   ([`crate::sync::plan`]), requests what it needs (many files in flight, a
+//!   bounded window), rebuilds each file into a temp file, verifies BLAKE3,
+//!   and renames it over; then deletions, then directory metadata.
+//! - [`session`] is the connection around them: the client side (push/pull)
+//!   and the `serve` side, with the handshake.
+//!
+//! Either side can be local or remote: in a push the client sends and the
+//! peer receives; in a pull it is the other way round.
+
+pub mod client;
+pub mod delta;
+pub mod fsops;
+pub mod plan;
+pub mod receive;
+pub mod scan;
+pub mod send;
+
+use crate::transport::TransportError;
+use crate::wire::ProtocolError;
+use crate::wire::message::code;
+
+/// Why a sync could not run or finish. Each variant maps to one exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// Bad arguments or a bad local setup (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The peer, the transport or the protocol failed (exit 3).
+    #[error("{0}")]
+    Peer(String),
+    /// A safety guard refused the run before anything changed (exit 4).
+    #[error("{0}")]
+    Guard(String),
+    /// A local file system problem that stops the whole run (exit 1... or 3 for the peer's).
+    #[error("{0}")]
+    Io(String),
+}
+
+impl SyncError {
+    /// The process exit code for this error (see README "Exit codes").
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SyncError::Usage(_) => 2,
+            SyncError::Peer(_) => 3,
+            SyncError::Guard(_) => 4,
+            SyncError::Io(_) => 1,
+        }
+    }
+
+    /// The wire code carried in an `Error` message.
+    pub fn wire_code(&self) -> u8 {
+        match self {
+            SyncError::Usage(_) => code::USAGE,
+            SyncError::Peer(_) => code::PEER,
+            SyncError::Guard(_) => code::GUARD,
+            SyncError::Io(_) => code::PARTIAL,
+        }
+    }
+
+    /// Rebuild an error the peer reported.
+    pub fn from_wire(c: u8, message: String) -> SyncError {
+        // The peer may be hostile: its text must not carry control characters to our output.
+        let message = format!("peer: {}", crate::tree::path::escape_controls(&message));
+        match c {
+            code::USAGE => SyncError::Usage(message),
+            code::GUARD => SyncError::Guard(message),
+            code::PARTIAL => SyncError::Io(message),
+            _ => SyncError::Peer(message),
+        }
+    }
+}
+
+impl From<ProtocolError> for SyncError {
+    fn from(e: ProtocolError) -> Self {
+        SyncError::Peer(format!("protocol error: {e}"))
+    }
+}
+
+impl From<TransportError> for SyncError {
+    fn from(e: TransportError) -> Self {
+        SyncError::Peer(e.to_string())
+    }
+}
+
+/// Wall time per phase of one side of a session, logged at debug level
+/// (`HASYNC_LOG=debug`) when the side ends: where a slow run spends its time.
+pub(crate) struct Phases {
+    side: &'static str,
+    start: std::time::Instant,
+    last: std::time::Instant,
+    done: Vec<(&'static str, u128)>,
+}
+
+impl Phases {
+    pub(crate) fn new(side: &'static str) -> Phases {
+        let now = std::time::Instant::now();
+        Phases {
+            side,
+            start: now,
+            last: now,
+            done: Vec::new(),
+        }
+    }
+
+    /// The phase named `name` ends now.
+    pub(crate) fn mark(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.done.push((name, (now - self.last).as_micros()));
+        self.last = now;
+    }
+}
+
+impl Drop for Phases {
+    fn drop(&mut self) {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let list: Vec<String> = self
+                .done
+                .iter()
+                .map(|(n, us)| format!("{n} {:.1}", *us as f64 / 1000.0))
+                .collect();
+            tracing::debug!(
+                "{} phases (ms): {}; total {:.1}",
+                self.side,
+                list.join(", "),
+                self.start.elapsed().as_micros() as f64 / 1000.0
+            );
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The receiver's requester side: asking the sender for files, and preparing
+//! the temp files they will be written into, ahead of their data.
+//!
+//! Two threads beside the receiving one:
+//! - the requester takes a window slot per file (at most [`super::receiver::WINDOW`]
+//!   in flight), computes the signature of our old copy when a delta is wanted, and
+//!   sends the request;
+//! - the preparer then creates the file's temp file (and keeps the old copy open
+//!   for the delta), so that creating inodes, a third of the per-file cost of
+//!   small files, is off both the requester and the receiving thread.
+//!
+//! The receiving thread takes what was prepared when the file's data begins; if
+//! the preparer has not got to it yet, it marks the file taken and creates the
+//! temp file itself (the preparer then skips it). Unused prepared temp files are
+//! removed when the queue is dropped.
+
+use super::SyncError;
+use super::apply::Prepared;
+use crate::sync::delta;
+use crate::sync::fsops::{DirCache, SafeRoot};
+use crate::tree::manifest::Entry;
+use crate::wire::{FrameWriter, Msg, Want, send};
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::Write;
+use std::sync::{Mutex, mpsc};
+
+/// What the requester and preparer threads work with, besides the connection.
+#[derive(Clone, Copy)]
+pub(super) struct Ahead<'a> {
+    pub safe: &'a SafeRoot,
+    pub source: &'a [Entry],
+    /// Whether a file is written as an anonymous temp file.
+    pub anonymous: &'a (dyn Fn(u32) -> bool + Sync),
+    /// The files requested with a signature: only those may come back as deltas.
+    pub signed: &'a Mutex<HashSet<u32>>,
+    pub prepared: &'a PrepQueue,
+}
+
+/// Temp files prepared ahead, and the files the receiving thread already took.
+#[derive(Default)]
+pub(super) struct PrepQueue {
+    inner: Mutex<PrepState>,
+}
+
+#[derive(Default)]
+struct PrepState {
+    ready: HashMap<u32, Prepared>,
+    taken: HashSet<u32>,
+}
+
+impl PrepQueue {
+    /// What was prepared for `idx`, if anything; either way the file is taken.
+    pub fn take(&self, idx: u32) -> Option<Prepared> {
+        let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        st.taken.insert(idx);
+        st.ready.remove(&idx)
+    }
+
+    fn is_taken(&self, idx: u32) -> bool {
+        let st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        st.taken.contains(&idx)
+    }
+
+    /// Offer a prepared file; dropped (its temp file removed) if already taken.
+    fn offer(&self, idx: u32, p: Prepared) {
+        let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if !st.taken.contains(&idx) {
+            st.ready.insert(idx, p);
+        }
+    }
+}
+
+/// The requester: for each transfer, take a window slot, compute the signature
+/// of our old copy if a delta is wanted, send the request, and hand the file to
+/// the preparer thread.
+pub(super) fn request_all<W: Write>(
+    wr: &Mutex<&mut FrameWriter<W>>,
+    ahead: Ahead,
+    transfers: &[(u32, bool)],
+    slots: mpsc::SyncSender<()>,
+) -> Result<(), SyncError> {
+    let (to_prepare, jobs) = mpsc::channel::<(u32, Option<(File, u64)>)>();
+    std::thread::scope(|s| {
+        s.spawn(move || prepare_all(ahead, jobs));
+        request_loop(wr, ahead, transfers, slots, to_prepare)
+    })
+}
+
+fn request_loop<W: Write>(
+    wr: &Mutex<&mut FrameWriter<W>>,
+    ahead: Ahead,
+    transfers: &[(u32, bool)],
+    slots: mpsc::SyncSender<()>,
+    to_prepare: mpsc::Sender<(u32, Option<(File, u64)>)>,
+) -> Result<(), SyncError> {
+    for (n, &(idx, delta)) in transfers.iter().enumerate() {
+        match slots.try_send(()) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(())) => {
+                // The window is full: make sure the sender has every request before we wait.
+                flush(wr)?;
+                if slots.send(()).is_err() {
+                    return Ok(()); // the main loop stopped; it reports why
+                }
+            }
+            Err(mpsc::TrySendError::Disconnected(())) => return Ok(()),
+        }
+        let e = &ahead.source[idx as usize];
+        let mut base = None;
+        let signature = if delta {
+            // No usable old copy (vanished, unreadable): fall back to sending it whole.
+            ahead.safe.open_file(&e.path).ok().and_then(|f| {
+                let len = f.metadata().ok()?.len();
+                let sig = delta::file_signature(&f, len).ok()?;
+                base = Some((f, len));
+                Some(sig)
+            })
+        } else {
+            None
+        };
+        if signature.is_some() {
+            ahead
+                .signed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(idx);
+        }
+        {
+            let mut w = wr.lock().unwrap_or_else(|e| e.into_inner());
+            send(&mut w, &Msg::Want(Want { idx, signature }))?;
+            // Flush deltas at once (the sender has work) and small requests in batches.
+            if n + 1 == transfers.len() || delta || n % 32 == 31 {
+                w.flush()
+                    .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))?;
+            }
+        }
+        let _ = to_prepare.send((idx, base));
+    }
+    Ok(())
+}
+
+/// The preparer: create the temp file of each requested file not yet taken.
+fn prepare_all(ahead: Ahead, jobs: mpsc::Receiver<(u32, Option<(File, u64)>)>) {
+    let mut dirs = DirCache::new();
+    for (idx, base) in jobs {
+        if ahead.prepared.is_taken(idx) {
+            continue;
+        }
+        let e = &ahead.source[idx as usize];
+        // If this fails, the receiving thread tries again and reports why.
+        if let Ok(p) = Prepared::new(ahead.safe, &mut dirs, e, base, (ahead.anonymous)(idx)) {
+            ahead.prepared.offer(idx, p);
+        }
+    }
+}
+
+fn flush<W: Write>(wr: &Mutex<&mut FrameWriter<W>>) -> Result<(), SyncError> {
+    let mut w = wr.lock().unwrap_or_else(|e| e.into_inner());
+    w.flush()
+        .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))
+}

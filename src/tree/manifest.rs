@@ -1,0 +1,192 @@
+//! The manifest: what one side's tree holds, entry by entry.
+//!
+//! The sender scans its root and sends the manifest; the receiver checks it
+//! with [`validate`] before planning anything. A valid manifest is sorted so
+//! that every directory comes before what it contains, has no duplicates,
+//! starts with the root directory, and nothing in it lies beneath a symlink
+//! or a file (the "`d -> /outside` then `d/file`" attack is refused here,
+//! before the file system layer would refuse it again).
+
+use crate::tree::path::RelPath;
+
+/// Kind of a tree entry. Other file types (devices, fifos, sockets) are skipped by the scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+impl Kind {
+    pub fn code(self) -> u8 {
+        match self {
+            Kind::File => 0,
+            Kind::Dir => 1,
+            Kind::Symlink => 2,
+        }
+    }
+    pub fn from_code(c: u8) -> Option<Kind> {
+        match c {
+            0 => Some(Kind::File),
+            1 => Some(Kind::Dir),
+            2 => Some(Kind::Symlink),
+            _ => None,
+        }
+    }
+}
+
+/// One file, directory or symlink, with the metadata that is mirrored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub path: RelPath,
+    pub kind: Kind,
+    /// Size in bytes (files only; 0 otherwise).
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Permission bits (07777).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Symlink target, verbatim (symlinks only).
+    pub target: Vec<u8>,
+    /// BLAKE3 of the content, when the sender was asked for checksums.
+    pub hash: Option<[u8; 32]>,
+}
+
+/// Why a manifest from the peer was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest must start with the root directory")]
+    NoRoot,
+    #[error("manifest entry {0} is out of order or duplicated")]
+    Order(RelPath),
+    #[error("manifest entry {0} has no parent directory in the manifest")]
+    NoParent(RelPath),
+    #[error("manifest entry {0} lies beneath a symlink or a file")]
+    BeneathNonDir(RelPath),
+    #[error("manifest entry {0}: bad mode {1:o}")]
+    Mode(RelPath, u32),
+    #[error("manifest entry {0}: symlink target is empty or contains NUL")]
+    Target(RelPath),
+}
+
+/// Sort order used on the wire: parents before children, siblings by name bytes.
+/// Comparing component by component gives exactly a depth-first pre-order.
+pub fn wire_order(a: &RelPath, b: &RelPath) -> std::cmp::Ordering {
+    a.as_bytes()
+        .split(|&c| c == b'/')
+        .cmp(b.as_bytes().split(|&c| c == b'/'))
+}
+
+/// Check a received manifest (see the module docs).
+///
+/// In wire order a directory's subtree is contiguous, so an entry's parent, if
+/// present, is on the stack of the entries enclosing it: one pass, no map.
+pub fn validate(entries: &[Entry]) -> Result<(), ManifestError> {
+    let first = entries.first().ok_or(ManifestError::NoRoot)?;
+    if !first.path.is_root() || first.kind != Kind::Dir {
+        return Err(ManifestError::NoRoot);
+    }
+    // The entries enclosing the current one, outermost first.
+    let mut stack: Vec<(&[u8], Kind)> = vec![(first.path.as_bytes(), first.kind)];
+    let mut prev = &first.path;
+    for e in &entries[1..] {
+        if wire_order(prev, &e.path) != std::cmp::Ordering::Less {
+            return Err(ManifestError::Order(e.path.clone()));
+        }
+        if e.mode & !0o7777 != 0 {
+            return Err(ManifestError::Mode(e.path.clone(), e.mode));
+        }
+        if e.kind == Kind::Symlink && (e.target.is_empty() || e.target.contains(&0)) {
+            return Err(ManifestError::Target(e.path.clone()));
+        }
+        let path = e.path.as_bytes();
+        let parent = match path.iter().rposition(|&b| b == b'/') {
+            Some(i) => &path[..i],
+            None => &path[..0],
+        };
+        while let Some(&(top, _)) = stack.last()
+            && !encloses(top, parent)
+        {
+            stack.pop();
+        }
+        match stack.last() {
+            Some(&(top, Kind::Dir)) if top == parent => {}
+            Some(&(top, _)) if top == parent => {
+                return Err(ManifestError::BeneathNonDir(e.path.clone()));
+            }
+            _ => return Err(ManifestError::NoParent(e.path.clone())),
+        }
+        stack.push((path, e.kind));
+        prev = &e.path;
+    }
+    Ok(())
+}
+
+/// Whether `outer` is `inner` or one of its ancestors (the root encloses all).
+fn encloses(outer: &[u8], inner: &[u8]) -> bool {
+    outer.is_empty()
+        || inner == outer
+        || (inner.len() > outer.len() && inner.starts_with(outer) && inner[outer.len()] == b'/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(p: &str, kind: Kind) -> Entry {
+        Entry {
+            path: RelPath::from_wire(p.as_bytes()).unwrap(),
+            kind,
+            size: 0,
+            mtime_ns: 0,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            target: if kind == Kind::Symlink {
+                b"/outside".to_vec()
+            } else {
+                vec![]
+            },
+            hash: None,
+        }
+    }
+
+    #[test]
+    fn accepts_a_tree() {
+        let m = vec![
+            e("", Kind::Dir),
+            e("a", Kind::Dir),
+            e("a/b", Kind::File),
+            e("a-b", Kind::File),
+            e("l", Kind::Symlink),
+        ];
+        validate(&m).unwrap();
+    }
+
+    #[test]
+    fn refuses_entries_beneath_a_symlink() {
+        let m = vec![
+            e("", Kind::Dir),
+            e("d", Kind::Symlink),
+            e("d/file", Kind::File),
+        ];
+        assert!(matches!(validate(&m), Err(ManifestError::BeneathNonDir(_))));
+    }
+
+    #[test]
+    fn refuses_disorder_duplicates_and_orphans() {
+        assert!(validate(&[e("", Kind::Dir), e("b", Kind::File), e("a", Kind::File)]).is_err());
+        assert!(validate(&[e("", Kind::Dir), e("a", Kind::File), e("a", Kind::File)]).is_err());
+        assert!(validate(&[e("", Kind::Dir), e("x/y", Kind::File)]).is_err());
+        assert!(validate(&[e("a", Kind::Dir)]).is_err());
+    }
+
+    #[test]
+    fn order_is_preorder() {
+        let a = RelPath::from_wire(b"a/b").unwrap();
+        let b = RelPath::from_wire(b"a-b").unwrap();
+        assert_eq!(wire_order(&a, &b), std::cmp::Ordering::Less);
+    }
+}

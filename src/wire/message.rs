@@ -1,0 +1,622 @@
+//! hasync's messages and their binary encoding.
+//!
+//! Each message is one frame: a tag byte, then its fields in a fixed order,
+//! encoded with [`Enc`] and decoded with [`Dec`], which bounds every length and
+//! count. Decoding never trusts the peer: paths are validated as [`RelPath`],
+//! kinds and enums are checked, and trailing bytes are an error.
+
+use super::db::{DbPatchBegin, DbReplay};
+use super::frame::{Dec, Enc, ProtocolError, malformed};
+use crate::tree::manifest::Entry;
+use crate::tree::path::RelPath;
+use crate::tree::report::{Item, Stats};
+
+/// Protocol major version: peers with another major refuse each other.
+pub const PROTO_MAJOR: u16 = 2;
+/// Minor version: additions that older peers of the same major can ignore.
+/// 2.1: DB patch messages; 2.2: the compact manifest.
+pub const PROTO_MINOR: u16 = 2;
+/// The first minor version whose serve understands the DB patch messages.
+pub const MINOR_DB_PATCH: u16 = 1;
+/// First bytes of every session, so a peer that is not hasync is recognised at once.
+pub const MAGIC: &[u8; 8] = b"HASYNC\x00\x01";
+/// Most entries per manifest frame.
+pub const MAX_BATCH: usize = 65_536;
+/// Most exclusion patterns in a request.
+pub const MAX_EXCLUDES: usize = 10_000;
+/// Longest message string (errors, patterns).
+pub const MAX_STR: usize = 64 * 1024;
+/// Largest data chunk in one frame.
+pub const MAX_DATA_CHUNK: usize = 1024 * 1024;
+
+/// Which side the server plays in a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerRole {
+    /// The server sends its tree (the client pulls).
+    Send,
+    /// The server receives into its tree (the client pushes).
+    Receive,
+}
+
+/// Options of one sync session, chosen by the client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionOptions {
+    pub delete: bool,
+    pub checksum: bool,
+    pub dry_run: bool,
+    /// Mirror uid/gid (only effective when the receiver runs as root).
+    pub owners: bool,
+    pub allow_empty_source: bool,
+    pub max_delete: Option<u64>,
+    pub excludes: Vec<String>,
+}
+
+/// A request to open a session on the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Open {
+    pub role: ServerRole,
+    /// Absolute path of the tree on the server.
+    pub root: Vec<u8>,
+    pub options: SessionOptions,
+}
+
+/// What the receiver wants for one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    /// Index of the file in the manifest.
+    pub idx: u32,
+    /// The signature of the receiver's old copy, if a delta is wanted.
+    pub signature: Option<Vec<u8>>,
+}
+
+/// Error codes carried by `Error`, chosen to map onto exit codes.
+pub mod code {
+    pub const PARTIAL: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const PEER: u8 = 3;
+    pub const GUARD: u8 = 4;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg {
+    Hello {
+        major: u16,
+        minor: u16,
+        software: String,
+    },
+    HelloOk {
+        major: u16,
+        minor: u16,
+        software: String,
+    },
+    Open(Open),
+    OpenOk,
+    /// A fatal error on the peer: the session (or connection) ends.
+    Error {
+        code: u8,
+        message: String,
+    },
+    Manifest(Vec<Entry>),
+    ManifestEnd {
+        count: u64,
+        scan_errors: u64,
+    },
+    Want(Want),
+    WantsEnd,
+    FileBegin {
+        idx: u32,
+        delta: bool,
+    },
+    Data(Vec<u8>),
+    Copy {
+        offset: u64,
+        len: u64,
+    },
+    FileEnd {
+        size: u64,
+        hash: [u8; 32],
+    },
+    /// The sender could not send the file (vanished, changed, unreadable).
+    FileAbort {
+        idx: u32,
+        reason: String,
+    },
+    Item(Item),
+    Done(Stats),
+    Bye,
+    /// Ask the server for its private DB staging directory (created mode 0700).
+    DbStage,
+    /// The staging directory's absolute path on the server.
+    DbStaged {
+        dir: Vec<u8>,
+    },
+    /// Replay a staged dump into the server's local database (see [`super::db`]).
+    DbReplay(DbReplay),
+    /// The replay committed.
+    DbReplayed {
+        duration_ms: u64,
+    },
+    /// Start of a row-level patch of a staged dump (then `DbPatchOps`..., `DbPatchEnd`).
+    DbPatchBegin(DbPatchBegin),
+    /// A chunk of patch ops (see [`crate::db::patch`]).
+    DbPatchOps(Vec<u8>),
+    DbPatchEnd,
+    /// The patch's outcome: `ok`, or why it could not be applied (the staged file is
+    /// unchanged; the master then ships the script with the sync engine).
+    DbPatched {
+        ok: bool,
+        message: String,
+    },
+}
+
+pub(crate) mod tag {
+    pub const HELLO: u8 = 1;
+    pub const HELLO_OK: u8 = 2;
+    pub const OPEN: u8 = 3;
+    pub const OPEN_OK: u8 = 4;
+    pub const ERROR: u8 = 5;
+    pub const MANIFEST: u8 = 10;
+    pub const MANIFEST_END: u8 = 11;
+    /// The manifest in its compact encoding (protocol 2.2, see `manifest_wire`).
+    pub const MANIFEST_COMPACT: u8 = 14;
+    pub const WANT: u8 = 12;
+    pub const WANTS_END: u8 = 13;
+    pub const FILE_BEGIN: u8 = 20;
+    pub const DATA: u8 = 21;
+    pub const COPY: u8 = 22;
+    pub const FILE_END: u8 = 23;
+    pub const FILE_ABORT: u8 = 24;
+    pub const ITEM: u8 = 30;
+    pub const DONE: u8 = 31;
+    pub const BYE: u8 = 40;
+    pub const DB_STAGE: u8 = 50;
+    pub const DB_STAGED: u8 = 51;
+    pub const DB_REPLAY: u8 = 52;
+    pub const DB_REPLAYED: u8 = 53;
+    pub const DB_PATCH_BEGIN: u8 = 54;
+    pub const DB_PATCH_OPS: u8 = 55;
+    pub const DB_PATCH_END: u8 = 56;
+    pub const DB_PATCHED: u8 = 57;
+}
+
+impl Msg {
+    /// A short name for error messages ("unexpected Data").
+    pub fn name(&self) -> &'static str {
+        match self {
+            Msg::Hello { .. } => "Hello",
+            Msg::HelloOk { .. } => "HelloOk",
+            Msg::Open(_) => "Open",
+            Msg::OpenOk => "OpenOk",
+            Msg::Error { .. } => "Error",
+            Msg::Manifest(_) => "Manifest",
+            Msg::ManifestEnd { .. } => "ManifestEnd",
+            Msg::Want(_) => "Want",
+            Msg::WantsEnd => "WantsEnd",
+            Msg::FileBegin { .. } => "FileBegin",
+            Msg::Data(_) => "Data",
+            Msg::Copy { .. } => "Copy",
+            Msg::FileEnd { .. } => "FileEnd",
+            Msg::FileAbort { .. } => "FileAbort",
+            Msg::Item(_) => "Item",
+            Msg::Done(_) => "Done",
+            Msg::Bye => "Bye",
+            Msg::DbStage => "DbStage",
+            Msg::DbStaged { .. } => "DbStaged",
+            Msg::DbReplay(_) => "DbReplay",
+            Msg::DbReplayed { .. } => "DbReplayed",
+            Msg::DbPatchBegin(_) => "DbPatchBegin",
+            Msg::DbPatchOps(_) => "DbPatchOps",
+            Msg::DbPatchEnd => "DbPatchEnd",
+            Msg::DbPatched { .. } => "DbPatched",
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e;
+        match self {
+            Msg::Hello {
+                major,
+                minor,
+                software,
+            }
+            | Msg::HelloOk {
+                major,
+                minor,
+                software,
+            } => {
+                e = Enc::tag(if matches!(self, Msg::Hello { .. }) {
+                    tag::HELLO
+                } else {
+                    tag::HELLO_OK
+                });
+                e.0.extend_from_slice(MAGIC);
+                e.u16(*major).u16(*minor).str(software);
+            }
+            Msg::Open(o) => {
+                e = Enc::tag(tag::OPEN);
+                e.u8(match o.role {
+                    ServerRole::Send => 0,
+                    ServerRole::Receive => 1,
+                })
+                .bytes(&o.root);
+                let s = &o.options;
+                e.bool(s.delete)
+                    .bool(s.checksum)
+                    .bool(s.dry_run)
+                    .bool(s.owners)
+                    .bool(s.allow_empty_source);
+                e.bool(s.max_delete.is_some())
+                    .u64(s.max_delete.unwrap_or(0));
+                e.u32(s.excludes.len() as u32);
+                for x in &s.excludes {
+                    e.str(x);
+                }
+            }
+            Msg::OpenOk => e = Enc::tag(tag::OPEN_OK),
+            Msg::Error { code, message } => {
+                e = Enc::tag(tag::ERROR);
+                e.u8(*code).str(message);
+            }
+            Msg::Manifest(entries) => return super::manifest_wire::encode(entries, true),
+            Msg::ManifestEnd { count, scan_errors } => {
+                e = Enc::tag(tag::MANIFEST_END);
+                e.u64(*count).u64(*scan_errors);
+            }
+            Msg::Want(w) => {
+                e = Enc::tag(tag::WANT);
+                e.u32(w.idx).bool(w.signature.is_some());
+                if let Some(s) = &w.signature {
+                    e.bytes(s);
+                }
+            }
+            Msg::WantsEnd => e = Enc::tag(tag::WANTS_END),
+            Msg::FileBegin { idx, delta } => {
+                e = Enc::tag(tag::FILE_BEGIN);
+                e.u32(*idx).bool(*delta);
+            }
+            Msg::Data(d) => {
+                e = Enc::tag(tag::DATA);
+                e.0.extend_from_slice(d);
+            }
+            Msg::Copy { offset, len } => {
+                e = Enc::tag(tag::COPY);
+                e.u64(*offset).u64(*len);
+            }
+            Msg::FileEnd { size, hash } => {
+                e = Enc::tag(tag::FILE_END);
+                e.u64(*size);
+                e.0.extend_from_slice(hash);
+            }
+            Msg::FileAbort { idx, reason } => {
+                e = Enc::tag(tag::FILE_ABORT);
+                e.u32(*idx).str(reason);
+            }
+            Msg::Item(it) => {
+                e = Enc::tag(tag::ITEM);
+                e.str(&it.code).bytes(it.path.as_bytes()).bytes(&it.target);
+                e.bool(it.error.is_some())
+                    .str(it.error.as_deref().unwrap_or(""));
+            }
+            Msg::Done(s) => {
+                e = Enc::tag(tag::DONE);
+                for v in s.counters() {
+                    e.u64(v);
+                }
+            }
+            Msg::Bye => e = Enc::tag(tag::BYE),
+            Msg::DbStage => e = Enc::tag(tag::DB_STAGE),
+            Msg::DbStaged { dir } => {
+                e = Enc::tag(tag::DB_STAGED);
+                e.bytes(dir);
+            }
+            Msg::DbReplay(r) => {
+                e = Enc::tag(tag::DB_REPLAY);
+                r.encode(&mut e);
+            }
+            Msg::DbReplayed { duration_ms } => {
+                e = Enc::tag(tag::DB_REPLAYED);
+                e.u64(*duration_ms);
+            }
+            Msg::DbPatchBegin(b) => {
+                e = Enc::tag(tag::DB_PATCH_BEGIN);
+                b.encode(&mut e);
+            }
+            Msg::DbPatchOps(ops) => {
+                e = Enc::tag(tag::DB_PATCH_OPS);
+                e.bytes(ops);
+            }
+            Msg::DbPatchEnd => e = Enc::tag(tag::DB_PATCH_END),
+            Msg::DbPatched { ok, message } => {
+                e = Enc::tag(tag::DB_PATCHED);
+                e.bool(*ok).str(message);
+            }
+        }
+        e.0
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Msg, ProtocolError> {
+        let mut d = Dec::new(buf);
+        let t = d.u8("message tag")?;
+        let msg = match t {
+            tag::HELLO | tag::HELLO_OK => {
+                let magic = d.fixed::<8>("magic")?;
+                if &magic != MAGIC {
+                    return Err(malformed("the peer is not speaking hasync's protocol"));
+                }
+                let major = d.u16("major")?;
+                let minor = d.u16("minor")?;
+                let software = d.string(256, "software")?;
+                if t == tag::HELLO {
+                    Msg::Hello {
+                        major,
+                        minor,
+                        software,
+                    }
+                } else {
+                    Msg::HelloOk {
+                        major,
+                        minor,
+                        software,
+                    }
+                }
+            }
+            tag::OPEN => {
+                let role = match d.u8("role")? {
+                    0 => ServerRole::Send,
+                    1 => ServerRole::Receive,
+                    r => return Err(malformed(format!("bad role {r}"))),
+                };
+                let root = d.bytes(crate::tree::path::MAX_PATH, "root")?.to_vec();
+                let delete = d.bool("delete")?;
+                let checksum = d.bool("checksum")?;
+                let dry_run = d.bool("dry_run")?;
+                let owners = d.bool("owners")?;
+                let allow_empty_source = d.bool("allow_empty_source")?;
+                let has_max = d.bool("max_delete")?;
+                let max = d.u64("max_delete")?;
+                let n = d.count(MAX_EXCLUDES, 4, "excludes")?;
+                let mut excludes = Vec::with_capacity(n);
+                for _ in 0..n {
+                    excludes.push(d.string(4096, "exclude")?);
+                }
+                Msg::Open(Open {
+                    role,
+                    root,
+                    options: SessionOptions {
+                        delete,
+                        checksum,
+                        dry_run,
+                        owners,
+                        allow_empty_source,
+                        max_delete: has_max.then_some(max),
+                        excludes,
+                    },
+                })
+            }
+            tag::OPEN_OK => Msg::OpenOk,
+            tag::ERROR => Msg::Error {
+                code: d.u8("code")?,
+                message: d.string(MAX_STR, "error")?,
+            },
+            tag::MANIFEST | tag::MANIFEST_COMPACT => Msg::Manifest(super::manifest_wire::decode(
+                &mut d,
+                t == tag::MANIFEST_COMPACT,
+                MAX_BATCH,
+            )?),
+            tag::MANIFEST_END => Msg::ManifestEnd {
+                count: d.u64("count")?,
+                scan_errors: d.u64("scan errors")?,
+            },
+            tag::WANT => {
+                let idx = d.u32("index")?;
+                let signature = if d.bool("has signature")? {
+                    Some(d.bytes(super::frame::MAX_FRAME, "signature")?.to_vec())
+                } else {
+                    None
+                };
+                Msg::Want(Want { idx, signature })
+            }
+            tag::WANTS_END => Msg::WantsEnd,
+            tag::FILE_BEGIN => Msg::FileBegin {
+                idx: d.u32("index")?,
+                delta: d.bool("delta")?,
+            },
+            tag::DATA => {
+                let rest = d.rest();
+                if rest.len() > MAX_DATA_CHUNK {
+                    return Err(malformed("data chunk too large"));
+                }
+                Msg::Data(rest.to_vec())
+            }
+            tag::COPY => Msg::Copy {
+                offset: d.u64("offset")?,
+                len: d.u64("length")?,
+            },
+            tag::FILE_END => Msg::FileEnd {
+                size: d.u64("size")?,
+                hash: d.fixed::<32>("hash")?,
+            },
+            tag::FILE_ABORT => Msg::FileAbort {
+                idx: d.u32("index")?,
+                reason: d.string(MAX_STR, "reason")?,
+            },
+            tag::ITEM => {
+                let code = d.string(16, "item code")?;
+                let path = RelPath::from_wire(d.bytes(crate::tree::path::MAX_PATH, "item path")?)
+                    .map_err(|e| malformed(format!("item path: {e}")))?;
+                let target = d
+                    .bytes(crate::tree::path::MAX_PATH, "item target")?
+                    .to_vec();
+                let has_err = d.bool("item error")?;
+                let err = d.string(MAX_STR, "item error")?;
+                Msg::Item(Item {
+                    code,
+                    path,
+                    target,
+                    error: has_err.then_some(err),
+                })
+            }
+            tag::DONE => {
+                let mut vals = [0u64; Stats::N_COUNTERS];
+                for v in vals.iter_mut() {
+                    *v = d.u64("stats")?;
+                }
+                Msg::Done(Stats::from_counters(vals))
+            }
+            tag::BYE => Msg::Bye,
+            tag::DB_STAGE => Msg::DbStage,
+            tag::DB_STAGED => Msg::DbStaged {
+                dir: d
+                    .bytes(crate::tree::path::MAX_PATH, "staging dir")?
+                    .to_vec(),
+            },
+            tag::DB_REPLAY => Msg::DbReplay(DbReplay::decode(&mut d)?),
+            tag::DB_REPLAYED => Msg::DbReplayed {
+                duration_ms: d.u64("duration")?,
+            },
+            tag::DB_PATCH_BEGIN => Msg::DbPatchBegin(DbPatchBegin::decode(&mut d)?),
+            tag::DB_PATCH_OPS => {
+                Msg::DbPatchOps(d.bytes(super::db::PATCH_CHUNK_MAX, "patch ops")?.to_vec())
+            }
+            tag::DB_PATCH_END => Msg::DbPatchEnd,
+            tag::DB_PATCHED => Msg::DbPatched {
+                ok: d.bool("patch outcome")?,
+                message: d.string(MAX_STR, "patch message")?,
+            },
+            t => return Err(malformed(format!("unknown message tag {t}"))),
+        };
+        d.end(msg.name())?;
+        Ok(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::manifest::Kind;
+
+    fn roundtrip(m: Msg) {
+        let bytes = m.encode();
+        assert_eq!(Msg::decode(&bytes).unwrap(), m);
+        // Every strict prefix is refused, never a panic.
+        for cut in 0..bytes.len() {
+            let _ = Msg::decode(&bytes[..cut]);
+        }
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        roundtrip(Msg::Hello {
+            major: 1,
+            minor: 0,
+            software: "hasync 0.1".into(),
+        });
+        roundtrip(Msg::Open(Open {
+            role: ServerRole::Receive,
+            root: b"/srv/x".to_vec(),
+            options: SessionOptions {
+                delete: true,
+                max_delete: Some(5),
+                excludes: vec!["*.swp".into()],
+                ..Default::default()
+            },
+        }));
+        roundtrip(Msg::Manifest(vec![Entry {
+            path: RelPath::from_wire(b"a/b").unwrap(),
+            kind: Kind::Symlink,
+            size: 0,
+            mtime_ns: -5,
+            mode: 0o777,
+            uid: 1,
+            gid: 2,
+            target: b"../x".to_vec(),
+            hash: Some([7; 32]),
+        }]));
+        roundtrip(Msg::Want(Want {
+            idx: 3,
+            signature: Some(vec![1, 2, 3]),
+        }));
+        roundtrip(Msg::Data(vec![9; 100]));
+        roundtrip(Msg::FileEnd {
+            size: 5,
+            hash: [1; 32],
+        });
+        roundtrip(Msg::Done(Stats::default()));
+    }
+
+    #[test]
+    fn db_messages_round_trip_and_bad_names_are_refused() {
+        use crate::wire::db::DbTarget;
+        roundtrip(Msg::DbStage);
+        roundtrip(Msg::DbStaged {
+            dir: b"/var/lib/hasync/db-staging".to_vec(),
+        });
+        roundtrip(Msg::DbReplayed { duration_ms: 12 });
+        roundtrip(Msg::DbPatchBegin(DbPatchBegin {
+            file: "asterisk.sql".into(),
+            base: [1; 32],
+            hash: [2; 32],
+            len: 1 << 40,
+        }));
+        roundtrip(Msg::DbPatchOps(vec![0, 1, 2]));
+        roundtrip(Msg::DbPatchEnd);
+        roundtrip(Msg::DbPatched {
+            ok: false,
+            message: "base differs".into(),
+        });
+        let mut e = Enc::tag(tag::DB_PATCH_BEGIN);
+        e.str("../x.sql");
+        assert!(
+            Msg::decode(&e.0).is_err(),
+            "patch of a path outside staging"
+        );
+        let good = DbReplay {
+            file: "asterisk.sql".into(),
+            hash: [3; 32],
+            target: DbTarget {
+                database: "asterisk".into(),
+                user: "postgres".into(),
+                host: "/run/postgresql".into(),
+                port: 5432,
+                run_as: String::new(),
+            },
+        };
+        roundtrip(Msg::DbReplay(good.clone()));
+        for bad in ["../x.sql", "a/b", ".hidden", ""] {
+            let m = Msg::DbReplay(DbReplay {
+                file: bad.into(),
+                ..good.clone()
+            });
+            assert!(Msg::decode(&m.encode()).is_err(), "{bad:?} accepted");
+        }
+        // A huge declared name length is refused before allocation.
+        let mut e = Enc::tag(tag::DB_REPLAY);
+        e.u32(u32::MAX);
+        assert!(Msg::decode(&e.0).is_err());
+    }
+
+    #[test]
+    fn hostile_manifest_paths_are_refused() {
+        for bad in [&b"../x"[..], b"/etc/x", b"a/../../x", b"a\0b"] {
+            let mut e = Enc::tag(tag::MANIFEST);
+            e.u32(1)
+                .bytes(bad)
+                .u8(0)
+                .u64(0)
+                .i64(0)
+                .u32(0o644)
+                .u32(0)
+                .u32(0)
+                .bytes(b"")
+                .bool(false);
+            assert!(Msg::decode(&e.0).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn huge_counts_are_refused_before_allocation() {
+        let mut e = Enc::tag(tag::MANIFEST);
+        e.u32(u32::MAX);
+        assert!(Msg::decode(&e.0).is_err());
+    }
+}

@@ -1,0 +1,49 @@
+//! hasync's wire protocol: frames, messages, and the handshake.
+//!
+//! A connection starts with `Hello`/`HelloOk` (magic, major and minor
+//! version); a peer of another major version is refused with a message that
+//! names both versions. Then the client opens sessions one after another
+//! (`Open` ... `Done`) and ends with `Bye`. See docs/ARCHITECTURE.md for the
+//! message flow of a session.
+
+pub mod db;
+pub mod frame;
+pub mod manifest_wire;
+pub mod message;
+
+pub use frame::{FrameReader, FrameWriter, ProtocolError};
+pub use message::{Msg, Open, ServerRole, SessionOptions, Want};
+
+use std::io::{Read, Write};
+
+/// Read and decode one message.
+pub fn recv<R: Read>(r: &mut FrameReader<R>) -> Result<Msg, ProtocolError> {
+    // File data is read into its own buffer: no copy on the way to the disk.
+    match r.read_frame_or_body(message::tag::DATA, message::MAX_DATA_CHUNK)? {
+        frame::Frame::Payload(p) => Msg::decode(p),
+        frame::Frame::Body(b) => Ok(Msg::Data(b)),
+    }
+}
+
+/// Encode and write one message (not flushed).
+pub fn send<W: Write>(w: &mut FrameWriter<W>, m: &Msg) -> Result<(), ProtocolError> {
+    w.write_frame(&m.encode())?;
+    Ok(())
+}
+
+/// This build's software string, sent in the handshake.
+pub fn software() -> String {
+    format!("hasync {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Check the peer's version numbers; `Err` carries a message for people.
+pub fn check_version(major: u16, software: &str) -> Result<(), String> {
+    if major != message::PROTO_MAJOR {
+        return Err(format!(
+            "protocol version mismatch: this side ({}) speaks protocol {}, the peer ({software}) speaks {major}; install the same major version of hasync on both nodes",
+            self::software(),
+            message::PROTO_MAJOR
+        ));
+    }
+    Ok(())
+}
