@@ -23,17 +23,106 @@ pub enum Action {
     Meta,
 }
 
-/// A planned action on source entry `idx`, with its itemized code.
+/// A planned action on source entry `idx`, with what changes (its itemized line).
 #[derive(Debug, Clone)]
 pub struct Step {
     pub idx: usize,
     pub action: Action,
-    pub code: String,
+    pub change: Change,
+}
+
+/// What changes on one entry. Rendered as rsync's `-i` code only at the output edge
+/// ([`Change::code`]); the engine decides on the typed fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub kind: Kind,
+    pub how: How,
+    pub diff: Diff,
+}
+
+/// How an entry changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    /// Nothing was there (`>f+++++++++`, `cd+++++++++`, `cL+++++++++`).
+    Created,
+    /// A file's content is sent (`>f...`).
+    Sent,
+    /// A symlink is made again, its target changed (`cL...`).
+    Relinked,
+    /// Only metadata is set (`.f...`, `.d...`, `.L...`).
+    Meta,
+}
+
+/// Which attributes differ between the source entry and the receiver's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Diff {
+    /// Content (with `--checksum`) or a symlink's target.
+    pub content: bool,
+    pub size: bool,
+    pub time: bool,
+    pub perms: bool,
+    pub owner: bool,
+    pub group: bool,
+}
+
+impl Change {
+    /// The change of an entry that did not exist.
+    pub fn created(kind: Kind) -> Change {
+        Change {
+            kind,
+            how: How::Created,
+            diff: Diff::default(),
+        }
+    }
+
+    /// A directory whose metadata is set (the line of a failed directory pass).
+    pub fn dir_meta() -> Change {
+        Change {
+            kind: Kind::Dir,
+            how: How::Meta,
+            diff: Diff::default(),
+        }
+    }
+
+    /// Whether the file is new, so there is no old inode to replace or free.
+    pub fn is_new(&self) -> bool {
+        self.how == How::Created
+    }
+
+    /// rsync's `-i` code: `YXcstpoguax` (update type, file type, then attribute flags).
+    pub fn code(&self) -> String {
+        let ty = match self.kind {
+            Kind::File => 'f',
+            Kind::Dir => 'd',
+            Kind::Symlink => 'L',
+        };
+        let update = match (self.how, self.kind) {
+            (How::Created | How::Relinked, Kind::Dir | Kind::Symlink) => 'c',
+            (How::Created | How::Sent, _) => '>',
+            (How::Relinked, Kind::File) => 'c',
+            (How::Meta, _) => '.',
+        };
+        if self.how == How::Created {
+            return format!("{update}{ty}+++++++++");
+        }
+        let d = self.diff;
+        let flag = |on: bool, c: char| if on { c } else { '.' };
+        format!(
+            "{update}{ty}{}{}{}{}{}{}...",
+            flag(d.content, 'c'),
+            flag(d.size, 's'),
+            flag(d.time, 't'),
+            flag(d.perms, 'p'),
+            flag(d.owner, 'o'),
+            flag(d.group, 'g'),
+        )
+    }
 }
 
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// Receiver entries in the way of an entry of another kind: removed first, deepest first.
+    /// Receiver entries in the way of an entry of another kind: removed first, deepest
+    /// first. Each is a deletion: itemized as `*deleting`, counted, held by the guards.
     pub removals: Vec<(RelPath, Kind)>,
     /// Actions, in manifest order.
     pub steps: Vec<Step>,
@@ -44,6 +133,9 @@ pub struct Plan {
     pub dir_meta: Vec<(usize, bool)>,
     /// Why deletions were skipped, if they were.
     pub deletions_skipped: Option<String>,
+    /// Source entries not applied because a non-empty directory is in their way and
+    /// deleting was not asked for (rsync: "cannot delete non-empty directory"), with why.
+    pub refused: Vec<(usize, String)>,
 }
 
 /// How to compare.
@@ -63,173 +155,54 @@ pub struct PlanOptions {
 #[error("{0}")]
 pub struct GuardError(pub String);
 
-fn flags(new: &Entry, old: &Entry, checksum: bool, owners: bool) -> String {
-    let ty = match new.kind {
-        Kind::File => 'f',
-        Kind::Dir => 'd',
-        Kind::Symlink => 'L',
-    };
-    let c = if checksum && new.kind == Kind::File && new.hash != old.hash {
-        'c'
-    } else {
-        '.'
-    };
-    let c = if new.kind == Kind::Symlink && new.target != old.target {
-        'c'
-    } else {
-        c
-    };
-    let s = if new.kind == Kind::File && new.size != old.size {
-        's'
-    } else {
-        '.'
-    };
-    let t = if new.mtime_ns != old.mtime_ns {
-        't'
-    } else {
-        '.'
-    };
-    let p = if new.kind != Kind::Symlink && new.mode != old.mode {
-        'p'
-    } else {
-        '.'
-    };
-    let o = if owners && new.uid != old.uid {
-        'o'
-    } else {
-        '.'
-    };
-    let g = if owners && new.gid != old.gid {
-        'g'
-    } else {
-        '.'
-    };
-    format!("{ty}{c}{s}{t}{p}{o}{g}...")
-}
-
-fn new_code(kind: Kind) -> String {
-    match kind {
-        Kind::File => ">f+++++++++".into(),
-        Kind::Dir => "cd+++++++++".into(),
-        Kind::Symlink => "cL+++++++++".into(),
+/// How `new` differs from `old`, flag by flag.
+fn diff(new: &Entry, old: &Entry, checksum: bool, owners: bool) -> Diff {
+    Diff {
+        content: (checksum && new.kind == Kind::File && new.hash != old.hash)
+            || (new.kind == Kind::Symlink && new.target != old.target),
+        size: new.kind == Kind::File && new.size != old.size,
+        time: new.mtime_ns != old.mtime_ns,
+        perms: new.kind != Kind::Symlink && new.mode != old.mode,
+        owner: owners && new.uid != old.uid,
+        group: owners && new.gid != old.gid,
     }
 }
 
 /// Compare `source` (validated manifest, wire order) with `dest` (the receiver's scan, wire order).
 /// `dest` file entries carry hashes when `checksum` is set and sizes matched.
+/// Linear in the size of both: wire order keeps each subtree contiguous.
 pub fn make_plan(source: &[Entry], dest: &[Entry], opts: &PlanOptions) -> Result<Plan, GuardError> {
     let mut plan = Plan::default();
-    let by_path: HashMap<&RelPath, &Entry> = dest.iter().map(|e| (&e.path, e)).collect();
+    let by_path: HashMap<&RelPath, usize> =
+        dest.iter().enumerate().map(|(i, e)| (&e.path, i)).collect();
     let mut in_source: HashSet<&RelPath> = HashSet::with_capacity(source.len());
-    let mut removed_dirs: Vec<&RelPath> = Vec::new();
-
+    // Receiver entries already handled by a kind change (removed, or kept because
+    // removing them was refused): never deleted a second time.
+    let mut covered = vec![false; dest.len()];
+    let may_delete = opts.delete && opts.sender_scan_errors == 0;
     for (idx, new) in source.iter().enumerate() {
         in_source.insert(&new.path);
-        let old = by_path.get(&new.path).copied();
-        let old = match old {
-            Some(o) if o.kind != new.kind => {
-                // Something of another kind is in the way: remove it (and, for a directory, its subtree).
-                if o.kind == Kind::Dir {
-                    let sub: Vec<_> = dest
-                        .iter()
-                        .filter(|d| d.path.starts_with(&o.path))
-                        .collect();
-                    for d in sub.iter().rev() {
-                        plan.removals.push((d.path.clone(), d.kind));
-                    }
-                    removed_dirs.push(&o.path);
-                } else {
-                    plan.removals.push((o.path.clone(), o.kind));
+        let old = match by_path.get(&new.path).copied() {
+            Some(i) if dest[i].kind != new.kind => {
+                if !make_way(&mut plan, dest, i, &mut covered, may_delete) {
+                    plan.refused.push((idx, refusal(&dest[i].path, opts)));
+                    continue;
                 }
                 None
             }
-            o => o,
+            o => o.map(|i| &dest[i]),
         };
-        let Some(old) = old else {
-            let action = match new.kind {
-                Kind::Dir => Action::MkDir,
-                Kind::File => Action::Transfer { delta: false },
-                Kind::Symlink => Action::Symlink,
-            };
-            if new.kind == Kind::Dir {
-                plan.dir_meta.push((idx, false));
-            }
-            plan.steps.push(Step {
-                idx,
-                action,
-                code: new_code(new.kind),
-            });
-            continue;
-        };
-        let meta_differs =
-            new.mode != old.mode || (opts.owners && (new.uid != old.uid || new.gid != old.gid));
-        match new.kind {
-            Kind::Dir => {
-                if meta_differs || new.mtime_ns != old.mtime_ns {
-                    plan.dir_meta.push((idx, !meta_differs));
-                    if meta_differs {
-                        plan.steps.push(Step {
-                            idx,
-                            action: Action::Meta,
-                            code: format!(".{}", flags(new, old, false, opts.owners)),
-                        });
-                    }
-                }
-            }
-            Kind::File => {
-                let same = if opts.checksum {
-                    new.size == old.size && new.hash.is_some() && new.hash == old.hash
-                } else {
-                    new.size == old.size && new.mtime_ns == old.mtime_ns
-                };
-                if !same {
-                    // An old copy smaller than one block has nothing a delta could reuse
-                    // (only whole blocks are signed): send such files whole, and save
-                    // the receiver reading it and the sender diffing against nothing.
-                    let delta = old.size >= crate::sync::delta::block_size_for(old.size) as u64
-                        && new.size > 0;
-                    plan.steps.push(Step {
-                        idx,
-                        action: Action::Transfer { delta },
-                        code: format!(">{}", flags(new, old, opts.checksum, opts.owners)),
-                    });
-                } else if meta_differs || new.mtime_ns != old.mtime_ns {
-                    plan.steps.push(Step {
-                        idx,
-                        action: Action::Meta,
-                        code: format!(".{}", flags(new, old, false, opts.owners)),
-                    });
-                }
-            }
-            Kind::Symlink => {
-                if new.target != old.target {
-                    plan.steps.push(Step {
-                        idx,
-                        action: Action::Symlink,
-                        code: format!("c{}", flags(new, old, false, opts.owners)),
-                    });
-                } else if new.mtime_ns != old.mtime_ns
-                    || (opts.owners && (new.uid != old.uid || new.gid != old.gid))
-                {
-                    plan.steps.push(Step {
-                        idx,
-                        action: Action::Meta,
-                        code: format!(".{}", flags(new, old, false, opts.owners)),
-                    });
-                }
-            }
+        match old {
+            None => plan_new(&mut plan, idx, new),
+            Some(old) => plan_existing(&mut plan, idx, new, old, opts),
         }
     }
     if opts.delete {
         // Reverse wire order lists children before their parents.
-        for old in dest.iter().rev() {
-            if old.path.is_root() || in_source.contains(&old.path) {
-                continue;
+        for (j, old) in dest.iter().enumerate().rev() {
+            if !old.path.is_root() && !covered[j] && !in_source.contains(&old.path) {
+                plan.deletions.push((old.path.clone(), old.kind));
             }
-            if removed_dirs.iter().any(|d| old.path.starts_with(d)) {
-                continue;
-            }
-            plan.deletions.push((old.path.clone(), old.kind));
         }
         let source_empty = source.len() <= 1;
         if source_empty && !plan.deletions.is_empty() && !opts.allow_empty_source {
@@ -238,23 +211,139 @@ pub fn make_plan(source: &[Entry], dest: &[Entry], opts: &PlanOptions) -> Result
                 plan.deletions.len()
             )));
         }
-        if let Some(max) = opts.max_delete
-            && plan.deletions.len() as u64 > max
-        {
-            return Err(GuardError(format!(
-                "this run would delete {} entries, more than --max-delete {max}; refusing to change anything",
-                plan.deletions.len()
-            )));
-        }
-        if opts.sender_scan_errors > 0 && !plan.deletions.is_empty() {
-            plan.deletions_skipped = Some(format!(
-                "the sender could not read {} entries; skipping {} deletions on this run so nothing is deleted by mistake",
-                opts.sender_scan_errors,
-                plan.deletions.len()
-            ));
-            plan.deletions.clear();
+    }
+    let deleting = (plan.deletions.len() + plan.removals.len()) as u64;
+    if let Some(max) = opts.max_delete
+        && deleting > max
+    {
+        return Err(GuardError(format!(
+            "this run would delete {deleting} entries, more than --max-delete {max}; refusing to change anything"
+        )));
+    }
+    if opts.sender_scan_errors > 0 && !plan.deletions.is_empty() {
+        plan.deletions_skipped = Some(format!(
+            "the sender could not read {} entries; skipping {} deletions on this run so nothing is deleted by mistake",
+            opts.sender_scan_errors,
+            plan.deletions.len()
+        ));
+        plan.deletions.clear();
+    }
+    plan_dir_meta(&mut plan, source);
+    Ok(plan)
+}
+
+/// The receiver's entry `dest[i]` is of another kind than the source's: plan its
+/// removal (a directory with everything beneath it, deepest first) and return true, or,
+/// when it is a non-empty directory and deleting is not allowed, leave it and return
+/// false. Either way its subtree is marked `covered`.
+fn make_way(
+    plan: &mut Plan,
+    dest: &[Entry],
+    i: usize,
+    covered: &mut [bool],
+    may_delete: bool,
+) -> bool {
+    let mut end = i + 1;
+    if dest[i].kind == Kind::Dir {
+        while end < dest.len() && dest[end].path.starts_with(&dest[i].path) {
+            end += 1;
         }
     }
+    covered[i..end].iter_mut().for_each(|c| *c = true);
+    if end > i + 1 && !may_delete {
+        return false;
+    }
+    for d in dest[i..end].iter().rev() {
+        plan.removals.push((d.path.clone(), d.kind));
+    }
+    true
+}
+
+/// Why a non-empty directory was left in place of a source entry of another kind.
+fn refusal(path: &RelPath, opts: &PlanOptions) -> String {
+    if opts.delete {
+        format!(
+            "cannot delete non-empty directory {path}: the sender could not read its whole tree, so nothing is deleted on this run"
+        )
+    } else {
+        format!(
+            "cannot delete non-empty directory {path} to put another kind of entry there (pass --delete to allow it)"
+        )
+    }
+}
+
+/// A source entry with nothing (left) in its place.
+fn plan_new(plan: &mut Plan, idx: usize, new: &Entry) {
+    let action = match new.kind {
+        Kind::Dir => Action::MkDir,
+        Kind::File => Action::Transfer { delta: false },
+        Kind::Symlink => Action::Symlink,
+    };
+    if new.kind == Kind::Dir {
+        plan.dir_meta.push((idx, false));
+    }
+    plan.steps.push(Step {
+        idx,
+        action,
+        change: Change::created(new.kind),
+    });
+}
+
+/// A source entry whose receiver entry has the same kind.
+fn plan_existing(plan: &mut Plan, idx: usize, new: &Entry, old: &Entry, opts: &PlanOptions) {
+    let meta_differs =
+        new.mode != old.mode || (opts.owners && (new.uid != old.uid || new.gid != old.gid));
+    let step = |action: Action, how: How, checksum: bool| Step {
+        idx,
+        action,
+        change: Change {
+            kind: new.kind,
+            how,
+            diff: diff(new, old, checksum, opts.owners),
+        },
+    };
+    match new.kind {
+        Kind::Dir => {
+            if meta_differs {
+                plan.steps.push(step(Action::Meta, How::Meta, false));
+            }
+            if meta_differs || new.mtime_ns != old.mtime_ns {
+                plan.dir_meta.push((idx, !meta_differs));
+            }
+        }
+        Kind::File => {
+            let same = if opts.checksum {
+                new.size == old.size && new.hash.is_some() && new.hash == old.hash
+            } else {
+                new.size == old.size && new.mtime_ns == old.mtime_ns
+            };
+            if !same {
+                // An old copy smaller than one block has nothing a delta could reuse
+                // (only whole blocks are signed): send such files whole, and save
+                // the receiver reading it and the sender diffing against nothing.
+                let delta =
+                    old.size >= crate::sync::delta::block_size_for(old.size) as u64 && new.size > 0;
+                plan.steps
+                    .push(step(Action::Transfer { delta }, How::Sent, opts.checksum));
+            } else if meta_differs || new.mtime_ns != old.mtime_ns {
+                plan.steps.push(step(Action::Meta, How::Meta, false));
+            }
+        }
+        Kind::Symlink => {
+            if new.target != old.target {
+                plan.steps.push(step(Action::Symlink, How::Relinked, false));
+            } else if new.mtime_ns != old.mtime_ns
+                || (opts.owners && (new.uid != old.uid || new.gid != old.gid))
+            {
+                plan.steps.push(step(Action::Meta, How::Meta, false));
+            }
+        }
+    }
+}
+
+/// Directories whose metadata is set last: those planned, plus those in which an
+/// entry is created, replaced or deleted (which changes their mtime), deepest first.
+fn plan_dir_meta(plan: &mut Plan, source: &[Entry]) {
     // Creating, replacing or deleting an entry changes its directory's mtime:
     // those directories get their metadata re-applied at the end too.
     let dir_index: HashMap<&RelPath, usize> = source
@@ -287,8 +376,6 @@ pub fn make_plan(source: &[Entry], dest: &[Entry], opts: &PlanOptions) -> Result
     // Directory metadata deepest first, so setting a parent's mtime comes after its children changed.
     plan.dir_meta
         .sort_by_key(|&(i, _)| std::cmp::Reverse(source[i].path.depth()));
-
-    Ok(plan)
 }
 
 #[cfg(test)]
@@ -385,7 +472,7 @@ mod tests {
         assert_eq!(p.removals.len(), 2);
         assert_eq!(p.removals[0].0.as_bytes(), b"d/x");
         assert_eq!(p.deletions.len(), 1);
-        assert_eq!(p.steps[0].code, ">f.s.......");
+        assert_eq!(p.steps[0].change.code(), ">f.s.......");
         // 3 bytes: less than one block, nothing a delta could reuse.
         assert_eq!(p.steps[0].action, Action::Transfer { delta: false });
         let mut dst = dst;

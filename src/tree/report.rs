@@ -24,6 +24,26 @@ pub struct Item {
 }
 
 impl Item {
+    /// `*deleting PATH`: an entry removed (by `--delete`, or in the way of another kind).
+    pub fn deleting(path: RelPath) -> Item {
+        Item {
+            code: "*deleting".into(),
+            path,
+            target: vec![],
+            error: None,
+        }
+    }
+
+    /// `*warning`: something the user must know that is not about one entry.
+    pub fn warning(why: String) -> Item {
+        Item {
+            code: "*warning".into(),
+            path: Default::default(),
+            target: vec![],
+            error: Some(why),
+        }
+    }
+
     /// The line printed for this item (names escaped).
     pub fn line(&self) -> String {
         // The code comes from the peer when it is the receiver: escaped too.

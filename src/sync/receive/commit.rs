@@ -201,12 +201,9 @@ impl Committer {
         if let Some(t) = self.thread.take()
             && t.join().is_err()
         {
-            out.push(Item {
-                code: "*warning".into(),
-                path: Default::default(),
-                target: vec![],
-                error: Some("the installer thread panicked; some files were not installed".into()),
-            });
+            out.push(Item::warning(
+                "the installer thread panicked; some files were not installed".into(),
+            ));
         }
         out
     }

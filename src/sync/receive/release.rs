@@ -24,7 +24,7 @@ pub struct Releaser {
 
 impl Releaser {
     /// Start the pool (threads that cannot be started are done without: the
-    /// descriptors are then dropped by the others, or by [`Releaser::finish`]).
+    /// descriptors are then dropped by the others, or when the pool is dropped).
     pub fn new() -> Releaser {
         let (tx, rx) = mpsc::channel::<OwnedFd>();
         let rx = Arc::new(Mutex::new(rx));
@@ -56,10 +56,6 @@ impl Releaser {
     pub fn sender(&self) -> mpsc::Sender<OwnedFd> {
         self.tx.clone().expect("the releaser is running")
     }
-
-    /// Wait until every inode sent so far (by every sender, which must all be
-    /// dropped by now or soon) is freed (what dropping the pool does).
-    pub fn finish(self) {}
 }
 
 impl Default for Releaser {
@@ -68,6 +64,8 @@ impl Default for Releaser {
     }
 }
 
+/// Dropping the pool waits until every inode sent so far (by every sender, which must
+/// all be dropped by now or soon) is freed.
 impl Drop for Releaser {
     fn drop(&mut self) {
         self.tx = None;
@@ -82,7 +80,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_descriptor_sent_is_closed_by_finish() {
+    fn every_descriptor_sent_is_closed_when_the_pool_is_dropped() {
         let d = tempfile::tempdir().unwrap();
         let r = Releaser::new();
         let tx = r.sender();
@@ -96,7 +94,7 @@ mod tests {
             paths.push(p);
         }
         drop(tx);
-        r.finish();
+        drop(r);
         // Our process holds no descriptor of a deleted file any more.
         let held = std::fs::read_dir("/proc/self/fd")
             .unwrap()

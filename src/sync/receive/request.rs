@@ -2,7 +2,7 @@
 //! the temp files they will be written into, ahead of their data.
 //!
 //! Two threads beside the receiving one:
-//! - the requester takes a window slot per file (at most [`super::receiver::WINDOW`]
+//! - the requester takes a window slot per file (at most [`super::FILES_IN_FLIGHT`]
 //!   in flight), computes the signature of our old copy when a delta is wanted, and
 //!   sends the request;
 //! - the preparer then creates the file's temp file (and keeps the old copy open
