@@ -44,9 +44,11 @@ pub enum DbError {
 
 impl DbError {
     /// The process exit code (see `docs/db.md`).
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> crate::node::exit::ExitCode {
         match self {
-            DbError::Dump(_) | DbError::Replay(_) | DbError::Local(_) => 1,
+            DbError::Dump(_) | DbError::Replay(_) | DbError::Local(_) => {
+                crate::node::exit::ExitCode::Failed
+            }
             DbError::Peer(e) => e.exit_code(),
         }
     }

@@ -26,7 +26,7 @@ State: state_dir/master.json (see docs/master-check.md).";
 impl From<MasterError> for CliError {
     fn from(e: MasterError) -> Self {
         CliError {
-            code: e.exit_code(),
+            code: e.exit_code().code(),
             message: e.to_string(),
         }
     }

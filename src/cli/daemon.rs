@@ -2,7 +2,7 @@
 //! scheduler's messages and runs it (`hasync::scheduler::daemon`) until it stops.
 
 use super::{Cli, CliError};
-use hasync::scheduler::daemon::{self, Msg, Stopped};
+use hasync::scheduler::daemon::{self, Stopped, Wakeup};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 #[derive(clap::Args, Debug)]
@@ -22,9 +22,9 @@ pub fn run(cli: &Cli, _args: &DaemonArgs) -> Result<i32, CliError> {
         .spawn(move || {
             for sig in signals.forever() {
                 let msg = match sig {
-                    SIGHUP => Msg::Reload,
-                    SIGINT => Msg::Stop("SIGINT".into()),
-                    _ => Msg::Stop("SIGTERM".into()),
+                    SIGHUP => Wakeup::Reload,
+                    SIGINT => Wakeup::Stop("SIGINT".into()),
+                    _ => Wakeup::Stop("SIGTERM".into()),
                 };
                 if sig_tx.send(msg).is_err() {
                     break;
@@ -39,7 +39,7 @@ pub fn run(cli: &Cli, _args: &DaemonArgs) -> Result<i32, CliError> {
         Ok(Stopped::Clean) => Ok(0),
         Ok(Stopped::Aborted) => Ok(1),
         Err(e) => Err(CliError {
-            code: e.exit_code(),
+            code: e.exit_code().code(),
             message: e.to_string(),
         }),
     }

@@ -5,8 +5,8 @@
 
 use super::output::human;
 use super::{Cli, CliError};
-use hasync::db::job::{self, Report};
-use hasync::db::plan::{self, Plan, Relation};
+use hasync::db::job::{self, DbReport};
+use hasync::db::plan::{self, DbPlan, Relation};
 use hasync::node::config::Role;
 use hasync::sync::SyncError;
 use hasync::sync::client::Client;
@@ -58,11 +58,11 @@ pub fn run(cli: &Cli, args: &DbArgs) -> Result<i32, CliError> {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("hasync: db {}: {e}", db.database);
-                return Ok(e.exit_code());
+                return Ok(e.exit_code().code());
             }
         };
         if args.json {
-            let rep = Report {
+            let rep = DbReport {
                 outcome: "dry-run".into(),
                 database: db.database.clone(),
                 tables: plan.tables.len() as u64,
@@ -100,12 +100,12 @@ pub fn run(cli: &Cli, args: &DbArgs) -> Result<i32, CliError> {
             if let Some(hook_err) = hasync::db::failure_hook(&cfg, &e.to_string()) {
                 eprintln!("hasync: {hook_err}");
             }
-            Ok(e.exit_code())
+            Ok(e.exit_code().code())
         }
     }
 }
 
-fn print_outcome(r: &Report) {
+fn print_outcome(r: &DbReport) {
     let what = format!(
         "{} tables, {} rows, {} sequences; script {}",
         r.tables,
@@ -128,7 +128,7 @@ fn print_outcome(r: &Report) {
     }
 }
 
-fn print_plan(p: &Plan) {
+fn print_plan(p: &DbPlan) {
     let est = |r: &Relation| match r.rows_estimate {
         Some(n) => format!("~{n} rows"),
         None => "rows unknown (not analyzed)".into(),

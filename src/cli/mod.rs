@@ -138,7 +138,7 @@ impl CliError {
 impl From<hasync::sync::SyncError> for CliError {
     fn from(e: hasync::sync::SyncError) -> Self {
         CliError {
-            code: e.exit_code(),
+            code: e.exit_code().code(),
             message: e.to_string(),
         }
     }
@@ -147,7 +147,7 @@ impl From<hasync::sync::SyncError> for CliError {
 impl From<hasync::node::store::NodeError> for CliError {
     fn from(e: hasync::node::store::NodeError) -> Self {
         CliError {
-            code: e.exit_code(),
+            code: e.exit_code().code(),
             message: e.to_string(),
         }
     }

@@ -30,8 +30,7 @@ pub struct ServeArgs {
     pub idle_timeout: Option<f64>,
 }
 
-/// Default handshake deadline of `hasync serve`, in seconds.
-const HANDSHAKE_TIMEOUT: f64 = 30.0;
+use hasync::sync::client::HANDSHAKE_TIMEOUT_SECS as HANDSHAKE_TIMEOUT;
 
 /// The handshake deadline: `--handshake-timeout`, else `$HASYNC_HANDSHAKE_TIMEOUT`, else 30 s.
 fn handshake_timeout(args: &ServeArgs) -> Result<std::time::Duration, CliError> {
@@ -50,20 +49,7 @@ fn deadline(
     env: &str,
     default: f64,
 ) -> Result<std::time::Duration, CliError> {
-    let (secs, what) = match flag {
-        Some(s) => (s, format!("--{flag_name}")),
-        None => match std::env::var(env) {
-            Ok(v) => (
-                v.trim().parse::<f64>().unwrap_or(-1.0),
-                format!("{env}={v}"),
-            ),
-            Err(_) => (default, String::new()),
-        },
-    };
-    std::time::Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| CliError::usage(format!("{what}: give a positive number of seconds")))
+    hasync::node::config::deadline_secs(flag, flag_name, env, default).map_err(CliError::usage)
 }
 
 /// The idle deadline: `--idle-timeout`, else `$HASYNC_IDLE_TIMEOUT`, else 600 s.

@@ -9,7 +9,7 @@
 //! [`super::state`]; a failure keeps the last good hash, so the next run replays again.
 
 use super::patch;
-use super::plan::{Plan, dump_args};
+use super::plan::{DbPlan, dump_args};
 use super::script::{self, DumpSummary};
 use super::state::{self, RunRecord};
 use super::{DbError, PgConn};
@@ -27,7 +27,7 @@ use std::time::Instant;
 
 /// The outcome and figures of one run (`--json`).
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Report {
+pub struct DbReport {
     /// `replayed`, `unchanged`, `failed`, or `dry-run`.
     pub outcome: String,
     pub database: String,
@@ -51,7 +51,7 @@ pub struct Report {
     pub shipped_as: String,
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub plan: Option<Plan>,
+    pub plan: Option<DbPlan>,
 }
 
 fn local(what: &str, p: &Path, e: impl std::fmt::Display) -> DbError {
@@ -70,10 +70,10 @@ pub fn run(
     job: &DbJob,
     force: bool,
     connect: &mut dyn FnMut() -> Result<Client, SyncError>,
-) -> (Report, Result<(), DbError>) {
+) -> (DbReport, Result<(), DbError>) {
     let t0 = Instant::now();
     let started = state::now_unix();
-    let mut rep = Report {
+    let mut rep = DbReport {
         database: job.database.clone(),
         ..Default::default()
     };
@@ -131,7 +131,7 @@ fn run_inner(
     force: bool,
     connect: &mut dyn FnMut() -> Result<Client, SyncError>,
     st: &state::DbState,
-    rep: &mut Report,
+    rep: &mut DbReport,
 ) -> Result<bool, DbError> {
     let work = cfg.node.state_dir.join(super::WORK_DIR);
     let out_dir = work.join("out");
@@ -330,7 +330,7 @@ fn ship_and_replay(
     job: &DbJob,
     script: &Script,
     patch: Option<(tempfile::NamedTempFile, patch::Made)>,
-    rep: &mut Report,
+    rep: &mut DbReport,
     t: Instant,
 ) -> Result<(), DbError> {
     let dir = match client.request(&Msg::DbStage).map_err(DbError::Peer)? {

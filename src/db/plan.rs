@@ -18,7 +18,7 @@ pub struct Relation {
 
 /// What a run would replicate (`--dry-run`).
 #[derive(Debug, Clone, Serialize)]
-pub struct Plan {
+pub struct DbPlan {
     pub database: String,
     pub schema: String,
     pub with_schema: bool,
@@ -30,7 +30,7 @@ pub struct Plan {
 
 /// Reads the catalog of the master's database: the schema's tables and sequences, split
 /// into replicated and excluded.
-pub fn plan(job: &DbJob) -> Result<Plan, DbError> {
+pub fn plan(job: &DbJob) -> Result<DbPlan, DbError> {
     let conn = PgConn::from_job(job);
     let sql = format!(
         "SELECT c.relkind::text, c.relname, c.reltuples::bigint, pg_total_relation_size(c.oid), \
@@ -48,7 +48,7 @@ pub fn plan(job: &DbJob) -> Result<Plan, DbError> {
         ))
     })?;
     let excluded = excluded_names(job);
-    let mut p = Plan {
+    let mut p = DbPlan {
         database: job.database.clone(),
         schema: job.schema.clone(),
         with_schema: job.with_schema,
@@ -110,7 +110,7 @@ fn quote_ident(s: &str) -> String {
 }
 
 /// pg_dump's arguments for `job`, leaving out the excluded tables and their sequences.
-pub(super) fn dump_args(job: &DbJob, plan: &Plan) -> Vec<String> {
+pub(super) fn dump_args(job: &DbJob, plan: &DbPlan) -> Vec<String> {
     let mut a = vec![format!("--schema={}", quote_ident(&job.schema))];
     if job.with_schema {
         a.extend(["--clean", "--if-exists", "--no-owner", "--no-privileges"].map(String::from));
@@ -158,7 +158,7 @@ mod tests {
     #[test]
     fn excluded_tables_and_their_sequences_are_left_out_of_the_dump() {
         assert_eq!(excluded_names(&job(false)), ["cel", "call_log"]);
-        let plan = Plan {
+        let plan = DbPlan {
             database: "asterisk".into(),
             schema: "public".into(),
             with_schema: false,

@@ -6,8 +6,10 @@
 //! which is always safe.
 
 use serde::{Deserialize, Serialize};
-use std::io::Write;
+
 use std::path::{Path, PathBuf};
+
+use crate::node::store;
 
 /// File name of the record under `state_dir`.
 pub const FILE: &str = "db.json";
@@ -50,23 +52,12 @@ pub fn load(state_dir: &Path) -> DbState {
 
 /// Writes the record atomically.
 pub fn save(state_dir: &Path, st: &DbState) -> std::io::Result<()> {
-    std::fs::create_dir_all(state_dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".db.json.")
-        .tempfile_in(state_dir)?;
-    let mut bytes = serde_json::to_vec_pretty(st).map_err(std::io::Error::other)?;
-    bytes.push(b'\n');
-    tmp.write_all(&bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path(state_dir)).map_err(|e| e.error)?;
-    Ok(())
+    store::write_atomic(&path(state_dir), &store::json_bytes(st)?)
 }
 
+/// Seconds since the Unix epoch.
 pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    store::now_ms() / 1000
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The master check, the slave services and the node roles (issue 6): the slave probes
+//! The master check and the slave services: the slave probes
 //! its master every `interval`, decides with a pure state machine ([`state`]) when to
 //! start its services (failover) and when to stop them again (failback), and applies the
 //! decision ([`MasterCheck::step`]): services ([`services`]), hooks, and the state file
@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::node::config::{CheckMaster, Config, Role};
+use crate::node::exit::ExitCode;
 use check::CheckReport;
 use state::{Decision, MachineState, Thresholds, Verdict};
 
@@ -48,12 +49,12 @@ pub enum MasterError {
 
 impl MasterError {
     /// The CLI exit code: 2 config, 3 peer (copy-back), 1 anything else.
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> ExitCode {
         match self {
-            MasterError::NoCheckMaster(_) | MasterError::NoServices(_) => 2,
-            MasterError::State { .. } => 2,
-            MasterError::CopyBack { .. } => 3,
-            MasterError::Io { .. } => 1,
+            MasterError::NoCheckMaster(_) | MasterError::NoServices(_) => ExitCode::Usage,
+            MasterError::State { .. } => ExitCode::Usage,
+            MasterError::CopyBack { .. } => ExitCode::Peer,
+            MasterError::Io { .. } => ExitCode::Failed,
             MasterError::Node(e) => e.exit_code(),
         }
     }
@@ -98,22 +99,13 @@ pub fn run_hook(cfg: &Config, event: &str, error: Option<&str>) {
         .as_ref()
         .map(|c| c.address.as_str())
         .unwrap_or("");
-    let env = [
-        ("HASYNC_EVENT", event),
-        ("HASYNC_JOB", "check_master"),
-        ("HASYNC_ERROR", error.unwrap_or("")),
-        ("HASYNC_MASTER", master),
-    ];
-    match crate::node::exec::shell(cmd, &env, Duration::from_secs(60)) {
-        Ok(o) if o.success() => tracing::info!(event, output = %o.output, "hook on_{event} ran"),
-        Ok(o) => tracing::error!(
-            event,
-            output = %o.output,
-            "hook on_{event} failed ({}): fix the [hooks] command",
-            o.describe(Duration::from_secs(60))
-        ),
-        Err(e) => tracing::error!(event, "hook on_{event} could not start: {e}"),
-    }
+    crate::node::hooks::run(
+        cmd,
+        event,
+        "check_master",
+        error.unwrap_or(""),
+        &[("HASYNC_MASTER", master)],
+    );
 }
 
 /// The master's host from ha.conf's remote_address (Wazo nodes without an address).
@@ -344,31 +336,11 @@ impl MasterCheck {
 /// process holds it. Held until the returned file is dropped.
 pub(crate) fn lock(state_dir: &Path, wait: bool) -> Result<Option<std::fs::File>, MasterError> {
     let path = state_dir.join("master.lock");
-    let io = |what: &'static str| {
-        let path = path.clone();
-        move |e: std::io::Error| MasterError::Io {
-            path,
-            what,
-            source: e,
-        }
-    };
-    std::fs::create_dir_all(state_dir).map_err(io("create the directory of"))?;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io("open"))?;
-    let op = if wait {
-        rustix::fs::FlockOperation::LockExclusive
-    } else {
-        rustix::fs::FlockOperation::NonBlockingLockExclusive
-    };
-    match rustix::fs::flock(&f, op) {
-        Ok(()) => Ok(Some(f)),
-        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
-        Err(e) => Err(io("lock")(e.into())),
-    }
+    crate::node::store::lock_file(&path, wait).map_err(|source| MasterError::Io {
+        path,
+        what: "lock",
+        source,
+    })
 }
 
 /// Forgets the check's counters and marks the services as not run by a failover (after

@@ -54,7 +54,7 @@ pub struct Step {
 
 /// The result of one action; also the content of `services.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Report {
+pub struct ServicesReport {
     pub action: Action,
     /// Every step that had to run succeeded.
     pub ok: bool,
@@ -155,7 +155,7 @@ fn failure_sentence(action: Action, s: &Step) -> String {
 }
 
 /// Runs `action` on the configured services.
-pub fn run(svc: &Services, action: Action) -> Report {
+pub fn run(svc: &Services, action: Action) -> ServicesReport {
     let t = svc.timeout;
     let mut steps = Vec::new();
     let running;
@@ -247,7 +247,7 @@ pub fn run(svc: &Services, action: Action) -> Report {
         .iter()
         .find(|s| !s.ok)
         .map(|s| failure_sentence(action, s));
-    Report {
+    ServicesReport {
         action,
         ok: error.is_none(),
         running,
@@ -258,6 +258,6 @@ pub fn run(svc: &Services, action: Action) -> Report {
 }
 
 /// Records `report` in `state_dir/services.json` (atomically).
-pub fn record(state_dir: &Path, report: &Report) -> Result<(), super::MasterError> {
+pub fn record(state_dir: &Path, report: &ServicesReport) -> Result<(), super::MasterError> {
     Ok(super::write_json(&state_dir.join("services.json"), report)?)
 }

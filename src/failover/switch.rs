@@ -88,11 +88,7 @@ pub fn copy_back(
             "copy-back of {} done",
             p.display()
         );
-        total.files_total += s.files_total;
-        total.files_transferred += s.files_transferred;
-        total.bytes_literal += s.bytes_literal;
-        total.bytes_sent += s.bytes_sent;
-        total.files_failed += s.files_failed;
+        total += &s;
     }
     let _ = client.close();
     if total.files_failed > 0 {
@@ -110,7 +106,7 @@ pub struct RoleChange {
     #[serde(serialize_with = "role_str")]
     pub role: Role,
     /// The services action (`None`: no `[services]`).
-    pub services: Option<super::services::Report>,
+    pub services: Option<super::services::ServicesReport>,
     /// Copy-back stats, when asked for.
     pub copied: Option<Stats>,
 }

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod exec;
+pub mod exit;
 pub mod hooks;
 pub mod role;
 pub mod schedule;

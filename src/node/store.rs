@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::exit::ExitCode;
+
 /// What went wrong with a record on disk, where, and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -24,10 +26,10 @@ pub enum NodeError {
 
 impl NodeError {
     /// The CLI exit code: 2 for a record that does not parse (setup), 1 for I/O.
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> ExitCode {
         match self {
-            NodeError::State { .. } => 2,
-            NodeError::Io { .. } => 1,
+            NodeError::State { .. } => ExitCode::Usage,
+            NodeError::Io { .. } => ExitCode::Failed,
         }
     }
 }
@@ -40,31 +42,70 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Writes `value` as pretty JSON to `path` atomically: a temp file in the same
-/// directory, fsync, rename over, fsync of the directory. A reader sees the old file or
-/// the new one.
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), NodeError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let io = |what: &'static str| {
-        move |e: std::io::Error| NodeError::Io {
-            path: path.to_path_buf(),
-            what,
-            source: e,
-        }
-    };
-    std::fs::create_dir_all(dir).map_err(io("create the directory of"))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io("create a temp file for"))?;
-    serde_json::to_writer_pretty(&mut tmp, value)
-        .map_err(std::io::Error::other)
-        .map_err(io("write"))?;
+/// Writes `bytes` to `path` atomically: a temp file in the same directory (created if
+/// needed), mode 0644 (records are read by monitoring users; nothing secret goes in
+/// one), fsync, rename over, fsync of the directory. A reader, or a node that loses
+/// power, sees the old file or the new one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
-    tmp.write_all(b"\n").map_err(io("write"))?;
-    tmp.as_file().sync_all().map_err(io("sync"))?;
-    tmp.persist(path).map_err(|e| io("replace")(e.error))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("sync the directory of"))?;
-    Ok(())
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".hasync-state.")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// `value` as pretty JSON with a final newline: what [`write_json`] writes.
+pub fn json_bytes<T: Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// Writes `value` as pretty JSON to `path` atomically (see [`write_atomic`]).
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), NodeError> {
+    json_bytes(value)
+        .and_then(|b| write_atomic(path, &b))
+        .map_err(|source| NodeError::Io {
+            path: path.to_path_buf(),
+            what: "write",
+            source,
+        })
+}
+
+/// Takes an exclusive `flock` on `path` (created if needed, with its directory); with
+/// `wait`, waits for the holder to let go, else `None` when another process holds it.
+/// Held until the file is dropped; the kernel lets go when the process dies, so a crash
+/// never leaves a stale lock.
+pub fn lock_file(path: &Path, wait: bool) -> std::io::Result<Option<std::fs::File>> {
+    use rustix::fs::{FlockOperation, flock};
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    let op = match wait {
+        true => FlockOperation::LockExclusive,
+        false => FlockOperation::NonBlockingLockExclusive,
+    };
+    loop {
+        match flock(&file, op) {
+            Ok(()) => return Ok(Some(file)),
+            Err(rustix::io::Errno::WOULDBLOCK) if !wait => return Ok(None),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Reads JSON from `path`; `None` when the file does not exist.

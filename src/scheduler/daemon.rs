@@ -1,6 +1,6 @@
 //! `hasync daemon`: this module owns the scheduler loop. One thread (the caller's)
 //! owns every job's plan (next timed run, pending watch changes, retry backoff) and
-//! reacts to messages ([`Msg`]) on one channel: stop and reload requests (the CLI
+//! reacts to messages ([`Wakeup`]) on one channel: stop and reload requests (the CLI
 //! maps SIGTERM/SIGINT/SIGHUP to them), changes from the watcher, and the end of runs.
 //! Each run happens on its own thread through [`jobs::execute`], under the job's lock
 //! (shared with `hasync sync`), so a job never runs twice at once, even across
@@ -36,9 +36,9 @@ pub const DEBOUNCE: Duration = Duration::from_millis(200);
 /// How soon a run is tried again when another process holds the job's lock.
 const BUSY_RETRY: Duration = Duration::from_secs(1);
 
-/// What the scheduler loop reacts to.
+/// What wakes the scheduler loop up.
 #[derive(Debug)]
-pub enum Msg {
+pub enum Wakeup {
     /// Stop (SIGTERM, SIGINT); the string says why, for the log.
     Stop(String),
     /// Reload the config file (SIGHUP).
@@ -64,11 +64,12 @@ pub enum DaemonError {
 
 impl DaemonError {
     /// The process exit code (see `--help`).
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> crate::node::exit::ExitCode {
+        use crate::node::exit::ExitCode;
         match self {
-            DaemonError::Config(_) => 2,
-            DaemonError::AlreadyRunning(_) => 5,
-            DaemonError::Setup(_) => 1,
+            DaemonError::Config(_) => ExitCode::Usage,
+            DaemonError::AlreadyRunning(_) => ExitCode::Busy,
+            DaemonError::Setup(_) => ExitCode::Failed,
         }
     }
 }
@@ -114,7 +115,7 @@ struct Daemon {
     slots: Vec<Slot>,
     transport: SharedTransport,
     watcher: Watcher,
-    tx: Sender<Msg>,
+    tx: Sender<Wakeup>,
     seq: u64,
     stopping: bool,
     started: DateTime<Utc>,
@@ -241,14 +242,14 @@ impl Daemon {
                     &mut rep,
                 )
                 .map_err(|e| format!("cannot use the state_dir {}: {e}", state_dir.display()));
-                let _ = tx.send(Msg::Finished {
+                let _ = tx.send(Wakeup::Finished {
                     job: name,
                     seq,
                     result,
                 });
             });
         if let Err(e) = spawned {
-            let _ = self.tx.send(Msg::Finished {
+            let _ = self.tx.send(Wakeup::Finished {
                 job: self.slots[i].job.name().to_string(),
                 seq,
                 result: Err(format!("cannot start a thread: {e}")),
@@ -353,13 +354,13 @@ fn retry_at(
 }
 
 /// A channel for [`run`]: hand the sender to whatever produces stop/reload requests.
-pub fn channel() -> (Sender<Msg>, Receiver<Msg>) {
+pub fn channel() -> (Sender<Wakeup>, Receiver<Wakeup>) {
     std::sync::mpsc::channel()
 }
 
-/// Runs the daemon for the config at `path` until a [`Msg::Stop`] arrives on `rx`.
+/// Runs the daemon for the config at `path` until a [`Wakeup::Stop`] arrives on `rx`.
 /// `tx` must be the sender of the same channel (the watcher and the runs use it).
-pub fn run(path: &Path, tx: Sender<Msg>, rx: Receiver<Msg>) -> Result<Stopped, DaemonError> {
+pub fn run(path: &Path, tx: Sender<Wakeup>, rx: Receiver<Wakeup>) -> Result<Stopped, DaemonError> {
     let cfg = Arc::new(config::load(path)?);
     let state_dir = cfg.node.state_dir.clone();
     let _daemon_lock = JobLock::try_lock(&state_dir, ".daemon")
@@ -422,24 +423,24 @@ pub fn run(path: &Path, tx: Sender<Msg>, rx: Receiver<Msg>) -> Result<Stopped, D
             break Stopped::Clean;
         }
         match rx.recv_timeout(wait) {
-            Ok(Msg::Stop(why)) if d.stopping => {
+            Ok(Wakeup::Stop(why)) if d.stopping => {
                 tracing::warn!("{why} again: exiting without waiting for the runs in progress");
                 break Stopped::Aborted;
             }
-            Ok(Msg::Stop(why)) => {
+            Ok(Wakeup::Stop(why)) => {
                 let n = d.slots.iter().filter(|s| s.running.is_some()).count();
                 tracing::info!("{why}: stopping (waiting for {n} runs in progress)");
                 d.stopping = true;
                 d.watcher = watch::watch(Vec::new(), |_| {}).0;
             }
-            Ok(Msg::Reload) if d.stopping => {}
-            Ok(Msg::Reload) => d.reload(),
-            Ok(Msg::Changed(c)) => {
+            Ok(Wakeup::Reload) if d.stopping => {}
+            Ok(Wakeup::Reload) => d.reload(),
+            Ok(Wakeup::Changed(c)) => {
                 if !d.stopping {
                     d.changed(c)
                 }
             }
-            Ok(Msg::Finished { job, seq, result }) => {
+            Ok(Wakeup::Finished { job, seq, result }) => {
                 d.finished(&job, seq, result);
                 d.recheck_watch_roots();
             }

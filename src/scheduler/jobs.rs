@@ -271,7 +271,7 @@ pub fn run_sync_paths(
             match Client::connect(transport, &[]) {
                 Ok(c) => *client = Some(c),
                 Err(e) => {
-                    worst = worst.max(e.exit_code());
+                    worst = worst.max(e.exit_code().code());
                     errors.push(format!("cannot reach the peer {}: {e}", cfg.node.peer));
                     break;
                 }
@@ -283,9 +283,9 @@ pub fn run_sync_paths(
             Direction::Pull => c.pull(&peer, &local, &opts, rep),
         };
         match res {
-            Ok(s) => add(&mut total, &s),
+            Ok(s) => total += &s,
             Err(e) => {
-                worst = worst.max(e.exit_code());
+                worst = worst.max(e.exit_code().code());
                 errors.push(format!("{}: {e}", p.display()));
                 // The peer ends the connection after an error: reconnect for the next path.
                 if let Some(c) = client.take() {
@@ -302,21 +302,6 @@ pub fn run_sync_paths(
         error: (!errors.is_empty()).then(|| errors.join("; ")),
         stats: total,
     }
-}
-
-fn add(t: &mut Stats, s: &Stats) {
-    t.files_total += s.files_total;
-    t.files_transferred += s.files_transferred;
-    t.files_deleted += s.files_deleted;
-    t.files_failed += s.files_failed;
-    t.other_created += s.other_created;
-    t.meta_updated += s.meta_updated;
-    t.bytes_literal += s.bytes_literal;
-    t.bytes_matched += s.bytes_matched;
-    t.bytes_total += s.bytes_total;
-    t.bytes_sent += s.bytes_sent;
-    t.bytes_received += s.bytes_received;
-    t.duration_ms += s.duration_ms;
 }
 
 /// The result of [`execute`].
@@ -386,7 +371,7 @@ pub fn finish_run(
                 .last_hook
                 .is_none_or(|t| now - t >= chrono::Duration::hours(1));
         if due {
-            crate::node::hooks::run(cmd, "failure", job, &error);
+            crate::node::hooks::run(cmd, "failure", job, &error, &[]);
             st.last_hook = Some(now);
             state::save_job(state_dir, &st)?;
         }

@@ -11,9 +11,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::node::store;
 use crate::tree::report::Stats;
 
 /// How many runs a job's history keeps.
@@ -122,23 +123,9 @@ pub fn save_job(state_dir: &Path, st: &JobState) -> io::Result<()> {
     write_json(&job_file(state_dir, &st.job), st)
 }
 
-/// Writes `value` as JSON to `path`: temp file in the same directory, fsync, rename
-/// over, fsync of the directory. Creates the directory if needed.
+/// Writes `value` as JSON to `path` atomically (see [`store::write_atomic`]).
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".hasync-state.")
-        .tempfile_in(dir)?;
-    serde_json::to_writer_pretty(&mut tmp, value).map_err(io::Error::other)?;
-    tmp.write_all(b"\n")?;
-    // Readable by monitoring users (status, metrics scrapers); nothing secret inside.
-    use std::os::unix::fs::PermissionsExt;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    File::open(dir)?.sync_all()
+    store::write_atomic(path, &store::json_bytes(value)?)
 }
 
 /// An exclusive lock on one job (flock on `state_dir/locks/<job>.lock`), held until
@@ -149,39 +136,22 @@ pub struct JobLock {
     _file: File,
 }
 
-fn open_lock(state_dir: &Path, job: &str) -> io::Result<File> {
-    let dir = state_dir.join("locks");
-    std::fs::create_dir_all(&dir)?;
-    File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(format!("{job}.lock")))
+fn lock_path(state_dir: &Path, job: &str) -> std::path::PathBuf {
+    state_dir.join("locks").join(format!("{job}.lock"))
 }
 
 impl JobLock {
     /// Takes the lock, or returns `None` at once when another run holds it.
     pub fn try_lock(state_dir: &Path, job: &str) -> io::Result<Option<JobLock>> {
-        use rustix::fs::{FlockOperation, flock};
-        let file = open_lock(state_dir, job)?;
-        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => Ok(Some(JobLock { _file: file })),
-            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(store::lock_file(&lock_path(state_dir, job), false)?.map(|f| JobLock { _file: f }))
     }
 
     /// Takes the lock, waiting for the run that holds it to end.
     pub fn lock(state_dir: &Path, job: &str) -> io::Result<JobLock> {
-        use rustix::fs::{FlockOperation, flock};
-        let file = open_lock(state_dir, job)?;
-        loop {
-            match flock(&file, FlockOperation::LockExclusive) {
-                Ok(()) => return Ok(JobLock { _file: file }),
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let f = store::lock_file(&lock_path(state_dir, job), true)?;
+        Ok(JobLock {
+            _file: f.expect("a waiting lock is always taken"),
+        })
     }
 }
 

@@ -90,7 +90,7 @@ impl Client {
     /// never answers must not hang the client (the read runs on a helper thread,
     /// which ends when the connection is dropped).
     fn recv_hello(&mut self) -> Result<Msg, HandshakeError> {
-        let timeout = handshake_timeout();
+        let timeout = handshake_timeout()?;
         let mut rd = std::mem::replace(
             &mut self.rd,
             FrameReader::new(BufReader::new(Box::new(std::io::empty()))),
@@ -280,12 +280,14 @@ impl From<wire::ProtocolError> for HandshakeError {
 pub const HANDSHAKE_TIMEOUT_SECS: f64 = 30.0;
 
 /// How long the client waits for the peer's answer to `Hello`:
-/// `$HASYNC_HANDSHAKE_TIMEOUT` (seconds) or [`HANDSHAKE_TIMEOUT_SECS`].
-pub fn handshake_timeout() -> std::time::Duration {
-    std::env::var("HASYNC_HANDSHAKE_TIMEOUT")
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
-        .filter(|d| !d.is_zero())
-        .unwrap_or(std::time::Duration::from_secs_f64(HANDSHAKE_TIMEOUT_SECS))
+/// `$HASYNC_HANDSHAKE_TIMEOUT` (seconds) or [`HANDSHAKE_TIMEOUT_SECS`]; a bad value is
+/// a usage error.
+pub fn handshake_timeout() -> Result<std::time::Duration, SyncError> {
+    crate::node::config::deadline_secs(
+        None,
+        "handshake-timeout",
+        "HASYNC_HANDSHAKE_TIMEOUT",
+        HANDSHAKE_TIMEOUT_SECS,
+    )
+    .map_err(SyncError::Usage)
 }

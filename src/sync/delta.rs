@@ -169,9 +169,6 @@ pub struct Signature {
 }
 
 impl Signature {
-    pub fn block_size(&self) -> u32 {
-        self.block
-    }
     pub fn blocks(&self) -> usize {
         self.weak.len()
     }
@@ -400,7 +397,7 @@ pub fn diff_file(
 }
 
 /// Windows smaller than this are hashed inline: a thread costs more than it saves.
-const HASH_THREAD_MIN: usize = 1 << 20;
+const DIFF_HASH_THREAD_MIN: usize = 1 << 20;
 
 /// Feeds `data` to `consumed` (the file's hash) while `work` runs: on a second thread
 /// for big spans, inline for small ones (a thread costs more than it saves there).
@@ -409,7 +406,7 @@ fn hash_alongside<R>(
     data: &[u8],
     work: impl FnOnce() -> R,
 ) -> io::Result<R> {
-    if data.len() < HASH_THREAD_MIN {
+    if data.len() < DIFF_HASH_THREAD_MIN {
         consumed(data);
         return Ok(work());
     }
@@ -468,24 +465,6 @@ fn diff_file_windowed(
         start += used as u64;
     }
     Ok(())
-}
-
-/// Apply ops to a base held in memory (tests, fuzzing): the new data.
-pub fn apply_ops(base: &[u8], ops: &[Op<'_>]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    for op in ops {
-        match *op {
-            Op::Copy { offset, len } => {
-                let end = offset
-                    .checked_add(len)
-                    .filter(|&e| e <= base.len() as u64)
-                    .ok_or_else(|| format!("copy of {len} at {offset} outside the base"))?;
-                out.extend_from_slice(&base[offset as usize..end as usize]);
-            }
-            Op::Literal(l) => out.extend_from_slice(l),
-        }
-    }
-    Ok(out)
 }
 
 /// Diff `new` against `base` (both in memory, through temp files) and return

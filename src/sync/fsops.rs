@@ -108,12 +108,6 @@ impl SafeRoot {
     pub fn fd_clone(&self) -> Arc<OwnedFd> {
         self.fd.clone()
     }
-
-    /// Flush the whole file system holding the root to disk.
-    pub fn sync_all(&self) -> io::Result<()> {
-        rustix::fs::syncfs(self.fd.as_fd())?;
-        Ok(())
-    }
 }
 
 /// Keeps the last directory opened, since entries arrive grouped by directory.

@@ -20,6 +20,7 @@ pub mod receive;
 pub mod scan;
 pub mod send;
 
+use crate::node::exit::ExitCode;
 use crate::transport::TransportError;
 use crate::wire::ProtocolError;
 use crate::wire::message::code;
@@ -43,12 +44,12 @@ pub enum SyncError {
 
 impl SyncError {
     /// The process exit code for this error (see README "Exit codes").
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> ExitCode {
         match self {
-            SyncError::Usage(_) => 2,
-            SyncError::Peer(_) => 3,
-            SyncError::Guard(_) => 4,
-            SyncError::Io(_) => 1,
+            SyncError::Usage(_) => ExitCode::Usage,
+            SyncError::Peer(_) => ExitCode::Peer,
+            SyncError::Guard(_) => ExitCode::Guard,
+            SyncError::Io(_) => ExitCode::Failed,
         }
     }
 

@@ -70,11 +70,6 @@ impl RelPath {
         Ok(RelPath(bytes.to_vec()))
     }
 
-    /// Build from a path relative to a scan root.
-    pub fn from_path(p: &Path) -> Result<Self, PathError> {
-        Self::from_wire(p.as_os_str().as_bytes())
-    }
-
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }

@@ -96,6 +96,24 @@ pub struct Stats {
     pub duration_ms: u64,
 }
 
+/// Adds up the stats of several runs (paths of a job, jobs of a command).
+impl std::ops::AddAssign<&Stats> for Stats {
+    fn add_assign(&mut self, s: &Stats) {
+        self.files_total += s.files_total;
+        self.files_transferred += s.files_transferred;
+        self.files_deleted += s.files_deleted;
+        self.files_failed += s.files_failed;
+        self.other_created += s.other_created;
+        self.meta_updated += s.meta_updated;
+        self.bytes_literal += s.bytes_literal;
+        self.bytes_matched += s.bytes_matched;
+        self.bytes_total += s.bytes_total;
+        self.bytes_sent += s.bytes_sent;
+        self.bytes_received += s.bytes_received;
+        self.duration_ms += s.duration_ms;
+    }
+}
+
 impl Stats {
     pub const N_COUNTERS: usize = 9;
 
@@ -144,13 +162,4 @@ pub trait Reporter: Send {
 pub struct Silent;
 impl Reporter for Silent {
     fn item(&mut self, _item: &Item) {}
-}
-
-/// A reporter that keeps the items (tests, and the server side collecting them).
-#[derive(Default)]
-pub struct Collect(pub Vec<Item>);
-impl Reporter for Collect {
-    fn item(&mut self, item: &Item) {
-        self.0.push(item.clone());
-    }
 }

@@ -27,6 +27,7 @@ matrix!(
     dry_run_changes_nothing,
     guards_refuse_to_wipe_the_mirror,
     checksum_finds_same_size_same_mtime_changes,
+    a_non_empty_directory_is_replaced_only_with_delete,
 );
 
 fn sample(root: &Path) -> Tree {
@@ -426,5 +427,49 @@ fn reading_the_source_leaves_its_access_times_alone() {
     age("");
     ok(Target::Local.push(&src, &dst, &["--delete"]));
     untouched("delta run");
+    assert_mirror(&src, &dst);
+}
+
+/// rsync refuses to replace a non-empty directory by another kind of entry without
+/// `--delete` ("cannot delete non-empty directory"); with it, everything removed is a
+/// deletion: itemized, counted and held by `--max-delete`.
+fn a_non_empty_directory_is_replaced_only_with_delete(t: Target) {
+    let d = tempfile::tempdir().unwrap();
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    Tree::new(&src)
+        .file("keep", b"k")
+        .file("x", b"now a file")
+        .link("y", "keep")
+        .file("z", b"was an empty dir");
+    Tree::new(&dst)
+        .file("x/a", b"a")
+        .file("x/sub/b", b"b")
+        .file("y/inner/f", b"f")
+        .dir("z");
+    let o = t.push(&src, &dst, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let all = text(&o);
+    assert!(all.contains("cannot delete non-empty directory x"), "{all}");
+    assert!(all.contains("cannot delete non-empty directory y"), "{all}");
+    assert!(dst.join("x/a").exists() && dst.join("x/sub/b").exists());
+    assert!(dst.join("y/inner/f").exists());
+    // The empty directory was replaced, and that removal was shown and counted.
+    assert!(dst.join("z").is_file());
+    assert!(all.contains("*deleting z"), "{all}");
+    // --max-delete holds the removals too: nothing changes.
+    let o = t.push(&src, &dst, &["--delete", "--max-delete", "6"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(dst.join("x/sub/b").exists());
+    // --dry-run lists every path that would go and counts it.
+    let o = t.push(&src, &dst, &["--delete", "--dry-run"]);
+    let out = ok(o);
+    for p in ["x/sub/b", "x/sub", "x/a", "x", "y/inner/f", "y/inner", "y"] {
+        assert!(out.contains(&format!("*deleting {p}\n")), "{p}: {out}");
+    }
+    let j = json(&t.push(&src, &dst, &["--delete", "--dry-run", "--json"]));
+    assert_eq!(j["files_deleted"], 7, "{j}");
+    assert!(dst.join("x/sub/b").exists(), "the dry run changed nothing");
+    let j = json(&t.push(&src, &dst, &["--delete", "--json"]));
+    assert_eq!(j["files_deleted"], 7, "{j}");
     assert_mirror(&src, &dst);
 }

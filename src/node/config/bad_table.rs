@@ -1,4 +1,4 @@
-//! The table of bad configs (issue 9): every malformed or contradictory config we
+//! The table of bad configs: every malformed or contradictory config we
 //! can list is refused by `parse`, before anything runs, with the file, the line
 //! and the key. `tests.rs` has the detailed cases with exact messages; this is the
 //! exhaustive sweep: an unknown key in every section, a wrong type for keys of

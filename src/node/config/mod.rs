@@ -21,7 +21,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, Diagnostic};
-pub use values::parse_duration;
+pub use values::{deadline_secs, parse_duration};
 
 /// Where the config is read from when neither `--config` nor `$HASYNC_CONFIG` says.
 pub const DEFAULT_PATH: &str = "/etc/hasync/hasync.toml";

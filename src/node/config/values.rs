@@ -9,6 +9,32 @@ use std::time::Duration;
 use super::{Peer, Schedule};
 
 /// Parses `"500ms"`, `"2s"`, `"1m"`, `"1h"`, `"1d"`, or sums of them (`"1m30s"`).
+/// A deadline in seconds from a command-line flag, else an environment variable, else
+/// `default`: the one parser of `--handshake-timeout`, `--idle-timeout` and their
+/// `$HASYNC_*` variables. A value that is not a positive number is an error that names
+/// where it came from, never silently replaced by the default.
+pub fn deadline_secs(
+    flag: Option<f64>,
+    flag_name: &str,
+    env: &str,
+    default: f64,
+) -> Result<Duration, String> {
+    let (secs, what) = match flag {
+        Some(s) => (s, format!("--{flag_name}")),
+        None => match std::env::var(env) {
+            Ok(v) => (
+                v.trim().parse::<f64>().unwrap_or(-1.0),
+                format!("{env}={v}"),
+            ),
+            Err(_) => (default, String::new()),
+        },
+    };
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{what}: give a positive number of seconds"))
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || {
         format!(

@@ -3,7 +3,7 @@ use crate::scheduler::state::{JobState, Run};
 
 /// A daemon with a watch job `w` and an hourly job `h`, not started: the plan's
 /// state machine is driven by hand (no thread, no run).
-fn daemon() -> (Daemon, Receiver<Msg>) {
+fn daemon() -> (Daemon, Receiver<Wakeup>) {
     let text = "[node]\nrole = \"master\"\npeer = \"local\"\n\
         [[sync]]\nname = \"w\"\npaths = [\"/w\"]\nschedule = \"watch\"\n\
         [[sync]]\nname = \"h\"\npaths = [\"/h\"]\nschedule = \"hourly\"\n\

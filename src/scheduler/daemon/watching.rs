@@ -5,7 +5,7 @@
 use chrono::Utc;
 use std::path::PathBuf;
 
-use super::{DEBOUNCE, Daemon, Msg, after};
+use super::{DEBOUNCE, Daemon, Wakeup, after};
 use crate::scheduler::watch::{self, Change};
 
 impl Daemon {
@@ -20,7 +20,7 @@ impl Daemon {
         // Replace the old watcher first so its inotify watches are released.
         self.watcher = watch::watch(Vec::new(), |_| {}).0;
         let (w, warnings) = watch::watch(jobs, move |c| {
-            let _ = tx.send(Msg::Changed(c));
+            let _ = tx.send(Wakeup::Changed(c));
         });
         for w in warnings {
             tracing::warn!("{w}");

@@ -69,7 +69,7 @@ impl Job for DbJobRun {
                 stats,
             },
             Err(e) => Outcome {
-                exit_code: e.exit_code(),
+                exit_code: e.exit_code().code(),
                 error: Some(e.to_string()),
                 stats,
             },

@@ -323,7 +323,7 @@ fn kernel_copy(base: &File, out: &File, offset: u64, len: u64) -> io::Result<u64
 /// Bytes read from the old copy per `pread` + `write` for a `Copy`.
 const COPY_CHUNK: usize = 1 << 20;
 /// Files at least this big are hashed on a helper thread while they are rebuilt.
-const HASH_THREAD_MIN: u64 = 8 * 1024 * 1024;
+const REBUILD_HASH_THREAD_MIN: u64 = 8 * 1024 * 1024;
 
 /// What the hash thread hashes next: bytes, or a range of the old copy that
 /// was copied into the new file in the kernel (the thread reads it itself).
@@ -348,7 +348,7 @@ enum Hashing {
 
 impl Hashing {
     fn new(size: u64, base: Option<&File>) -> Hashing {
-        if size < HASH_THREAD_MIN {
+        if size < REBUILD_HASH_THREAD_MIN {
             return Hashing::Inline(Box::new(blake3::Hasher::new()));
         }
         let base = base.and_then(|b| b.try_clone().ok());
@@ -590,7 +590,7 @@ mod tests {
         want.extend_from_slice(b"tail");
         assert_eq!(std::fs::read(d.path().join("out")).unwrap(), want);
 
-        let mut h = Hashing::new(HASH_THREAD_MIN, Some(&base));
+        let mut h = Hashing::new(REBUILD_HASH_THREAD_MIN, Some(&base));
         assert!(h.hashes_base());
         h.take(b"head".to_vec());
         h.take_base(1000, 2 << 20);
@@ -598,7 +598,7 @@ mod tests {
         assert_eq!(h.finalize(), Some(blake3::hash(&want)));
 
         // A range the old copy no longer has fails the hash (the file is retried whole).
-        let mut h = Hashing::new(HASH_THREAD_MIN, Some(&base));
+        let mut h = Hashing::new(REBUILD_HASH_THREAD_MIN, Some(&base));
         h.take_base(3 << 20, 10);
         assert_eq!(h.finalize(), None);
     }

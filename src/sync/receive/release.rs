@@ -1,13 +1,12 @@
 //! Freeing the inodes of replaced and deleted files, beside the receiver.
 //!
 //! When a rename replaces a file, or a deletion removes one, the kernel frees
-//! the old inode as soon as its last reference goes. On ext4 that costs about
-//! 0.1 ms for a small file (more with online discard, tens of ms for a big
-//! one), and the call that drops the last reference pays it. So the installer
-//! and the deletion pass keep an `O_PATH` descriptor of each old inode (see
+//! the old inode as soon as its last reference goes, and the call that drops the
+//! last reference pays for it (on ext4, waiting for the disk; see
+//! docs/ARCHITECTURE.md for the measured cost). So the installer and the deletion
+//! pass keep an `O_PATH` descriptor of each old inode (see
 //! [`crate::sync::fsops::hold_inode`]) and hand it here: a few threads close them, in
-//! parallel, because the cost is mostly waiting for the disk (measured: 400
-//! small files take 45 ms from one thread, 20 ms from four).
+//! parallel, because the cost is mostly waiting for the disk.
 
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, mpsc};
