@@ -32,15 +32,7 @@ pub enum MasterError {
     NoCheckMaster(PathBuf),
     #[error("{} has no [services] table (add units = [...] or start/stop commands)", .0.display())]
     NoServices(PathBuf),
-    #[error("cannot {what} {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}: {reason}", path.display())]
-    State { path: PathBuf, reason: String },
+    /// A record on disk (state, lock, role, ha.conf) could not be read or written.
     #[error(transparent)]
     Node(#[from] crate::node::store::NodeError),
     #[error("copy-back{}: {reason}", if path.as_os_str().is_empty() { String::new() } else { format!(" of {}", path.display()) })]
@@ -52,9 +44,7 @@ impl MasterError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             MasterError::NoCheckMaster(_) | MasterError::NoServices(_) => ExitCode::Usage,
-            MasterError::State { .. } => ExitCode::Usage,
             MasterError::CopyBack { .. } => ExitCode::Peer,
-            MasterError::Io { .. } => ExitCode::Failed,
             MasterError::Node(e) => e.exit_code(),
         }
     }
@@ -184,13 +174,7 @@ impl MasterCheck {
         if role != Role::Slave {
             let why = format!("this node is not the secondary (role {role}): nothing to check");
             tracing::info!("{why}");
-            return Ok(Event {
-                skipped: Some(why),
-                check: None,
-                decision: Decision::Stay,
-                error: None,
-                state: self.file.state.clone(),
-            });
+            return Ok(self.skipped(why));
         }
         if self.cm.address.is_empty() {
             self.cm.address = wazo_master_address(&self.cfg)?;
@@ -206,13 +190,7 @@ impl MasterCheck {
                     self.cfg.node.state_dir.join("master.lock").display()
                 );
                 tracing::warn!("{why}");
-                return Ok(Event {
-                    skipped: Some(why),
-                    check: None,
-                    decision: Decision::Stay,
-                    error: None,
-                    state: self.file.state.clone(),
-                });
+                return Ok(self.skipped(why));
             }
         };
         // Re-read the state: promote/demote or a `--once` run may have changed it.
@@ -326,6 +304,17 @@ impl MasterCheck {
         })
     }
 
+    /// A step that checked nothing, and why.
+    fn skipped(&self, why: String) -> Event {
+        Event {
+            skipped: Some(why),
+            check: None,
+            decision: Decision::Stay,
+            error: None,
+            state: self.file.state.clone(),
+        }
+    }
+
     /// The state file as it now stands (for `--json`).
     pub fn file(&self) -> &MasterFile {
         &self.file
@@ -336,10 +325,12 @@ impl MasterCheck {
 /// process holds it. Held until the returned file is dropped.
 pub(crate) fn lock(state_dir: &Path, wait: bool) -> Result<Option<std::fs::File>, MasterError> {
     let path = state_dir.join("master.lock");
-    crate::node::store::lock_file(&path, wait).map_err(|source| MasterError::Io {
-        path,
-        what: "lock",
-        source,
+    crate::node::store::lock_file(&path, wait).map_err(|source| {
+        MasterError::Node(crate::node::store::NodeError::Io {
+            path,
+            what: "lock",
+            source,
+        })
     })
 }
 

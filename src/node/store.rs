@@ -110,6 +110,16 @@ pub fn lock_file(path: &Path, wait: bool) -> std::io::Result<Option<std::fs::Fil
 
 /// Reads JSON from `path`; `None` when the file does not exist.
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, NodeError> {
+    read_json_or(path, |e| {
+        format!("is not valid state ({e}); move it away and run again")
+    })
+}
+
+/// [`read_json`], with `reason` saying what a file that does not parse should hold.
+pub fn read_json_or<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    reason: impl FnOnce(&serde_json::Error) -> String,
+) -> Result<Option<T>, NodeError> {
     let text = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -125,6 +135,6 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>,
         .map(Some)
         .map_err(|e| NodeError::State {
             path: path.to_path_buf(),
-            reason: format!("is not valid state ({e}); move it away and run again"),
+            reason: reason(&e),
         })
 }

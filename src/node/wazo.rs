@@ -30,25 +30,11 @@ pub fn ha_conf_path(cfg: &Config) -> PathBuf {
 
 /// Reads ha.conf; `None` when it does not exist.
 pub fn read_ha_conf(path: &Path) -> Result<Option<HaConf>, NodeError> {
-    let text = match std::fs::read(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(NodeError::Io {
-                path: path.to_path_buf(),
-                what: "read",
-                source: e,
-            });
-        }
-    };
-    serde_json::from_slice(&text)
-        .map(Some)
-        .map_err(|e| NodeError::State {
-            path: path.to_path_buf(),
-            reason: format!(
-                "is not Wazo's HA settings ({e}; expected {{\"node_type\": \"master\"|\"slave\"|\"disabled\", \"remote_address\": \"<peer IP>\"}}: fix it with Wazo's HA setup or edit the file)"
-            ),
-        })
+    super::store::read_json_or(path, |e| {
+        format!(
+            "is not Wazo's HA settings ({e}; expected {{\"node_type\": \"master\"|\"slave\"|\"disabled\", \"remote_address\": \"<peer IP>\"}}: fix it with Wazo's HA setup or edit the file)"
+        )
+    })
 }
 
 /// The role ha.conf gives; `None` when the file does not exist.

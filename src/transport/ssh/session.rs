@@ -332,21 +332,28 @@ pub fn load_identity(path: &Path) -> Result<PrivateKey, SshError> {
     })
 }
 
+/// The RSA signature hash the server prefers, for an RSA key (`None` for other keys).
+async fn rsa_hash(
+    handle: &client::Handle<ClientHandler>,
+    rsa: bool,
+) -> Option<russh::keys::HashAlg> {
+    if !rsa {
+        return None;
+    }
+    handle
+        .best_supported_rsa_hash()
+        .await
+        .ok()
+        .flatten()
+        .flatten()
+}
+
 async fn try_key(
     handle: &mut client::Handle<ClientHandler>,
     user: &str,
     key: PrivateKey,
 ) -> Result<russh::client::AuthResult, SshError> {
-    let hash = if key.algorithm().is_rsa() {
-        handle
-            .best_supported_rsa_hash()
-            .await
-            .ok()
-            .flatten()
-            .flatten()
-    } else {
-        None
-    };
+    let hash = rsa_hash(handle, key.algorithm().is_rsa()).await;
     handle
         .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
         .await
@@ -424,16 +431,7 @@ async fn authenticate(
                     let keys::agent::AgentIdentity::PublicKey { key, .. } = id else {
                         continue;
                     };
-                    let hash = if key.algorithm().is_rsa() {
-                        handle
-                            .best_supported_rsa_hash()
-                            .await
-                            .ok()
-                            .flatten()
-                            .flatten()
-                    } else {
-                        None
-                    };
+                    let hash = rsa_hash(handle, key.algorithm().is_rsa()).await;
                     match handle
                         .authenticate_publickey_with(user, key, hash, &mut agent)
                         .await
