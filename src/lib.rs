@@ -10,6 +10,7 @@ pub mod db;
 pub mod delta;
 pub mod engine;
 pub mod fsops;
+pub mod health;
 pub mod hooks;
 pub mod init;
 pub mod jobs;
