@@ -103,6 +103,13 @@ fn print_text(r: &StatusReport) {
         Some(pid) => outln!("daemon: running (pid {pid})"),
         None => outln!("daemon: not running"),
     }
+    if let Some(rec) = &r.received {
+        outln!(
+            "received: last sync {}, last replay {}",
+            when(now, rec.last_sync),
+            when(now, rec.last_replay)
+        );
+    }
     for j in &r.jobs {
         outln!();
         outln!("job {} [{}]", j.name, j.schedule);

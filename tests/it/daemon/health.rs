@@ -291,6 +291,13 @@ fn daemon_health_endpoints_for_master_standby_lagging_and_failed_over() {
         assert_eq!(http(port, "HEAD", "/replica").0, 200);
     }
     assert_eq!(code(s, "/replica?lag=forever"), 400);
+    let o = hasync()
+        .arg("--config")
+        .arg(pair.cfg("s"))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(text(&o).contains("received: last sync 20"), "{}", text(&o));
     // health_listen has the health endpoints only.
     for p in ["/", "/metrics", "/status"] {
         assert_eq!(code(sh, p), 404, "{p} on health_listen");
