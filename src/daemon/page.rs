@@ -22,7 +22,7 @@ h1{font-size:1.3em;margin:0 0 8px}h2{font-size:1.05em;margin:18px 0 6px}\
 section{background:#fff;border-radius:8px;padding:10px 12px;margin:0 0 10px;box-shadow:0 1px 2px #0002}\
 .badge{display:inline-block;padding:2px 10px;border-radius:12px;color:#fff;background:#56606b;font-weight:600}\
 .serving{background:#1f8a3b}.standby{background:#2d6cdf}.bad{background:#c0392b}\
-table{border-collapse:collapse;width:100%;font-size:.92em}td,th{text-align:left;padding:3px 6px;border-bottom:1px solid #e3e6ea;vertical-align:top;overflow-wrap:anywhere}\
+table{border-collapse:collapse;width:100%;font-size:.92em}td,th{text-align:left;padding:3px 6px;border-bottom:1px solid #e3e6ea;vertical-align:top}.wrap,.err{overflow-wrap:anywhere}\
 .err{color:#c0392b}.muted{color:#6b7580}svg{width:100%;height:auto;max-width:720px}\
 section{overflow-x:auto}";
 
@@ -219,7 +219,7 @@ fn jobs_section(h: &mut String, cfg: &Config, jobs: &[JobStatus], now: DateTime<
         if let Some(why) = &j.skipped {
             let _ = write!(
                 h,
-                "<td colspan=\"4\" class=\"muted\">not run on this node: {}</td></tr>",
+                "<td colspan=\"4\" class=\"muted wrap\">not run on this node: {}</td></tr>",
                 esc(why)
             );
             continue;
@@ -236,7 +236,7 @@ fn jobs_section(h: &mut String, cfg: &Config, jobs: &[JobStatus], now: DateTime<
         };
         let _ = write!(
             h,
-            "<td>{}</td><td>{lag}</td><td>{}</td><td>{last}</td></tr>",
+            "<td>{}</td><td>{lag}</td><td>{}</td><td class=\"wrap\">{last}</td></tr>",
             when(now, j.last_success),
             when(now, j.next_run.or(j.retry_at))
         );
@@ -394,7 +394,7 @@ fn svg(
         h,
         "<svg id=\"chart-{id}\" viewBox=\"0 0 {w} {ht}\" role=\"img\" aria-label=\"{0}\"><title>{0}</title>\
 <rect x=\"{left}\" y=\"0\" width=\"{1}\" height=\"{2}\" fill=\"#fafbfc\" stroke=\"#d0d5db\"/>\
-<text x=\"2\" y=\"12\" font-size=\"10\">{3:.1}</text><text x=\"2\" y=\"{2}\" font-size=\"10\">0</text>\
+<text x=\"2\" y=\"12\" font-size=\"10\">{3:.2}</text><text x=\"2\" y=\"{2}\" font-size=\"10\">0</text>\
 <text x=\"{left}\" y=\"{4}\" font-size=\"10\">-24h</text><text x=\"{5}\" y=\"{4}\" font-size=\"10\" text-anchor=\"end\">now</text>",
         esc(title),
         w - left,
