@@ -931,12 +931,20 @@ _hasync() {
             return 0
             ;;
         hasync__subcmd__status)
-            opts="-c -v -q -h --json --config --verbose --quiet --peer-address --help"
+            opts="-c -v -q -h --json --check --max-lag --config --verbose --quiet --peer-address --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --check)
+                    COMPREPLY=($(compgen -W "primary replica" -- "${cur}"))
+                    return 0
+                    ;;
+                --max-lag)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

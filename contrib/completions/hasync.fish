@@ -141,6 +141,9 @@ complete -c hasync -n "__fish_hasync_using_subcommand daemon" -l peer-address -d
 complete -c hasync -n "__fish_hasync_using_subcommand daemon" -s v -l verbose -d 'More output (repeat for debug logs)'
 complete -c hasync -n "__fish_hasync_using_subcommand daemon" -s q -l quiet -d 'Only errors'
 complete -c hasync -n "__fish_hasync_using_subcommand daemon" -s h -l help -d 'Print help'
+complete -c hasync -n "__fish_hasync_using_subcommand status" -l check -d 'Answer one question by the exit code, like the daemon\'s /primary and /replica (keepalived\'s track_script): 0 yes, 1 no, with the reason on stdout. primary: this node serves (a master whose slave has not taken over, or a slave whose services hasync started). replica: a healthy standby' -r -f -a "primary\t''
+replica\t''"
+complete -c hasync -n "__fish_hasync_using_subcommand status" -l max-lag -d 'With --check replica: also 1 when the last sync or replay received is older than this (60s, 5m, 1h, 500ms)' -r
 complete -c hasync -n "__fish_hasync_using_subcommand status" -s c -l config -d 'Config file [default: /etc/hasync/hasync.toml]' -r -F
 complete -c hasync -n "__fish_hasync_using_subcommand status" -l peer-address -d 'Use this address for the peer and the master check (what the IP argument of Wazo\'s scripts does; see `compat`)' -r
 complete -c hasync -n "__fish_hasync_using_subcommand status" -l json -d 'Print one JSON object instead of text'

@@ -101,6 +101,13 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, CliError> {
     let path = super::config_path(cli);
     let loaded = path.exists().then(|| hasync::node::config::load(&path));
     let db = db_policy(loaded.as_ref(), restricted);
+    // Where this node records what it received (the standby's lag, issue 21).
+    let record_dir = match &loaded {
+        Some(Ok(cfg)) => Some(cfg.node.state_dir.clone()),
+        _ => None,
+    };
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+    policy.received = Some(received.clone());
     if restricted {
         let mut allowed = args.allow.clone();
         if let (true, Some(cfg)) = (args.restrict, loaded) {
@@ -145,7 +152,27 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, CliError> {
     let res = serve(input, output, &policy);
     report_rss();
     res?;
+    record_received(record_dir.as_deref(), &received);
     Ok(0)
+}
+
+/// After a session that ended well: note in `state_dir/received.json` what it brought
+/// (see `hasync::scheduler::health`). A failure to write is logged, never fatal to the session.
+fn record_received(dir: Option<&std::path::Path>, got: &std::sync::atomic::AtomicU8) {
+    use hasync::serve::{RECEIVED_REPLAY, RECEIVED_TREE};
+    let got = got.load(std::sync::atomic::Ordering::SeqCst);
+    let Some(dir) = dir.filter(|_| got != 0) else {
+        return;
+    };
+    let (tree, replay) = (got & RECEIVED_TREE != 0, got & RECEIVED_REPLAY != 0);
+    if let Err(e) =
+        hasync::scheduler::health::record_received(dir, tree, replay, chrono::Utc::now())
+    {
+        tracing::warn!(
+            "cannot record the received session in {}: {e}",
+            dir.display()
+        );
+    }
 }
 
 /// What this node lets the master do for the DB job: its own `[db]` decides the

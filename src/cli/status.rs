@@ -10,9 +10,32 @@ pub struct StatusArgs {
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
+    /// Answer one question by the exit code, like the daemon's /primary and /replica
+    /// (keepalived's track_script): 0 yes, 1 no, with the reason on stdout.
+    /// primary: this node serves (a master whose slave has not taken over, or a slave
+    /// whose services hasync started). replica: a healthy standby
+    #[arg(long, value_name = "WHAT", value_enum)]
+    pub check: Option<Check>,
+    /// With --check replica: also 1 when the last sync or replay received is older
+    /// than this (60s, 5m, 1h, 500ms)
+    #[arg(long, value_name = "DURATION", requires = "check", value_parser = parse_max_lag)]
+    pub max_lag: Option<std::time::Duration>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    Primary,
+    Replica,
+}
+
+fn parse_max_lag(s: &str) -> Result<std::time::Duration, String> {
+    hasync::scheduler::health::parse_lag(s)
 }
 
 pub fn run(cli: &Cli, args: &StatusArgs) -> Result<i32, CliError> {
+    if let Some(check) = args.check {
+        return run_check(cli, check, args.max_lag);
+    }
     let cfg = std::sync::Arc::new(super::load_config(cli)?);
     let jobs = hasync::scheduler::jobs::jobs_of(&cfg);
     let daemon = hasync::scheduler::state::load_daemon(&cfg.node.state_dir);
@@ -26,6 +49,26 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<i32, CliError> {
         print_text(&r);
     }
     Ok(0)
+}
+
+/// `--check`: the answer on stdout, 0 when yes and 1 when no.
+fn run_check(
+    cli: &Cli,
+    check: Check,
+    max_lag: Option<std::time::Duration>,
+) -> Result<i32, CliError> {
+    if check == Check::Primary && max_lag.is_some() {
+        return Err(CliError::usage(
+            "--max-lag goes with --check replica (a primary has no lag)",
+        ));
+    }
+    let cfg = super::load_config(cli)?;
+    let a = match check {
+        Check::Primary => hasync::scheduler::health::primary(&cfg),
+        Check::Replica => hasync::scheduler::health::replica(&cfg, max_lag, Utc::now()),
+    };
+    outln!("{}: {}", if a.ok { "yes" } else { "no" }, a.why);
+    Ok(if a.ok { 0 } else { 1 })
 }
 
 fn ago(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
@@ -59,6 +102,13 @@ fn print_text(r: &StatusReport) {
     match r.daemon_pid {
         Some(pid) => outln!("daemon: running (pid {pid})"),
         None => outln!("daemon: not running"),
+    }
+    if let Some(rec) = &r.received {
+        outln!(
+            "received: last sync {}, last replay {}",
+            when(now, rec.last_sync),
+            when(now, rec.last_replay)
+        );
     }
     for j in &r.jobs {
         outln!();

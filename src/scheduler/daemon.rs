@@ -16,6 +16,7 @@
 
 mod http;
 mod master_loop;
+mod page;
 mod reload;
 mod watching;
 
@@ -382,8 +383,15 @@ pub fn run(path: &Path, tx: Sender<Wakeup>, rx: Receiver<Wakeup>) -> Result<Stop
         let listener = std::net::TcpListener::bind(listen).map_err(|e| {
             DaemonError::Setup(format!("metrics_listen {listen}: cannot listen: {e}"))
         })?;
-        http::spawn(listener, view.clone());
-        tracing::info!("metrics and status on http://{listen}/metrics and /status");
+        http::spawn(listener, view.clone(), http::Surface::Full);
+        tracing::info!("status page, metrics and health on http://{listen}/");
+    }
+    if let Some(listen) = &cfg.daemon.health_listen {
+        let listener = std::net::TcpListener::bind(listen).map_err(|e| {
+            DaemonError::Setup(format!("health_listen {listen}: cannot listen: {e}"))
+        })?;
+        http::spawn(listener, view.clone(), http::Surface::Health);
+        tracing::info!("health endpoints on http://{listen}/primary, /replica, /health, /role");
     }
     let mut d = Daemon {
         path: path.to_path_buf(),

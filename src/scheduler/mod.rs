@@ -5,6 +5,7 @@
 //! ([`status`]), and watching source directories ([`watch`]).
 
 pub mod daemon;
+pub mod health;
 pub mod jobs;
 pub mod state;
 pub mod status;

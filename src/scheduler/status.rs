@@ -25,6 +25,12 @@ pub struct StatusReport {
     pub jobs: Vec<JobStatus>,
     /// The master check's state (`state_dir/master.json`), on a node that has run it.
     pub master_check: Option<MasterStatus>,
+    /// What `/role` answers: `master`, `slave`, `slave serving`, `disabled`, `unknown`.
+    pub role_now: String,
+    /// Whether this node's slave services run because of a failover.
+    pub services_active: bool,
+    /// What this node last received from its peer (`received.json`), if anything.
+    pub received: Option<crate::scheduler::health::Received>,
 }
 
 /// What the master check last concluded (see docs/master-check.md).
@@ -155,6 +161,56 @@ pub fn report(
         daemon_pid: daemon.map(|d| d.pid),
         jobs,
         master_check: master_status(cfg),
+        role_now: crate::scheduler::health::role_line(cfg),
+        services_active: crate::scheduler::health::services_active(cfg),
+        received: Some(crate::scheduler::health::load_received(&cfg.node.state_dir))
+            .filter(|r| r.last().is_some()),
+    }
+}
+
+/// The node-level metrics of issue 21: role, services, last success per job and
+/// what a standby received.
+fn node_metrics(out: &mut String, r: &StatusReport) {
+    let ts = |t: &DateTime<Utc>| t.timestamp_millis() as f64 / 1000.0;
+    let _ = writeln!(
+        out,
+        "# HELP hasync_role 1 for this node's current role (serving: a slave whose services run since a failover).\n# TYPE hasync_role gauge"
+    );
+    for (label, line) in [
+        ("master", "master"),
+        ("slave", "slave"),
+        ("serving", "slave serving"),
+        ("disabled", "disabled"),
+        ("unknown", "unknown"),
+    ] {
+        let on = u8::from(r.role_now == line);
+        let _ = writeln!(out, "hasync_role{{role=\"{label}\"}} {on}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP hasync_services_active 1 while this node's slave services run because of a failover.\n# TYPE hasync_services_active gauge\nhasync_services_active {}",
+        u8::from(r.services_active)
+    );
+    let name = "hasync_last_success_timestamp_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} End of each job's last successful run (Unix time).\n# TYPE {name} gauge"
+    );
+    for j in r.jobs.iter().filter(|j| j.skipped.is_none()) {
+        if let Some(t) = &j.last_success {
+            let _ = writeln!(out, "{name}{{job=\"{}\"}} {}", escape(&j.name), ts(t));
+        }
+    }
+    let Some(rec) = &r.received else { return };
+    let name = "hasync_last_received_timestamp_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Standby: end of the last session that received a sync or replayed a DB script (Unix time).\n# TYPE {name} gauge"
+    );
+    for (kind, t) in [("sync", &rec.last_sync), ("replay", &rec.last_replay)] {
+        if let Some(t) = t {
+            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", ts(t));
+        }
     }
 }
 
@@ -229,6 +285,7 @@ pub fn prometheus(r: &StatusReport) -> String {
         out,
         "# HELP hasync_up 1 when the daemon answers.\n# TYPE hasync_up gauge\nhasync_up 1"
     );
+    node_metrics(&mut out, r);
     for (name, kind, help, get) in metrics {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for j in r.jobs.iter().filter(|j| j.skipped.is_none()) {
@@ -315,9 +372,18 @@ mod tests {
             daemon_pid: Some(1),
             jobs: vec![job("a\"b", false), job("skipped", true)],
             master_check: None,
+            role_now: "slave serving".into(),
+            services_active: true,
+            received: None,
         };
         let text = prometheus(&r);
         assert!(text.contains("hasync_up 1\n"));
+        assert!(text.contains("hasync_role{role=\"serving\"} 1\n"), "{text}");
+        assert!(text.contains("hasync_role{role=\"master\"} 0\n"));
+        assert!(text.contains("hasync_services_active 1\n"));
+        assert!(
+            text.contains("hasync_last_success_timestamp_seconds{job=\"a\\\"b\"} 1800000000.5\n")
+        );
         assert!(text.contains("# TYPE hasync_job_runs_total counter\n"));
         assert!(
             text.contains("hasync_job_runs_total{job=\"a\\\"b\"} 7\n"),

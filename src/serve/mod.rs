@@ -24,9 +24,24 @@ pub struct ServePolicy {
     /// Set once the peer's `Hello` was answered: `hasync serve`'s handshake
     /// watchdog (`serve --handshake-timeout`) gives up on a peer that stalls before.
     pub handshake_done: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// What the session received, for `hasync serve`'s record (`health::Received`):
+    /// [`RECEIVED_TREE`] is or-ed in after each tree received without error,
+    /// [`RECEIVED_REPLAY`] after each successful DB replay.
+    pub received: Option<std::sync::Arc<std::sync::atomic::AtomicU8>>,
 }
 
+/// See [`ServePolicy::received`].
+pub const RECEIVED_TREE: u8 = 1;
+/// See [`ServePolicy::received`].
+pub const RECEIVED_REPLAY: u8 = 2;
+
 impl ServePolicy {
+    fn mark_received(&self, what: u8) {
+        if let Some(r) = &self.received {
+            r.fetch_or(what, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     fn check_root(&self, raw: &[u8]) -> Result<PathBuf, SyncError> {
         let p = PathBuf::from(std::ffi::OsStr::from_bytes(raw));
         if !p.is_absolute() || raw.contains(&0) {
@@ -140,7 +155,11 @@ pub fn serve<R: Read + Send, W: Write + Send>(
             Ok(Msg::Bye) | Err(wire::ProtocolError::Closed) => return Ok(()),
             Ok(m @ (Msg::DbStage | Msg::DbReplay(_))) => {
                 // Answered in place; a failed replay does not end the connection.
-                send(&mut wr, &crate::db::serve::answer(m, policy.db.as_ref()))?;
+                let ans = crate::db::serve::answer(m, policy.db.as_ref());
+                if matches!(ans, Msg::DbReplayed { .. }) {
+                    policy.mark_received(RECEIVED_REPLAY);
+                }
+                send(&mut wr, &ans)?;
                 flush(&mut wr)?;
                 continue;
             }
@@ -190,8 +209,14 @@ pub fn serve<R: Read + Send, W: Write + Send>(
                 false,
             ),
         };
-        if let Err(e) = res {
-            return Err(fail(&mut wr, e));
+        match res {
+            Err(e) => return Err(fail(&mut wr, e)),
+            Ok(st) if open.role == ServerRole::Receive && !open.options.dry_run => {
+                if st.files_failed == 0 {
+                    policy.mark_received(RECEIVED_TREE);
+                }
+            }
+            Ok(_) => {}
         }
     }
 }

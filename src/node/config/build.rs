@@ -120,6 +120,8 @@ struct RawHooks {
 #[serde(deny_unknown_fields)]
 struct RawDaemon {
     metrics_listen: Option<String>,
+    health_listen: Option<String>,
+    peer_health: Option<String>,
     timezone: Option<String>,
     retry_min: Option<String>,
     retry_max: Option<String>,
@@ -373,13 +375,20 @@ pub(super) fn build(text: &str, file: &Path) -> Res<Config> {
 }
 
 fn build_daemon(ctx: &Ctx, raw: RawDaemon) -> Res<Daemon> {
-    if let Some(listen) = &raw.metrics_listen
-        && listen.parse::<std::net::SocketAddr>().is_err()
-    {
-        return Err(ctx.err(
-            at!["daemon", "metrics_listen"],
-            format!("{listen:?} is not an address and port (write e.g. \"127.0.0.1:9469\" or \"[::1]:9469\")"),
-        ));
+    let addrs = [
+        ("metrics_listen", &raw.metrics_listen),
+        ("health_listen", &raw.health_listen),
+        ("peer_health", &raw.peer_health),
+    ];
+    for (key, value) in addrs {
+        if let Some(listen) = value
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ctx.err(
+                at!["daemon", key],
+                format!("{listen:?} is not an address and port (write e.g. \"127.0.0.1:9469\" or \"[::1]:9469\")"),
+            ));
+        }
     }
     use crate::node::schedule::TimeZoneChoice;
     let timezone = match raw.timezone.as_deref() {
@@ -412,6 +421,8 @@ fn build_daemon(ctx: &Ctx, raw: RawDaemon) -> Res<Daemon> {
     }
     Ok(Daemon {
         metrics_listen: raw.metrics_listen,
+        health_listen: raw.health_listen,
+        peer_health: raw.peer_health,
         timezone,
         retry_min,
         retry_max,

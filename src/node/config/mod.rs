@@ -256,8 +256,14 @@ pub struct Hooks {
 /// `[daemon]`: how `hasync daemon` schedules and retries (see `docs/daemon.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Daemon {
-    /// `ip:port` for the status/metrics HTTP listener.
+    /// `ip:port` for the status/metrics HTTP listener (page, JSON, metrics, health).
     pub metrics_listen: Option<String>,
+    /// `ip:port` for a second listener with the health endpoints only
+    /// (`/primary`, `/replica`, `/health`, `/role`), e.g. on the LAN for a load balancer.
+    pub health_listen: Option<String>,
+    /// `ip:port` of the peer's health listener: a master asks its `/role` to learn
+    /// whether the slave has taken over (then its own `/primary` answers 503).
+    pub peer_health: Option<String>,
     /// `timezone = "utc" | "local"`: the zone cron expressions are read in (default UTC).
     pub timezone: crate::node::schedule::TimeZoneChoice,
     /// `retry_min`: the first retry delay after a failed run (default 5 s, doubled each time).
@@ -270,6 +276,8 @@ impl Default for Daemon {
     fn default() -> Self {
         Daemon {
             metrics_listen: None,
+            health_listen: None,
+            peer_health: None,
             timezone: crate::node::schedule::TimeZoneChoice::Utc,
             retry_min: Duration::from_secs(5),
             retry_max: Duration::from_secs(300),
