@@ -11,17 +11,14 @@
 use super::output::{Console, summary};
 use super::{Cli, CliError};
 use hasync::node::config::SyncJob;
+use hasync::node::exit::ExitCode;
 use hasync::scheduler::jobs::{
-    JobReporter, finish_run, peer_transport, run_sync_paths, skip_reason,
+    Executed, Execution, JobReporter, execute_with, peer_transport, run_sync_paths, skip_reason,
 };
-use hasync::scheduler::state::{JobLock, Run};
 use hasync::sync::client::Client;
 use hasync::tree::report::{Item, Reporter, Stats};
 use serde::Serialize;
 use std::path::Path;
-
-/// Exit code: a job was already running (its lock is held by another hasync).
-pub const EXIT_BUSY: i32 = 5;
 
 #[derive(clap::Args, Debug)]
 pub struct SyncArgs {
@@ -126,21 +123,33 @@ pub fn run(cli: &Cli, args: &SyncArgs) -> Result<i32, CliError> {
             reports.push(report);
             continue;
         }
-        let lock = if args.wait {
-            Some(JobLock::lock(&state_dir, &job.name))
-        } else {
-            JobLock::try_lock(&state_dir, &job.name).transpose()
+        let mut rep = PathConsole {
+            console: &mut console,
+            verbose: talk && cli.verbose > 0,
         };
-        let _lock = match lock {
-            Some(Ok(l)) => l,
-            Some(Err(e)) => {
-                return Err(CliError::usage(format!(
-                    "cannot lock job {} under the state_dir {}: {e} (set [node] state_dir to a directory this user can write)",
-                    job.name,
-                    state_dir.display()
-                )));
-            }
-            None => {
+        let how = Execution {
+            state_dir: &state_dir,
+            hooks: &cfg.hooks,
+            trigger: "manual",
+            wait: args.wait,
+            record: !args.dry_run,
+        };
+        let mut outcome = None;
+        let executed = execute_with(&job.name, &how, || {
+            let out = run_sync_paths(
+                &cfg,
+                job,
+                transport.as_ref(),
+                &mut client,
+                args.dry_run,
+                &mut rep,
+            );
+            outcome = Some(out.clone());
+            out
+        });
+        let out = match (executed, outcome) {
+            (Ok(Executed::Done { .. }), Some(out)) => out,
+            (Ok(_), _) => {
                 let why = format!(
                     "already running (another hasync holds {}; pass --wait to wait for it)",
                     state_dir
@@ -149,41 +158,25 @@ pub fn run(cli: &Cli, args: &SyncArgs) -> Result<i32, CliError> {
                         .display()
                 );
                 eprintln!("hasync: job {}: {why}", job.name);
-                worst = worst.max(EXIT_BUSY);
+                worst = worst.max(ExitCode::Busy.code());
                 report.ok = false;
                 report.error = Some(why);
                 reports.push(report);
                 continue;
             }
-        };
-        let start = chrono::Utc::now();
-        let mut rep = PathConsole {
-            console: &mut console,
-            verbose: talk && cli.verbose > 0,
-        };
-        let out = run_sync_paths(
-            &cfg,
-            job,
-            transport.as_ref(),
-            &mut client,
-            args.dry_run,
-            &mut rep,
-        );
-        worst = worst.max(out.exit_code);
-        if !args.dry_run {
-            let run = Run {
-                start,
-                end: chrono::Utc::now(),
-                ok: out.ok(),
-                trigger: "manual".into(),
-                exit_code: out.exit_code,
-                error: out.error_text(),
-                stats: out.stats.clone(),
-            };
-            if let Err(e) = finish_run(&state_dir, &cfg.hooks, &job.name, run) {
-                tracing::warn!("job {}: cannot record the run: {e}", job.name);
+            (Err(e), None) => {
+                return Err(CliError::usage(format!(
+                    "cannot lock job {} under the state_dir {}: {e} (set [node] state_dir to a directory this user can write)",
+                    job.name,
+                    state_dir.display()
+                )));
             }
-        }
+            (Err(e), Some(out)) => {
+                tracing::warn!("job {}: cannot record the run: {e}", job.name);
+                out
+            }
+        };
+        worst = worst.max(out.exit_code);
         match &out.error {
             None if talk => outln!(
                 "job {}: {}{}",

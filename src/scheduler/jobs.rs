@@ -326,26 +326,58 @@ pub fn execute(
     wait: bool,
     rep: &mut dyn JobReporter,
 ) -> std::io::Result<Executed> {
-    let lock = if wait {
-        JobLock::lock(state_dir, job.name())?
+    let how = Execution {
+        state_dir,
+        hooks,
+        trigger,
+        wait,
+        record: true,
+    };
+    execute_with(job.name(), &how, || job.run(transport, rep))
+}
+
+/// How [`execute_with`] runs a job.
+pub struct Execution<'a> {
+    pub state_dir: &'a Path,
+    pub hooks: &'a Hooks,
+    /// What started the run (recorded): `schedule`, `watch`, `manual`...
+    pub trigger: &'a str,
+    /// Wait for a run in progress instead of returning [`Executed::Busy`].
+    pub wait: bool,
+    /// Record the run and call the hook (not for a dry run).
+    pub record: bool,
+}
+
+/// [`execute`] for a run that is not a [`Job`] object: `hasync sync` runs its jobs
+/// through one shared connection.
+pub fn execute_with(
+    name: &str,
+    how: &Execution,
+    run: impl FnOnce() -> Outcome,
+) -> std::io::Result<Executed> {
+    let lock = if how.wait {
+        JobLock::lock(how.state_dir, name)?
     } else {
-        match JobLock::try_lock(state_dir, job.name())? {
+        match JobLock::try_lock(how.state_dir, name)? {
             Some(l) => l,
             None => return Ok(Executed::Busy),
         }
     };
     let start = Utc::now();
-    let out = job.run(transport, rep);
+    let out = run();
     let run = Run {
         start,
         end: Utc::now(),
         ok: out.ok(),
-        trigger: trigger.to_string(),
+        trigger: how.trigger.to_string(),
         exit_code: out.exit_code,
         error: out.error_text(),
         stats: out.stats,
     };
-    let state = finish_run(state_dir, hooks, job.name(), run.clone())?;
+    let state = match how.record {
+        true => finish_run(how.state_dir, how.hooks, name, run.clone())?,
+        false => JobState::default(),
+    };
     drop(lock);
     Ok(Executed::Done {
         run: Box::new(run),

@@ -1,16 +1,34 @@
-//! The sync engine: one side sends its tree, the other receives it.
+//! The file-sync engine: one side sends its tree, the other receives it.
 //!
-//! - [`sender`] scans its root, sends the manifest, then answers the
-//!   receiver's requests with whole files or deltas.
-//! - [`receiver`] validates the manifest, scans its own tree, plans
-//!   ([`crate::sync::plan`]), requests what it needs (many files in flight, a
-//!   bounded window), rebuilds each file into a temp file, verifies BLAKE3,
-//!   and renames it over; then deletions, then directory metadata.
-//! - [`session`] is the connection around them: the client side (push/pull)
-//!   and the `serve` side, with the handshake.
+//! - [`scan`] reads a tree into a manifest (with the gitignore-style excludes);
+//! - [`send`] scans its root, sends the manifest, then answers the receiver's
+//!   requests with whole files or deltas ([`delta`]);
+//! - [`receive`] validates the manifest, scans its own tree, plans ([`plan`]),
+//!   requests what it needs (many files in flight, a bounded window), rebuilds each
+//!   file into a temp file, verifies BLAKE3 and renames it over; then deletions, then
+//!   directory metadata. Its module doc holds the map of every thread of a sync;
+//! - [`fsops`] is every file system call, confined beneath a root;
+//! - [`client`] is the connection around them on the initiating side (push, pull);
+//!   the peer side is [`crate::serve`].
 //!
 //! Either side can be local or remote: in a push the client sends and the
 //! peer receives; in a pull it is the other way round.
+//!
+//! # Error policy
+//!
+//! - A problem with one entry (cannot create, write, verify, delete it) is not an
+//!   error of the run: it becomes an [`Item`](crate::tree::report::Item) with
+//!   `error` set, counted in `files_failed`, and the run goes on (exit 1 at the end).
+//! - A problem that stops the run is a [`SyncError`], whose variant is its exit code:
+//!   `Usage` (2, bad arguments or setup), `Peer` (3, the peer, the transport or the
+//!   protocol), `Guard` (4, a safety check refused before anything changed), `Io` (1,
+//!   a local problem that stops the whole run).
+//! - Context (which path, which root, what to do) is added where the error is made,
+//!   in the message, by the function that knows it; callers above pass it on
+//!   unchanged. Errors from the peer come back through [`SyncError::from_wire`], their
+//!   text escaped (the peer may be hostile).
+//! - The side that fails tells the other with an `Error` message ([`send::fail`])
+//!   before it returns, so both ends exit with the same code.
 
 pub mod client;
 pub mod delta;

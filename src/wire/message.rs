@@ -360,39 +360,7 @@ impl Msg {
                     }
                 }
             }
-            tag::OPEN => {
-                let role = match d.u8("role")? {
-                    0 => ServerRole::Send,
-                    1 => ServerRole::Receive,
-                    r => return Err(malformed(format!("bad role {r}"))),
-                };
-                let root = d.bytes(crate::tree::path::MAX_PATH, "root")?.to_vec();
-                let delete = d.bool("delete")?;
-                let checksum = d.bool("checksum")?;
-                let dry_run = d.bool("dry_run")?;
-                let owners = d.bool("owners")?;
-                let allow_empty_source = d.bool("allow_empty_source")?;
-                let has_max = d.bool("max_delete")?;
-                let max = d.u64("max_delete")?;
-                let n = d.count(MAX_EXCLUDES, 4, "excludes")?;
-                let mut excludes = Vec::with_capacity(n);
-                for _ in 0..n {
-                    excludes.push(d.string(4096, "exclude")?);
-                }
-                Msg::Open(Open {
-                    role,
-                    root,
-                    options: SessionOptions {
-                        delete,
-                        checksum,
-                        dry_run,
-                        owners,
-                        allow_empty_source,
-                        max_delete: has_max.then_some(max),
-                        excludes,
-                    },
-                })
-            }
+            tag::OPEN => decode_open(&mut d)?,
             tag::OPEN_OK => Msg::OpenOk,
             tag::ERROR => Msg::Error {
                 code: d.u8("code")?,
@@ -488,6 +456,41 @@ impl Msg {
         d.end(msg.name())?;
         Ok(msg)
     }
+}
+
+/// The body of an `Open` message (after its tag).
+fn decode_open(d: &mut Dec) -> Result<Msg, ProtocolError> {
+    let role = match d.u8("role")? {
+        0 => ServerRole::Send,
+        1 => ServerRole::Receive,
+        r => return Err(malformed(format!("bad role {r}"))),
+    };
+    let root = d.bytes(crate::tree::path::MAX_PATH, "root")?.to_vec();
+    let delete = d.bool("delete")?;
+    let checksum = d.bool("checksum")?;
+    let dry_run = d.bool("dry_run")?;
+    let owners = d.bool("owners")?;
+    let allow_empty_source = d.bool("allow_empty_source")?;
+    let has_max = d.bool("max_delete")?;
+    let max = d.u64("max_delete")?;
+    let n = d.count(MAX_EXCLUDES, 4, "excludes")?;
+    let mut excludes = Vec::with_capacity(n);
+    for _ in 0..n {
+        excludes.push(d.string(4096, "exclude")?);
+    }
+    Ok(Msg::Open(Open {
+        role,
+        root,
+        options: SessionOptions {
+            delete,
+            checksum,
+            dry_run,
+            owners,
+            allow_empty_source,
+            max_delete: has_max.then_some(max),
+            excludes,
+        },
+    }))
 }
 
 #[cfg(test)]
