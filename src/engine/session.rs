@@ -416,7 +416,7 @@ pub fn serve<R: Read + Send, W: Write + Send>(
         let open = match recv(&mut rd) {
             Ok(Msg::Open(o)) => o,
             Ok(Msg::Bye) | Err(protocol::ProtocolError::Closed) => return Ok(()),
-            Ok(m @ (Msg::DbStage | Msg::DbReplay(_))) => {
+            Ok(m @ (Msg::DbStage | Msg::DbReplay(_) | Msg::DbCheck(_))) => {
                 // Answered in place; a failed replay does not end the connection.
                 send(&mut wr, &crate::db::serve::answer(m, policy.db.as_ref()))?;
                 flush(&mut wr)?;

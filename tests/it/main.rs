@@ -4,6 +4,7 @@
 mod cli;
 mod daemon;
 mod db;
+mod db_guard;
 mod faults;
 mod fuzz_regressions;
 mod hostile;
