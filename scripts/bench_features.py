@@ -484,7 +484,8 @@ def run_db(ctx: Ctx) -> None:
                 (hd / "slave.toml").write_text(
                     f'[node]\nrole = "slave"\npeer = "local"\nstate_dir = "{hd / "sstate"}"\n\n' + sec(slave, db))
                 if transport == "local":
-                    node = f'peer = "local"\nroot = "{hd / "mroot"}"\npeer_root = "{hd / "sroot"}"\n'
+                    node = (f'peer = "local"\nroot = "{hd / "mroot"}"\npeer_root = "{hd / "sroot"}"\n'
+                            f'peer_config = "{hd / "slave.toml"}"\n')
                 else:
                     # the slave's key runs only `serve --restrict` with the slave's own config
                     # (what `hasync init` installs): the slave decides which database is written
@@ -499,7 +500,8 @@ def run_db(ctx: Ctx) -> None:
                     f'[node]\nrole = "master"\n{node}state_dir = "{hd / "mstate"}"\n\n' + sec(master, "bench"))
 
                 def hasync_run():
-                    env = dict(os.environ, HASYNC_CONFIG=str(hd / "slave.toml"))
+                    env = dict(os.environ)
+                    env.pop("HASYNC_CONFIG", None)  # the local peer's config is [node] peer_config
                     t0 = time.perf_counter()
                     p = subprocess.run([ctx.hasync, "--config", str(hd / "master.toml"), "db-replicate", "--json"],
                                        capture_output=True, text=True, env=env)

@@ -8,10 +8,13 @@
 //! replay) and [`serve`] the slave's (staging directory, hash check, replay with psql).
 //! Nothing here prints; every error says what failed, where, and what to do.
 
+pub mod digest;
+pub mod identity;
 pub mod job;
 pub mod patch;
 pub mod pg;
 pub mod plan;
+pub mod psql_error;
 pub mod script;
 pub mod serve;
 pub mod state;

@@ -867,7 +867,7 @@ _hasync() {
             return 0
             ;;
         hasync__subcmd__serve)
-            opts="-c -v -q -h --restrict --allow --no-fsync --handshake-timeout --idle-timeout --config --verbose --quiet --peer-address --help"
+            opts="-c -v -q -h --restrict --allow --no-fsync --no-config --handshake-timeout --idle-timeout --config --verbose --quiet --peer-address --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -163,6 +163,7 @@ complete -c hasync -n "__fish_hasync_using_subcommand serve" -s c -l config -d '
 complete -c hasync -n "__fish_hasync_using_subcommand serve" -l peer-address -d 'Use this address for the peer and the master check (what the IP argument of Wazo\'s scripts does; see `compat`)' -r
 complete -c hasync -n "__fish_hasync_using_subcommand serve" -l restrict -d 'Only serve the directories of this node\'s config ([[sync]] paths under `root`, the [db] staging dir) and --allow; DB replay only with this node\'s own [db] section'
 complete -c hasync -n "__fish_hasync_using_subcommand serve" -l no-fsync -d 'Don\'t flush received files to disk before renaming them'
+complete -c hasync -n "__fish_hasync_using_subcommand serve" -l no-config -d 'Read no config file, not even $HASYNC_CONFIG or the default one (what a local peer\'s child gets when the master\'s config has no [node] peer_config)'
 complete -c hasync -n "__fish_hasync_using_subcommand serve" -s v -l verbose -d 'More output (repeat for debug logs)'
 complete -c hasync -n "__fish_hasync_using_subcommand serve" -s q -l quiet -d 'Only errors'
 complete -c hasync -n "__fish_hasync_using_subcommand serve" -s h -l help -d 'Print help'

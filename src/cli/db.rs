@@ -96,7 +96,17 @@ pub fn run(cli: &Cli, args: &DbArgs) -> Result<i32, CliError> {
             Ok(0)
         }
         Err(e) => {
-            eprintln!("hasync: db {} failed: {e}", db.database);
+            // psql's message is several lines: each on its own, indented, escaped.
+            let msg = e.to_string();
+            let mut lines = msg.lines().map(hasync::tree::path::escape_controls);
+            eprintln!(
+                "hasync: db {} failed: {}",
+                db.database,
+                lines.next().unwrap_or_default()
+            );
+            for l in lines {
+                eprintln!("    {l}");
+            }
             if let Some(hook_err) = hasync::db::failure_hook(&cfg, &e.to_string()) {
                 eprintln!("hasync: {hook_err}");
             }
@@ -119,11 +129,16 @@ fn print_outcome(r: &DbReport) {
             r.database
         );
     } else {
+        let verified = match &r.verify {
+            Some(v) if v.ok => format!("; verified: {} tables equal the dump", v.tables.len()),
+            _ => String::new(),
+        };
         outln!(
-            "db {}: replayed ({what}, {} on the wire) in {:.1} s",
+            "db {}: replayed ({what}, {} on the wire) in {:.1} s: {}{verified}",
             r.database,
             human(r.bytes_on_wire),
-            r.duration_ms as f64 / 1000.0
+            r.duration_ms as f64 / 1000.0,
+            r.reason
         );
     }
 }

@@ -20,6 +20,10 @@ pub struct ServeArgs {
     /// Don't flush received files to disk before renaming them
     #[arg(long)]
     pub no_fsync: bool,
+    /// Read no config file, not even $HASYNC_CONFIG or the default one (what a local
+    /// peer's child gets when the master's config has no [node] peer_config)
+    #[arg(long, hide = true, conflicts_with = "restrict")]
+    pub no_config: bool,
     /// Seconds the peer has to complete its Hello before serve gives up (exit 3);
     /// default $HASYNC_HANDSHAKE_TIMEOUT or 30
     #[arg(long, value_name = "SECS", hide = true)]
@@ -99,7 +103,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, CliError> {
     let idle_timeout = deadline_of_idle(args)?;
     let restricted = args.restrict || !args.allow.is_empty();
     let path = super::config_path(cli);
-    let loaded = path.exists().then(|| hasync::node::config::load(&path));
+    let loaded = (!args.no_config && path.exists()).then(|| hasync::node::config::load(&path));
     let db = db_policy(loaded.as_ref(), restricted);
     // Where this node records what it received (the standby's lag, issue 21).
     let record_dir = match &loaded {

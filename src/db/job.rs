@@ -16,8 +16,8 @@ use super::{DbError, PgConn};
 use crate::node::config::{Config, DbJob};
 use crate::sync::SyncError;
 use crate::sync::client::Client;
-use crate::wire::db::{DbPatchBegin, DbReplay, DbTarget};
-use crate::wire::message::MINOR_DB_PATCH;
+use crate::wire::db::{DbPatchBegin, DbReplay, DbReplayExt, DbTarget, TableDigest};
+use crate::wire::message::{MINOR_DB_IDENTITY, MINOR_DB_PATCH};
 use crate::wire::{Msg, SessionOptions};
 use serde::Serialize;
 use std::io::{BufReader, Seek, Write};
@@ -49,9 +49,33 @@ pub struct DbReport {
     /// How the script travelled: `patch` (rows changed since the last script, see
     /// [`super::patch`]), `delta` (the sync engine's block delta), or empty (not shipped).
     pub shipped_as: String,
+    /// Why it was replayed: the master changed, `--force`, or the slave drifted.
+    pub reason: String,
+    /// After a replay: the slave's tables against the dump's (2.3 peers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<Verify>,
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<DbPlan>,
+}
+
+/// The slave checked against the dump after a replay.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Verify {
+    /// Every table has the dump's rows and checksum on the slave.
+    pub ok: bool,
+    pub tables: Vec<VerifiedTable>,
+}
+
+/// One replicated table: the dump's rows and checksum, and the slave's.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifiedTable {
+    pub table: String,
+    pub rows: u64,
+    pub checksum: String,
+    pub slave_rows: Option<u64>,
+    pub slave_checksum: Option<String>,
+    pub ok: bool,
 }
 
 fn local(what: &str, p: &Path, e: impl std::fmt::Display) -> DbError {
@@ -145,6 +169,13 @@ fn run_inner(
     let plan = super::plan::plan(job)?;
     tracing::debug!("catalog read in {} ms", ms(t));
     let conn = PgConn::from_job(job);
+    // What the slave compares its target with: never replay into this very database.
+    let source = conn.identity().map_err(|e| {
+        DbError::Dump(format!(
+            "cannot read the identity of {} on this node: {e}",
+            conn.describe()
+        ))
+    })?;
     let tmp = |what: &str| {
         tempfile::Builder::new()
             .prefix(&format!(".{what}-"))
@@ -208,12 +239,42 @@ fn run_inner(
     rep.sequences = summary.sequences;
     rep.dump_ms = ms(t);
 
+    let name = format!("{}.sql", job.database);
+    let script = Script {
+        dir: &out_dir,
+        name: name.clone(),
+        hash,
+        len: bytes,
+        ext: DbReplayExt {
+            source,
+            master_chooses: job.master_chooses_slave_db,
+            tables: summary.tables.iter().map(|t| t.0.clone()).collect(),
+        },
+        digests: super::digest::of_summary(&summary),
+    };
+    let mut client = None;
     if !force && st.replayed_hash.as_deref() == Some(rep.hash.as_str()) {
-        return Ok(false);
+        // The master did not change; has the slave? (Wazo: replays every hour anyway.)
+        let mut c = connect().map_err(DbError::Peer)?;
+        match drift(&mut c, job, &script) {
+            Ok(None) => {
+                c.close().map_err(DbError::Peer)?;
+                return Ok(false);
+            }
+            Ok(Some(why)) => rep.reason = why,
+            Err(e) => {
+                let _ = c.close();
+                return Err(e);
+            }
+        }
+        client = Some(c);
+    } else if force {
+        rep.reason = "forced (--force)".into();
+    } else {
+        rep.reason = "the master's data changed since the last replay".into();
     }
 
     // Keep only this script in out/: it is what the slave's staging directory mirrors.
-    let name = format!("{}.sql", job.database);
     let target: PathBuf = out_dir.join(&name);
     let t = Instant::now();
     let patch = prepare_patch(&work, &target, scr.path(), bytes);
@@ -230,19 +291,119 @@ fn run_inner(
 
     // Ship.
     let t = Instant::now();
-    let mut client = connect().map_err(DbError::Peer)?;
-    tracing::debug!("connected in {} ms", ms(t));
-    let script = Script {
-        dir: &out_dir,
-        name,
-        hash,
-        len: bytes,
+    let mut client = match client {
+        Some(c) => c,
+        None => connect().map_err(DbError::Peer)?,
     };
+    tracing::debug!("connected in {} ms", ms(t));
     let res = ship_and_replay(&mut client, job, &script, patch, rep, t);
     let closed = client.close();
     res?;
     closed.map_err(DbError::Peer)?;
     Ok(true)
+}
+
+/// The replay request for `script` (with `ext` for a 2.3 peer).
+fn replay_request(client: &Client, job: &DbJob, script: &Script) -> DbReplay {
+    DbReplay {
+        file: script.name.clone(),
+        hash: script.hash,
+        target: DbTarget {
+            database: job.database.clone(),
+            user: job.user.clone(),
+            host: job.host.clone().unwrap_or_default(),
+            port: job.port.unwrap_or(0),
+            run_as: job.run_as.clone().unwrap_or_default(),
+        },
+        ext: (client.peer_minor() >= MINOR_DB_IDENTITY).then(|| script.ext.clone()),
+    }
+}
+
+/// The master's dump is unchanged: `Some(why)` when the slave must be replayed anyway
+/// (its data changed since its last replay, or differs from the dump), `None` when it
+/// holds what the dump holds (or is too old to tell: then, as before, nothing is done).
+fn drift(client: &mut Client, job: &DbJob, script: &Script) -> Result<Option<String>, DbError> {
+    if client.peer_minor() < MINOR_DB_IDENTITY {
+        return Ok(None);
+    }
+    let req = Msg::DbCheck(replay_request(client, job, script));
+    let (changed, tables) = match client.request(&req) {
+        Ok(Msg::DbChecked {
+            changed, tables, ..
+        }) => (changed, tables),
+        Ok(m) => return Err(unexpected(&m, "DbCheck")),
+        Err(SyncError::Io(msg)) => return Err(DbError::Replay(msg)),
+        Err(e) => return Err(DbError::Peer(e)),
+    };
+    let diff = super::digest::differences(&script.digests, &tables);
+    Ok(match (changed, diff.is_empty()) {
+        (_, false) => Some(format!(
+            "the slave's data {} (tables differing from the dump: {})",
+            if changed {
+                "changed since its last replay"
+            } else {
+                "differs from the master's"
+            },
+            super::digest::list(&diff)
+        )),
+        (true, true) => Some(
+            "the slave has no record of its last replay (its tables equal the dump; replayed \
+             once to record them)"
+                .into(),
+        ),
+        (false, true) => None,
+    })
+}
+
+fn unexpected(m: &Msg, to: &str) -> DbError {
+    DbError::Peer(SyncError::Peer(format!(
+        "protocol error: the peer answered {} to {to}",
+        m.name()
+    )))
+}
+
+/// Compares the slave's tables after the replay with the dump's.
+fn verify(
+    script: &Script,
+    slave: Option<Vec<TableDigest>>,
+    rep: &mut DbReport,
+) -> Result<(), DbError> {
+    let Some(slave) = slave else {
+        return Ok(()); // an older peer: nothing to compare
+    };
+    let tables: Vec<VerifiedTable> = script
+        .digests
+        .iter()
+        .map(|m| {
+            let s = slave.iter().find(|s| s.table == m.table);
+            VerifiedTable {
+                table: m.table.clone(),
+                rows: m.rows,
+                checksum: m.checksum.clone(),
+                slave_rows: s.map(|s| s.rows),
+                slave_checksum: s.map(|s| s.checksum.clone()),
+                ok: s == Some(m),
+            }
+        })
+        .collect();
+    let bad: Vec<String> = tables
+        .iter()
+        .filter(|t| !t.ok)
+        .map(|t| t.table.clone())
+        .collect();
+    rep.verify = Some(Verify {
+        ok: bad.is_empty(),
+        tables,
+    });
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(DbError::Replay(format!(
+        "the replay committed, but the slave's tables differ from the dump afterwards \
+         (rows or checksum of {}): something wrote to them during the replay, or the \
+         nodes' PostgreSQL write values differently; the next run replays again",
+        super::digest::list(&bad)
+    )))
 }
 
 /// The script to ship: `dir/name`, `len` bytes hashing to `hash`.
@@ -251,6 +412,10 @@ struct Script<'a> {
     name: String,
     hash: [u8; 32],
     len: u64,
+    /// What a 2.3 slave gets with the replay request.
+    ext: DbReplayExt,
+    /// The dump's tables (rows, checksum), to compare the slave's with.
+    digests: Vec<TableDigest>,
 }
 
 /// A row-level patch from the script in `out/` (what the slave staged last time, if that
@@ -378,25 +543,12 @@ fn ship_and_replay(
     rep.bytes_on_wire = rep.bytes_sent + rep.bytes_received;
     rep.ship_ms = ms(t);
     let t = Instant::now();
-    let req = Msg::DbReplay(DbReplay {
-        file: script.name.clone(),
-        hash: script.hash,
-        target: DbTarget {
-            database: job.database.clone(),
-            user: job.user.clone(),
-            host: job.host.clone().unwrap_or_default(),
-            port: job.port.unwrap_or(0),
-            run_as: job.run_as.clone().unwrap_or_default(),
-        },
-    });
+    let req = Msg::DbReplay(replay_request(client, job, script));
     let res = client.request(&req);
     rep.replay_ms = ms(t);
     match res {
-        Ok(Msg::DbReplayed { .. }) => Ok(()),
-        Ok(m) => Err(DbError::Peer(SyncError::Peer(format!(
-            "protocol error: the peer answered {} to DbReplay",
-            m.name()
-        )))),
+        Ok(Msg::DbReplayed { verify: v, .. }) => verify(script, v, rep),
+        Ok(m) => Err(unexpected(&m, "DbReplay")),
         // The slave answered with its psql's failure: a replay error, not a transport one.
         Err(SyncError::Io(msg)) => Err(DbError::Replay(msg)),
         Err(e) => Err(DbError::Peer(e)),

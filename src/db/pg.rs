@@ -95,7 +95,8 @@ impl PgConn {
     /// then being killed) on failure.
     pub fn dump(&self, args: &[String], consume: Consumer) -> Result<String, String> {
         let mut c = self.command("pg_dump");
-        c.args(args);
+        // Both nodes write timestamptz the same way, so their tables compare ([`super::digest`]).
+        c.env("PGTZ", "UTC").args(args);
         run_reading(c, Stdio::null(), consume)
     }
 
@@ -120,6 +121,18 @@ impl PgConn {
 /// Reads a child's stdout as it comes.
 type Consumer<'a> = &'a mut dyn FnMut(&mut dyn Read) -> std::io::Result<()>;
 
+/// The client `c` runs, for messages: psql or pg_dump, also when run through `runuser`.
+fn display_program(c: &Command) -> String {
+    let prog = c.get_program().to_string_lossy().into_owned();
+    if prog != "runuser" {
+        return prog;
+    }
+    let mut args = c.get_args().skip_while(|a| *a != "--").skip(1);
+    args.next()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or(prog)
+}
+
 /// Runs `c`, returns (stdout if `capture`, stderr) on exit 0, else a message with stderr.
 fn run(c: Command, stdin: Stdio, capture: bool) -> Result<(Vec<u8>, String), String> {
     let mut bytes = Vec::new();
@@ -142,7 +155,7 @@ fn run_child(
     stdout: Stdio,
     consume: Option<Consumer>,
 ) -> Result<String, String> {
-    let program = c.get_program().to_string_lossy().into_owned();
+    let program = display_program(&c);
     let mut child = c
         .stdin(stdin)
         .stdout(stdout)
@@ -184,7 +197,9 @@ fn run_child(
         Err(if stderr.is_empty() {
             format!("{program} failed ({how})")
         } else {
-            format!("{program} failed ({how}): {stderr}")
+            // psql's and pg_dump's messages are several lines (ERROR, DETAIL, CONTEXT):
+            // kept as lines, each shown on its own.
+            format!("{program} failed ({how}):\n{stderr}")
         })
     }
 }

@@ -152,6 +152,7 @@ mod tests {
             port: None,
             run_as: None,
             bin_dir: None,
+            master_chooses_slave_db: false,
         }
     }
 

@@ -21,6 +21,20 @@ pub struct DumpSummary {
     pub sequences: u64,
     /// Size of the dump in bytes.
     pub bytes: u64,
+    /// Per table (same order as `tables`): the order-independent checksum of its rows
+    /// (see [`row_sum`]).
+    #[serde(skip)]
+    pub checksums: Vec<u128>,
+}
+
+/// Adds one row (its bytes as pg_dump wrote them, `\n` included) to a table's
+/// checksum: the wrapping sum of the first 128 bits of each row's BLAKE3. It does not
+/// depend on the order of the rows (so a block too large to sort still compares) and
+/// counts duplicate rows.
+pub fn row_sum(acc: u128, row: &[u8]) -> u128 {
+    let h = blake3::hash(row);
+    let b: [u8; 16] = h.as_bytes()[..16].try_into().expect("16 bytes");
+    acc.wrapping_add(u128::from_le_bytes(b))
 }
 
 impl DumpSummary {
@@ -128,12 +142,16 @@ pub fn write_body(
                 if let Some(t) = s.tables.last_mut() {
                     t.1 += 1;
                 }
+                if let Some(c) = s.checksums.last_mut() {
+                    *c = row_sum(*c, &line);
+                }
                 rows.push(&line, out)?;
                 continue;
             }
             rows.write_sorted(out)?;
         } else if let Some(name) = copy_table(l) {
             s.tables.push((name, 0));
+            s.checksums.push(0);
             in_copy = true;
         } else if l.starts_with(b"SELECT pg_catalog.setval(") {
             s.sequences += 1;

@@ -10,7 +10,7 @@
 
 use super::PgConn;
 use crate::wire::Msg;
-use crate::wire::db::{DbPatchBegin, DbReplay};
+use crate::wire::db::{DbPatchBegin, DbReplay, TableDigest};
 use crate::wire::frame::ProtocolError;
 use crate::wire::message::code;
 use std::os::unix::ffi::OsStrExt;
@@ -33,6 +33,10 @@ pub struct DbServe {
 
 fn error(c: u8, message: String) -> Msg {
     Msg::Error { code: c, message }
+}
+
+fn boxed(c: u8, message: String) -> Box<Msg> {
+    Box::new(error(c, message))
 }
 
 /// Why this peer refuses DB requests, if it does.
@@ -78,23 +82,67 @@ pub fn answer(req: Msg, db: Option<&DbServe>) -> Msg {
             ),
         },
         Msg::DbReplay(r) => replay(db, &r),
+        Msg::DbCheck(r) => check(db, &r),
         m => error(code::USAGE, format!("{} is not a DB request", m.name())),
+    }
+}
+
+/// The database this replay goes into: this node's own `[db]`; without one, what the
+/// master proposes only when it says `[db] master_chooses_slave_db = true` (never
+/// under `--restrict`, refused before this).
+fn replay_target(db: &DbServe, r: &DbReplay) -> Result<PgConn, Box<Msg>> {
+    if let Some(own) = &db.own {
+        return Ok(own.clone());
+    }
+    if !r.ext.as_ref().is_some_and(|x| x.master_chooses) {
+        return Err(boxed(
+            code::USAGE,
+            "this slave's config has no [db] section, so it does not know which database to \
+             replay into: add [db] (database, user, host/port) to the slave's config (for a \
+             local peer: [node] peer_config on the master), or set [db] \
+             master_chooses_slave_db = true on the master to let it choose; nothing was replayed"
+                .into(),
+        ));
+    }
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Ok(PgConn {
+        database: r.target.database.clone(),
+        user: r.target.user.clone(),
+        host: opt(&r.target.host),
+        port: (r.target.port != 0).then_some(r.target.port),
+        run_as: opt(&r.target.run_as),
+        bin_dir: None,
+    })
+}
+
+/// Refuses a target that is the master's own database (see [`super::identity`]).
+fn check_identity(conn: &PgConn, r: &DbReplay) -> Result<(), Box<Msg>> {
+    let Some(x) = &r.ext else {
+        return Ok(()); // an older master: only this node's own [db] gets here
+    };
+    match conn.identity() {
+        Ok(t) if super::identity::same(&x.source, &t) => {
+            Err(boxed(code::PEER, super::identity::refusal(&t, conn)))
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(boxed(
+            code::PARTIAL,
+            format!(
+                "cannot tell which database {} is (its identity is compared with the \
+                 master's before a replay), nothing was replayed: {}",
+                conn.describe(),
+                clip(&e)
+            ),
+        )),
     }
 }
 
 fn replay(db: &DbServe, r: &DbReplay) -> Msg {
     let t0 = Instant::now();
-    let conn = db.own.clone().unwrap_or_else(|| {
-        let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
-        PgConn {
-            database: r.target.database.clone(),
-            user: r.target.user.clone(),
-            host: opt(&r.target.host),
-            port: (r.target.port != 0).then_some(r.target.port),
-            run_as: opt(&r.target.run_as),
-            bin_dir: None,
-        }
-    });
+    let conn = match replay_target(db, r) {
+        Ok(c) => c,
+        Err(m) => return *m,
+    };
     // The decoder already refused names with '/', leading '.', or NUL; O_NOFOLLOW
     // refuses a symlink planted in the staging directory.
     let path = db.staging.join(&r.file);
@@ -143,19 +191,92 @@ fn replay(db: &DbServe, r: &DbReplay) -> Msg {
             format!("cannot read {}: {e}", path.display()),
         );
     }
+    if let Err(m) = check_identity(&conn, r) {
+        return *m;
+    }
     match conn.replay(file) {
-        Ok(()) => Msg::DbReplayed {
-            duration_ms: t0.elapsed().as_millis() as u64,
+        Ok(()) => match record_replay(db, &conn, r) {
+            Ok(verify) => Msg::DbReplayed {
+                duration_ms: t0.elapsed().as_millis() as u64,
+                verify,
+            },
+            Err(m) => *m,
         },
         Err(e) => error(
             code::PARTIAL,
             format!(
                 "replay into {} failed, the transaction was rolled back and the slave's \
-                 database is unchanged: {}",
+                 database is unchanged; {}",
                 conn.describe(),
-                clip(&e)
+                clip(&super::psql_error::describe(&e, &path))
             ),
         ),
+    }
+}
+
+/// After a replay (for a 2.3 master): the replicated tables as they now are, recorded
+/// in `state_dir/db-replica.json` for the drift check, and sent back for the master
+/// to compare with its dump.
+fn record_replay(
+    db: &DbServe,
+    conn: &PgConn,
+    r: &DbReplay,
+) -> Result<Option<Vec<TableDigest>>, Box<Msg>> {
+    let Some(x) = &r.ext else {
+        return Ok(None);
+    };
+    let fail = |what: String| {
+        boxed(
+            code::PARTIAL,
+            format!("the replay committed, but {what}; the next run replays again"),
+        )
+    };
+    let tables = super::digest::of_database(conn, &x.tables).map_err(|e| {
+        fail(format!(
+            "reading back the replicated tables failed: {}",
+            clip(&e)
+        ))
+    })?;
+    let rec = super::digest::Replica {
+        replayed_hash: blake3::Hash::from(r.hash).to_hex().to_string(),
+        replayed_unix: super::state::now_unix(),
+        tables: tables.clone(),
+    };
+    super::digest::save(&db.staging, &rec).map_err(|e| {
+        fail(format!(
+            "recording it in {} failed: {e}",
+            super::digest::record_path(&db.staging).display()
+        ))
+    })?;
+    Ok(Some(tables))
+}
+
+/// `DbCheck`: the replicated tables now, and whether they changed since the last replay.
+fn check(db: &DbServe, r: &DbReplay) -> Msg {
+    let conn = match replay_target(db, r) {
+        Ok(c) => c,
+        Err(m) => return *m,
+    };
+    let tables = r.ext.as_ref().map(|x| x.tables.as_slice()).unwrap_or(&[]);
+    let now = match super::digest::of_database(&conn, tables) {
+        Ok(t) => t,
+        Err(e) => {
+            return error(
+                code::PARTIAL,
+                format!(
+                    "cannot read the replicated tables of {}: {}",
+                    conn.describe(),
+                    clip(&e)
+                ),
+            );
+        }
+    };
+    let rec = super::digest::load(&db.staging).unwrap_or_default();
+    Msg::DbChecked {
+        changed: rec.replayed_hash.is_empty()
+            || !super::digest::differences(&rec.tables, &now).is_empty(),
+        replayed_hash: rec.replayed_hash,
+        tables: now,
     }
 }
 
@@ -256,6 +377,7 @@ mod tests {
             file: file.into(),
             hash,
             target: DbTarget::default(),
+            ext: None,
         })
     }
 

@@ -199,7 +199,9 @@ pub fn peer_transport(cfg: &Config) -> Result<SharedTransport, SyncError> {
         Peer::WazoHaConf => Err(SyncError::Usage(
             "the peer from ha.conf is not resolved".into(),
         )),
-        Peer::Local => Ok(Arc::new(crate::transport::local::LocalTransport::new()?)),
+        Peer::Local => Ok(Arc::new(
+            crate::transport::local::LocalTransport::for_config(cfg)?,
+        )),
         Peer::Ssh { user, host, port } => {
             let mut target = crate::transport::ssh::SshTarget::new(host.clone());
             target.user = user.clone();

@@ -153,7 +153,7 @@ pub fn serve<R: Read + Send, W: Write + Send>(
         let open = match recv(&mut rd) {
             Ok(Msg::Open(o)) => o,
             Ok(Msg::Bye) | Err(wire::ProtocolError::Closed) => return Ok(()),
-            Ok(m @ (Msg::DbStage | Msg::DbReplay(_))) => {
+            Ok(m @ (Msg::DbStage | Msg::DbReplay(_) | Msg::DbCheck(_))) => {
                 // Answered in place; a failed replay does not end the connection.
                 let ans = crate::db::serve::answer(m, policy.db.as_ref());
                 if matches!(ans, Msg::DbReplayed { .. }) {

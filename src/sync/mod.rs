@@ -84,7 +84,12 @@ impl SyncError {
     /// Rebuild an error the peer reported.
     pub fn from_wire(c: u8, message: String) -> SyncError {
         // The peer may be hostile: its text must not carry control characters to our output.
-        let message = format!("peer: {}", crate::tree::path::escape_controls(&message));
+        // Lines stay lines (a psql error is several); anything else is escaped.
+        let lines: Vec<String> = message
+            .lines()
+            .map(crate::tree::path::escape_controls)
+            .collect();
+        let message = format!("peer: {}", lines.join("\n"));
         match c {
             code::USAGE => SyncError::Usage(message),
             code::GUARD => SyncError::Guard(message),

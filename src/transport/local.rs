@@ -2,6 +2,12 @@
 //!
 //! Used for local-to-local mirrors, the demo and most tests. It speaks exactly
 //! the protocol SSH carries, so everything proven here holds over SSH too.
+//!
+//! The child is the peer node: it must read the peer's config, never this node's.
+//! It gets `--config FILE` for `[node] peer_config` (or a `$HASYNC_CONFIG` that is not
+//! this node's own config file), else `--no-config`; `$HASYNC_CONFIG` itself is not
+//! passed down, so `HASYNC_CONFIG=master.toml hasync db-replicate` cannot make the
+//! child take the master's `[db]` as its own.
 
 use super::{Closer, Connection, Transport, TransportError};
 use std::io::Read;
@@ -15,6 +21,8 @@ use std::time::{Duration, Instant};
 pub struct LocalTransport {
     /// The hasync binary to run (default: this executable).
     pub program: PathBuf,
+    /// The peer's config file; `None`: the child reads none (`serve --no-config`).
+    pub peer_config: Option<PathBuf>,
 }
 
 impl LocalTransport {
@@ -23,14 +31,44 @@ impl LocalTransport {
         let program = std::env::current_exe().map_err(|e| {
             TransportError::Start(format!("cannot find the hasync executable: {e}"))
         })?;
-        Ok(LocalTransport { program })
+        Ok(LocalTransport {
+            program,
+            peer_config: None,
+        })
+    }
+
+    /// The transport to the local peer of the node configured by `cfg`: its child
+    /// reads `[node] peer_config`, else `$HASYNC_CONFIG` when that is another file than
+    /// `cfg`'s own, else no config.
+    pub fn for_config(cfg: &crate::node::config::Config) -> Result<Self, TransportError> {
+        let mut t = Self::new()?;
+        t.peer_config = cfg.node.peer_config.clone().or_else(|| {
+            let env = PathBuf::from(std::env::var_os("HASYNC_CONFIG").filter(|v| !v.is_empty())?);
+            (!same_file(&env, &cfg.path)).then_some(env)
+        });
+        Ok(t)
+    }
+}
+
+/// Whether `a` and `b` name the same file (by device and inode; by path when either
+/// cannot be read).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => (x.dev(), x.ino()) == (y.dev(), y.ino()),
+        _ => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
     }
 }
 
 impl Transport for LocalTransport {
     fn connect(&self, serve_args: &[String]) -> Result<Connection, TransportError> {
-        let mut child = Command::new(&self.program)
-            .arg("serve")
+        let mut cmd = Command::new(&self.program);
+        cmd.env_remove("HASYNC_CONFIG").arg("serve");
+        match &self.peer_config {
+            Some(p) => cmd.arg("--config").arg(p),
+            None => cmd.arg("--no-config"),
+        };
+        let mut child = cmd
             .args(serve_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -5,6 +5,11 @@
 //! The script travels either through the sync engine (a block delta) or, when the slave
 //! still holds the script the master shipped last time, as a row-level patch against it
 //! (`DbPatchBegin`, `DbPatchOps`..., `DbPatchEnd`, see [`crate::db::patch`]).
+//! Since 2.3 a replay request carries [`DbReplayExt`]: the identity of the master's
+//! source cluster (the slave refuses to replay into that same database), whether the
+//! master may choose the slave's connection, and the replicated tables (the slave
+//! checks them after the replay, [`TableDigest`]); `DbCheck` asks the slave whether its
+//! data changed since its last replay (drift). Older peers neither send nor get these.
 //! Every string is bounded before allocation, like every other message.
 
 use super::frame::{Dec, Enc, ProtocolError, malformed};
@@ -32,6 +37,102 @@ pub struct DbTarget {
     pub run_as: String,
 }
 
+/// Most replicated tables named in one request.
+pub const MAX_TABLES: usize = 100_000;
+/// Longest qualified table name on the wire.
+pub const MAX_TABLE: usize = 1024;
+
+/// Which PostgreSQL database the master dumps: its cluster's system identifier
+/// (`pg_control_system()`), its data directory and the database name. The slave refuses
+/// a replay whose target has the same identity. 0 / empty: unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DbSource {
+    pub system_identifier: u64,
+    pub data_directory: String,
+    pub database: String,
+}
+
+impl DbSource {
+    fn encode(&self, e: &mut Enc) {
+        e.u64(self.system_identifier)
+            .str(&self.data_directory)
+            .str(&self.database);
+    }
+    fn decode(d: &mut Dec) -> Result<DbSource, ProtocolError> {
+        Ok(DbSource {
+            system_identifier: d.u64("system identifier")?,
+            data_directory: d.string(MAX_HOST, "data directory")?,
+            database: d.string(MAX_NAME, "database")?,
+        })
+    }
+}
+
+/// What a 2.3 master adds to a replay (and sends in `DbCheck`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DbReplayExt {
+    pub source: DbSource,
+    /// `[db] master_chooses_slave_db = true`: a slave without its own `[db]` (and not
+    /// under `serve --restrict`) may replay into the database `target` names.
+    pub master_chooses: bool,
+    /// The replicated tables, qualified as in the script: checked after the replay.
+    pub tables: Vec<String>,
+}
+
+impl DbReplayExt {
+    pub(crate) fn encode(&self, e: &mut Enc) {
+        self.source.encode(e);
+        e.bool(self.master_chooses);
+        e.u32(self.tables.len() as u32);
+        for t in &self.tables {
+            e.str(t);
+        }
+    }
+    pub(crate) fn decode(d: &mut Dec) -> Result<DbReplayExt, ProtocolError> {
+        let source = DbSource::decode(d)?;
+        let master_chooses = d.bool("master chooses")?;
+        let n = d.count(MAX_TABLES, 4, "tables")?;
+        let mut tables = Vec::with_capacity(n);
+        for _ in 0..n {
+            tables.push(d.string(MAX_TABLE, "table")?);
+        }
+        Ok(DbReplayExt {
+            source,
+            master_chooses,
+            tables,
+        })
+    }
+}
+
+/// One replicated table as a node holds it: its rows, and the BLAKE3 of its rows as
+/// pg_dump writes them in `COPY` text format, sorted bytewise, each ending in `\n`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TableDigest {
+    pub table: String,
+    pub rows: u64,
+    /// Hex BLAKE3.
+    pub checksum: String,
+}
+
+pub(crate) fn encode_digests(e: &mut Enc, v: &[TableDigest]) {
+    e.u32(v.len() as u32);
+    for t in v {
+        e.str(&t.table).u64(t.rows).str(&t.checksum);
+    }
+}
+
+pub(crate) fn decode_digests(d: &mut Dec) -> Result<Vec<TableDigest>, ProtocolError> {
+    let n = d.count(MAX_TABLES, 16, "table digests")?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(TableDigest {
+            table: d.string(MAX_TABLE, "table")?,
+            rows: d.u64("rows")?,
+            checksum: d.string(64, "checksum")?,
+        });
+    }
+    Ok(v)
+}
+
 /// Replay the staged dump `file` (a plain file name inside the slave's staging
 /// directory) whose content must hash to `hash`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +140,8 @@ pub struct DbReplay {
     pub file: String,
     pub hash: [u8; 32],
     pub target: DbTarget,
+    /// Sent by 2.3 masters to 2.3 peers.
+    pub ext: Option<DbReplayExt>,
 }
 
 impl DbReplay {
@@ -51,6 +154,9 @@ impl DbReplay {
             .str(&t.host)
             .u16(t.port)
             .str(&t.run_as);
+        if let Some(x) = &self.ext {
+            x.encode(e);
+        }
     }
 
     pub(crate) fn decode(d: &mut Dec) -> Result<DbReplay, ProtocolError> {
@@ -63,7 +169,17 @@ impl DbReplay {
             port: d.u16("database port")?,
             run_as: d.string(MAX_NAME, "run_as user")?,
         };
-        Ok(DbReplay { file, hash, target })
+        let ext = if d.at_end() {
+            None
+        } else {
+            Some(DbReplayExt::decode(d)?)
+        };
+        Ok(DbReplay {
+            file,
+            hash,
+            target,
+            ext,
+        })
     }
 }
 

@@ -322,6 +322,10 @@ impl<'a> Dec<'a> {
         self.pos = self.buf.len();
         s
     }
+    /// Whether the whole frame has been read (optional trailing fields follow otherwise).
+    pub fn at_end(&self) -> bool {
+        self.pos == self.buf.len()
+    }
     /// Fail if bytes are left over.
     pub fn end(&self, what: &str) -> Result<(), ProtocolError> {
         if self.pos != self.buf.len() {

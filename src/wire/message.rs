@@ -5,7 +5,7 @@
 //! count. Decoding never trusts the peer: paths are validated as [`RelPath`],
 //! kinds and enums are checked, and trailing bytes are an error.
 
-use super::db::{DbPatchBegin, DbReplay};
+use super::db::{DbPatchBegin, DbReplay, TableDigest, decode_digests, encode_digests};
 use super::frame::{Dec, Enc, ProtocolError, malformed};
 use crate::tree::manifest::Entry;
 use crate::tree::path::RelPath;
@@ -14,10 +14,13 @@ use crate::tree::report::{Item, Stats};
 /// Protocol major version: peers with another major refuse each other.
 pub const PROTO_MAJOR: u16 = 2;
 /// Minor version: additions that older peers of the same major can ignore.
-/// 2.1: DB patch messages; 2.2: the compact manifest.
-pub const PROTO_MINOR: u16 = 2;
+/// 2.1: DB patch messages; 2.2: the compact manifest; 2.3: DB source identity,
+/// verification and drift (`DbReplayExt`, `DbCheck`).
+pub const PROTO_MINOR: u16 = 3;
 /// The first minor version whose serve understands the DB patch messages.
 pub const MINOR_DB_PATCH: u16 = 1;
+/// The first minor version whose serve understands `DbReplayExt` and `DbCheck`.
+pub const MINOR_DB_IDENTITY: u16 = 3;
 /// First bytes of every session, so a peer that is not hasync is recognised at once.
 pub const MAGIC: &[u8; 8] = b"HASYNC\x00\x01";
 /// Most entries per manifest frame.
@@ -132,9 +135,22 @@ pub enum Msg {
     },
     /// Replay a staged dump into the server's local database (see [`super::db`]).
     DbReplay(DbReplay),
-    /// The replay committed.
+    /// The replay committed; `verify`: the replicated tables as the slave now holds
+    /// them (2.3 peers, when asked with `DbReplayExt`).
     DbReplayed {
         duration_ms: u64,
+        verify: Option<Vec<TableDigest>>,
+    },
+    /// Has the slave's data changed since its last replay? (2.3; the request names the
+    /// script the master would replay, and always carries `ext`.)
+    DbCheck(DbReplay),
+    /// The slave's answer: `replayed_hash` is the BLAKE3 (hex) of the script of its last
+    /// replay (empty: none recorded), `changed` whether its tables differ from what that
+    /// replay left, `tables` the tables as it holds them now.
+    DbChecked {
+        replayed_hash: String,
+        changed: bool,
+        tables: Vec<TableDigest>,
     },
     /// Start of a row-level patch of a staged dump (then `DbPatchOps`..., `DbPatchEnd`).
     DbPatchBegin(DbPatchBegin),
@@ -177,6 +193,8 @@ pub(crate) mod tag {
     pub const DB_PATCH_OPS: u8 = 55;
     pub const DB_PATCH_END: u8 = 56;
     pub const DB_PATCHED: u8 = 57;
+    pub const DB_CHECK: u8 = 58;
+    pub const DB_CHECKED: u8 = 59;
 }
 
 impl Msg {
@@ -204,6 +222,8 @@ impl Msg {
             Msg::DbStaged { .. } => "DbStaged",
             Msg::DbReplay(_) => "DbReplay",
             Msg::DbReplayed { .. } => "DbReplayed",
+            Msg::DbCheck(_) => "DbCheck",
+            Msg::DbChecked { .. } => "DbChecked",
             Msg::DbPatchBegin(_) => "DbPatchBegin",
             Msg::DbPatchOps(_) => "DbPatchOps",
             Msg::DbPatchEnd => "DbPatchEnd",
@@ -313,9 +333,28 @@ impl Msg {
                 e = Enc::tag(tag::DB_REPLAY);
                 r.encode(&mut e);
             }
-            Msg::DbReplayed { duration_ms } => {
+            Msg::DbReplayed {
+                duration_ms,
+                verify,
+            } => {
                 e = Enc::tag(tag::DB_REPLAYED);
                 e.u64(*duration_ms);
+                if let Some(v) = verify {
+                    encode_digests(&mut e, v);
+                }
+            }
+            Msg::DbCheck(r) => {
+                e = Enc::tag(tag::DB_CHECK);
+                r.encode(&mut e);
+            }
+            Msg::DbChecked {
+                replayed_hash,
+                changed,
+                tables,
+            } => {
+                e = Enc::tag(tag::DB_CHECKED);
+                e.str(replayed_hash).bool(*changed);
+                encode_digests(&mut e, tables);
             }
             Msg::DbPatchBegin(b) => {
                 e = Enc::tag(tag::DB_PATCH_BEGIN);
@@ -441,6 +480,17 @@ impl Msg {
             tag::DB_REPLAY => Msg::DbReplay(DbReplay::decode(&mut d)?),
             tag::DB_REPLAYED => Msg::DbReplayed {
                 duration_ms: d.u64("duration")?,
+                verify: if d.at_end() {
+                    None
+                } else {
+                    Some(decode_digests(&mut d)?)
+                },
+            },
+            tag::DB_CHECK => Msg::DbCheck(DbReplay::decode(&mut d)?),
+            tag::DB_CHECKED => Msg::DbChecked {
+                replayed_hash: d.string(64, "replayed hash")?,
+                changed: d.bool("changed")?,
+                tables: decode_digests(&mut d)?,
             },
             tag::DB_PATCH_BEGIN => Msg::DbPatchBegin(DbPatchBegin::decode(&mut d)?),
             tag::DB_PATCH_OPS => {
@@ -549,12 +599,44 @@ mod tests {
 
     #[test]
     fn db_messages_round_trip_and_bad_names_are_refused() {
-        use crate::wire::db::DbTarget;
+        use crate::wire::db::{DbReplayExt, DbTarget};
         roundtrip(Msg::DbStage);
         roundtrip(Msg::DbStaged {
             dir: b"/var/lib/hasync/db-staging".to_vec(),
         });
-        roundtrip(Msg::DbReplayed { duration_ms: 12 });
+        roundtrip(Msg::DbReplayed {
+            duration_ms: 12,
+            verify: None,
+        });
+        let digests = vec![TableDigest {
+            table: "public.users".into(),
+            rows: 3,
+            checksum: "ab".repeat(32),
+        }];
+        roundtrip(Msg::DbReplayed {
+            duration_ms: 12,
+            verify: Some(digests.clone()),
+        });
+        let ext = DbReplayExt {
+            source: crate::wire::db::DbSource {
+                system_identifier: 7,
+                data_directory: "/var/lib/postgresql/15/main".into(),
+                database: "asterisk".into(),
+            },
+            master_chooses: true,
+            tables: vec!["public.users".into()],
+        };
+        roundtrip(Msg::DbCheck(DbReplay {
+            file: "asterisk.sql".into(),
+            hash: [4; 32],
+            target: Default::default(),
+            ext: Some(ext.clone()),
+        }));
+        roundtrip(Msg::DbChecked {
+            replayed_hash: "cd".repeat(32),
+            changed: true,
+            tables: digests,
+        });
         roundtrip(Msg::DbPatchBegin(DbPatchBegin {
             file: "asterisk.sql".into(),
             base: [1; 32],
@@ -583,8 +665,13 @@ mod tests {
                 port: 5432,
                 run_as: String::new(),
             },
+            ext: None,
         };
         roundtrip(Msg::DbReplay(good.clone()));
+        roundtrip(Msg::DbReplay(DbReplay {
+            ext: Some(ext),
+            ..good.clone()
+        }));
         for bad in ["../x.sql", "a/b", ".hidden", ""] {
             let m = Msg::DbReplay(DbReplay {
                 file: bad.into(),

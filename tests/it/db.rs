@@ -66,22 +66,22 @@ const SEQUENCES: [&str; 5] = [
 ];
 
 /// One test's pair of nodes: configs, state dirs, a database on each server.
-struct Case {
-    dir: tempfile::TempDir,
-    db: String,
-    master: &'static Pg,
-    slave: &'static Pg,
+pub(crate) struct Case {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) db: String,
+    pub(crate) master: &'static Pg,
+    pub(crate) slave: &'static Pg,
 }
 
-struct Opts<'a> {
+pub(crate) struct Opts<'a> {
     /// The master's `[db] database` (defaults to the test's database).
-    master_db: Option<&'a str>,
-    master_run_as: bool,
-    peer: &'a str,
+    pub(crate) master_db: Option<&'a str>,
+    pub(crate) master_run_as: bool,
+    pub(crate) peer: &'a str,
     /// More `[node]` lines for the master (SSH identity, known_hosts, remote_path).
-    node_extra: String,
+    pub(crate) node_extra: String,
     /// More `[db]` lines for the master.
-    db_extra: &'a str,
+    pub(crate) db_extra: &'a str,
 }
 
 impl Default for Opts<'_> {
@@ -97,7 +97,7 @@ impl Default for Opts<'_> {
 }
 
 impl Case {
-    fn new(db: &str, slave: &'static Pg, opts: Opts) -> Case {
+    pub(crate) fn new(db: &str, slave: &'static Pg, opts: Opts) -> Case {
         let master = Pg::master();
         let dir = tempfile::tempdir().unwrap();
         let c = Case {
@@ -134,7 +134,8 @@ impl Case {
                  [hooks]\non_failure = 'printf \"%s|%s|%s\" \"$HASYNC_EVENT\" \"$HASYNC_JOB\" \"$HASYNC_ERROR\" > {}'\n",
                 opts.peer,
                 if opts.peer == "local" {
-                    "root = \"master-root\"\npeer_root = \"slave-root\"\n".to_string()
+                    "root = \"master-root\"\npeer_root = \"slave-root\"\npeer_config = \"slave.toml\"\n"
+                        .to_string()
                 } else {
                     opts.node_extra.clone()
                 },
@@ -159,24 +160,24 @@ impl Case {
         c
     }
 
-    fn master_cfg(&self) -> PathBuf {
+    pub(crate) fn master_cfg(&self) -> PathBuf {
         self.dir.path().join("master.toml")
     }
-    fn slave_cfg(&self) -> PathBuf {
+    pub(crate) fn slave_cfg(&self) -> PathBuf {
         self.dir.path().join("slave.toml")
     }
     fn hook_file(&self) -> PathBuf {
         self.dir.path().join("hook.out")
     }
-    fn state(&self) -> Value {
+    pub(crate) fn state(&self) -> Value {
         let p = self.dir.path().join("master-state/db.json");
         serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
     }
 
-    /// `hasync --config master.toml db-replicate ARGS`, the local serve child reading slave.toml.
-    fn run(&self, args: &[&str]) -> Output {
+    /// `hasync --config master.toml db-replicate ARGS`, the local serve child reading
+    /// slave.toml (`[node] peer_config`).
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         hasync()
-            .env("HASYNC_CONFIG", self.slave_cfg())
             .arg("--config")
             .arg(self.master_cfg())
             .arg("db-replicate")
@@ -186,7 +187,7 @@ impl Case {
     }
 
     /// Everything on the slave: every table and sequence, replicated or not.
-    fn slave_snapshot(&self) -> Vec<String> {
+    pub(crate) fn slave_snapshot(&self) -> Vec<String> {
         let mut v: Vec<String> = REPLICATED
             .iter()
             .chain(&["call_log", "cel"])
@@ -199,7 +200,7 @@ impl Case {
     }
 
     /// The replicated tables and sequences are equal on both nodes.
-    fn assert_replicated(&self) {
+    pub(crate) fn assert_replicated(&self) {
         for t in REPLICATED {
             assert_eq!(
                 self.master.table(&self.db, t),
@@ -228,7 +229,7 @@ impl Case {
     }
 }
 
-fn json_of(o: &Output) -> Value {
+pub(crate) fn json_of(o: &Output) -> Value {
     let s = String::from_utf8_lossy(&o.stdout);
     let line = s
         .lines()
@@ -237,11 +238,11 @@ fn json_of(o: &Output) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))
 }
 
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn excluded_untouched(c: &Case) {
+pub(crate) fn excluded_untouched(c: &Case) {
     assert!(
         c.slave.table(&c.db, "call_log").contains("slave-call-5"),
         "excluded call_log was replaced"
@@ -283,8 +284,16 @@ fn db_replicates_then_skips_unchanged_then_ships_a_small_delta() {
         assert_eq!(mode, 0o700, "{}", d.display());
     }
 
-    // 2: no change on the master: nothing shipped, nothing replayed. A row written
-    // directly on the slave survives, which a replay (TRUNCATE + COPY) would have removed.
+    // 2: no change on either node: nothing shipped, nothing replayed (the slave's
+    // tables were compared with the dump: equal).
+    let o = c.run(&["--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j = json_of(&o);
+    assert_eq!(j["outcome"], "unchanged", "{j}");
+    assert_eq!(j["bytes_on_wire"], 0, "{j}");
+    assert_eq!(c.state()["last_run"]["outcome"], "unchanged");
+    // A row written directly on the slave (drift; see db_guard for more) is corrected
+    // although the master did not change.
     c.slave.sql(
         &c.db,
         "INSERT INTO tenant (id, name) VALUES (99, 'slave-only')",
@@ -292,10 +301,15 @@ fn db_replicates_then_skips_unchanged_then_ships_a_small_delta() {
     let o = c.run(&["--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let j = json_of(&o);
-    assert_eq!(j["outcome"], "unchanged", "{j}");
-    assert_eq!(j["bytes_on_wire"], 0, "{j}");
-    assert!(c.slave.table(&c.db, "tenant").contains("slave-only"));
-    assert_eq!(c.state()["last_run"]["outcome"], "unchanged");
+    assert_eq!(j["outcome"], "replayed", "{j}");
+    assert!(
+        j["reason"]
+            .as_str()
+            .unwrap()
+            .contains("changed since its last replay"),
+        "{j}"
+    );
+    assert_eq!(j["verify"]["ok"], true, "{j}");
 
     // 3: one row changes: replayed, and the wire carries a small delta, not the dump.
     c.master
@@ -407,6 +421,7 @@ fn db_replay_error_leaves_the_slave_unchanged() {
     let psql_says = "column \"big\" of relation \"users\" does not exist";
     assert!(err.contains(psql_says), "{err}");
     assert!(err.contains("rolled back"), "{err}");
+    crate::db_guard::assert_psql_error_shape(&err, "COPY public.users");
     assert_eq!(c.slave_snapshot(), before);
     c.assert_failure_recorded(psql_says);
     assert!(c.state()["replayed_hash"].is_null());
@@ -687,7 +702,6 @@ fn db_job_runs_on_the_daemon_schedule() {
     );
     let log = c.dir.path().join("daemon.log");
     let mut daemon = hasync()
-        .env("HASYNC_CONFIG", c.slave_cfg())
         .env("HASYNC_LOG", "info")
         .arg("--config")
         .arg(c.master_cfg())

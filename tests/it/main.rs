@@ -4,6 +4,8 @@
 mod cli;
 mod daemon;
 mod db;
+mod db_guard;
+mod db_wazo;
 mod faults;
 mod fuzz_regressions;
 mod hostile;

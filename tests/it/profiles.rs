@@ -69,6 +69,7 @@ fn profiles_generic_documents_every_key() {
         "sentinel_dir",
         "root",
         "peer_root",
+        "peer_config",
         "timeout",
         // [[sync]]
         "name",
@@ -93,6 +94,7 @@ fn profiles_generic_documents_every_key() {
         "port",
         "run_as",
         "bin_dir",
+        "master_chooses_slave_db",
         // [services]
         "units",
         "start",

@@ -41,6 +41,7 @@ struct RawNode {
     sentinel_dir: Option<String>,
     root: Option<String>,
     peer_root: Option<String>,
+    peer_config: Option<String>,
     timeout: Option<String>,
 }
 
@@ -76,6 +77,7 @@ struct RawDb {
     port: Option<u16>,
     run_as: Option<String>,
     bin_dir: Option<PathBuf>,
+    master_chooses_slave_db: Option<bool>,
 }
 
 #[derive(Deserialize)]

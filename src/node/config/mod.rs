@@ -60,6 +60,9 @@ pub struct Node {
     pub identity: Option<PathBuf>,
     /// Pinned host keys; relative paths are resolved against the config file's directory.
     pub known_hosts: Option<PathBuf>,
+    /// `peer = "local"` only: the config file of the local peer (the `hasync serve`
+    /// child reads it as its own); relative: against the config file's directory.
+    pub peer_config: Option<PathBuf>,
     /// Where hasync lives on the peer (default `"hasync"`, found on `PATH`).
     pub remote_path: String,
     /// Run state (default `/var/lib/hasync`); relative: against the config file's directory.
@@ -190,6 +193,9 @@ pub struct DbJob {
     pub run_as: Option<String>,
     /// Directory holding `pg_dump` and `psql`; default: found on `PATH`.
     pub bin_dir: Option<PathBuf>,
+    /// A slave without a `[db]` section of its own may replay into the database this
+    /// section names (on the slave); default `false`: such a slave refuses.
+    pub master_chooses_slave_db: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

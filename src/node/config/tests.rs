@@ -845,3 +845,26 @@ fn daemon_keys_jitter_and_safety_pass() {
         "jitter",
     );
 }
+
+#[test]
+fn peer_config_is_relative_to_the_config_and_only_for_a_local_peer() {
+    let c = parse(
+        "[node]\nrole = \"master\"\npeer = \"local\"\npeer_config = \"slave.toml\"\n",
+        Path::new("/srv/pair/master.toml"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.node.peer_config,
+        Some(PathBuf::from("/srv/pair/slave.toml"))
+    );
+    let e = err_at(
+        "[node]\nrole = \"master\"\npeer = \"root@10.0.0.2\"\npeer_config = \"slave.toml\"\n",
+        4,
+        "peer_config",
+    );
+    assert!(e.contains("local peer"), "{e}");
+    let db = ok("[node]\nrole = \"master\"\npeer = \"local\"\n[db]\nkind = \"postgres\"\ndatabase = \"a\"\nmaster_chooses_slave_db = true\n")
+        .db
+        .unwrap();
+    assert!(db.master_chooses_slave_db);
+}

@@ -95,6 +95,12 @@ pub(super) fn build_node(ctx: &Ctx, raw: RawNode) -> Res<Node> {
     }
     let optional =
         |key: &str, raw: Option<&str>| raw.map(|s| ctx.node_path(key, Some(s), "")).transpose();
+    if raw.peer_config.is_some() && !matches!(peer, Peer::Local) {
+        return Err(ctx.err(
+            at!["node", "peer_config"],
+            format!("is the config of a local peer, but the peer is {peer}: remove it (a remote peer reads its own /etc/hasync/hasync.toml)"),
+        ));
+    }
     Ok(Node {
         role,
         role_from: raw.role_from,
@@ -102,6 +108,7 @@ pub(super) fn build_node(ctx: &Ctx, raw: RawNode) -> Res<Node> {
         peer,
         identity: optional("identity", raw.identity.as_deref())?,
         known_hosts: optional("known_hosts", raw.known_hosts.as_deref())?,
+        peer_config: optional("peer_config", raw.peer_config.as_deref())?,
         remote_path,
         state_dir: ctx.node_path("state_dir", raw.state_dir.as_deref(), "/var/lib/hasync")?,
         sentinel_dir: ctx.node_path(
@@ -359,6 +366,7 @@ pub(super) fn build_db(ctx: &Ctx, raw: RawDb) -> Res<DbJob> {
         port: raw.port,
         run_as: raw.run_as,
         bin_dir: raw.bin_dir,
+        master_chooses_slave_db: raw.master_chooses_slave_db.unwrap_or(false),
     })
 }
 
