@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod db;
 pub mod delta;
 pub mod engine;
+pub mod envpath;
 pub mod fsops;
 pub mod hooks;
 pub mod init;

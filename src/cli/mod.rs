@@ -153,6 +153,8 @@ impl From<hasync::config::ConfigError> for CliError {
 /// Parse, run, and return the process exit code. Invoked under one of Wazo's script
 /// names (a symlink), behave as that script ([`compat`]).
 pub fn main() -> i32 {
+    // Before any thread: a bare cron's PATH lacks the sbin directories.
+    hasync::envpath::complete_process_path();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Some(code) = compat::main(&args) {
         return code;
