@@ -89,6 +89,8 @@ struct RawServices {
     stop: Vec<String>,
     status: Option<String>,
     timeout: Option<String>,
+    keep_going: Option<bool>,
+    guard: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +108,7 @@ struct RawCheckMaster {
     mode: Option<String>,
     #[serde(default)]
     copy_back: Vec<String>,
+    stop_while_up: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

@@ -24,3 +24,4 @@ mod sshd;
 mod sync;
 mod timeouts;
 mod util;
+mod wazo_dropin;

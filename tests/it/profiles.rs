@@ -11,16 +11,16 @@ use std::process::{Command, Output};
 
 use crate::util::{bin, hasync, text};
 
-fn profiles_dir() -> PathBuf {
+pub(crate) fn profiles_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles")
 }
 
-fn write(p: &Path, body: &str) {
+pub(crate) fn write(p: &Path, body: &str) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, body).unwrap();
 }
 
-fn read(p: &Path) -> String {
+pub(crate) fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
 
@@ -140,8 +140,8 @@ fn profiles_generic_documents_every_key() {
 
 /// A Wazo node and its peer under a temp dir: `master/` (this node's root), `slave/`
 /// (the peer's root), and a test copy of profiles/wazo.toml pointed at them.
-struct Wazo {
-    dir: tempfile::TempDir,
+pub(crate) struct Wazo {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 const WAZO_DIRS: [&str; 6] = [
@@ -154,7 +154,7 @@ const WAZO_DIRS: [&str; 6] = [
 ];
 
 impl Wazo {
-    fn new() -> Wazo {
+    pub(crate) fn new() -> Wazo {
         let w = Wazo {
             dir: tempfile::tempdir().unwrap(),
         };
@@ -181,19 +181,19 @@ impl Wazo {
         w
     }
 
-    fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         self.dir.path().join("master")
     }
 
-    fn slave(&self) -> PathBuf {
+    pub(crate) fn slave(&self) -> PathBuf {
         self.dir.path().join("slave")
     }
 
-    fn cfg(&self) -> PathBuf {
+    pub(crate) fn cfg(&self) -> PathBuf {
         self.dir.path().join("hasync.toml")
     }
 
-    fn log(&self) -> PathBuf {
+    pub(crate) fn log(&self) -> PathBuf {
         self.dir.path().join("services.log")
     }
 
@@ -242,7 +242,7 @@ impl Wazo {
         std::fs::write(self.cfg(), format!("{doc}{check_extra}")).unwrap();
     }
 
-    fn ha_conf(&self, node_type: &str) {
+    pub(crate) fn ha_conf(&self, node_type: &str) {
         write(
             &self.root().join("etc/xivo/ha.conf"),
             &format!(r#"{{"node_type": "{node_type}", "remote_address": "10.9.9.9"}}"#),
@@ -269,7 +269,7 @@ impl Wazo {
     }
 
     /// Runs the binary under Wazo's script `name` (a symlink in the temp dir).
-    fn script(&self, name: &str, args: &[&str]) -> Output {
+    pub(crate) fn script(&self, name: &str, args: &[&str]) -> Output {
         let link = self.dir.path().join("bin").join(name);
         if !link.exists() {
             std::fs::create_dir_all(link.parent().unwrap()).unwrap();
