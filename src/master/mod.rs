@@ -165,6 +165,15 @@ pub fn run_hook(cfg: &Config, event: &str, error: Option<&str>) {
     }
 }
 
+/// The startup warning of a check without a witness: the slave cannot tell "the master
+/// is down" from "my own link is down", so a pulled cable on the slave fails over next
+/// to a running master (split brain). `None` when a witness is set.
+pub fn no_witness_warning(cm: &CheckMaster) -> Option<String> {
+    cm.witness.is_empty().then(|| {
+        "[check_master] has no witness: if this slave's own link fails it sees the master down and starts its services next to a running master (split brain). Add witness = [\"<gateway or a third host>\"] (see docs/master-check.md)".to_string()
+    })
+}
+
 /// The master's host from ha.conf's remote_address (Wazo nodes without an address).
 fn wazo_master_address(cfg: &Config) -> Result<String, MasterError> {
     wazo::remote_address(cfg)

@@ -98,6 +98,8 @@ fn profiles_generic_documents_every_key() {
         "start",
         "stop",
         "status",
+        "keep_going",
+        "guard",
         // [check_master]
         "address",
         "probes",
@@ -108,6 +110,7 @@ fn profiles_generic_documents_every_key() {
         "hold_down",
         "witness",
         "copy_back",
+        "stop_while_up",
         // [hooks], [daemon]
         "on_failure",
         "on_failover",
