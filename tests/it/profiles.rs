@@ -409,7 +409,11 @@ fn profiles_wazo_script_names_do_what_the_scripts_did() {
     );
     let o = w.script("xivo-sync", &["--bogus"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("usage: xivo-sync [-i]"), "{}", text(&o));
+    assert!(
+        text(&o).contains("usage: xivo-sync [-i|--init]"),
+        "{}",
+        text(&o)
+    );
     // xivo-master-slave-db-replication <slave_ip>: the [db] job (here its PostgreSQL is
     // missing: the dump fails, exit 1, as the script failed).
     let o = w.script("xivo-master-slave-db-replication", &[]);

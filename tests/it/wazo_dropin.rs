@@ -321,3 +321,38 @@ fn wazo_every_script_name_works_from_a_bare_cron() {
     assert_eq!(read(&paths), format!("{want}\n{want}\n{want}\n"));
     assert!(Path::new(&d).join("up").exists());
 }
+
+/// wazo-sync's own answers: `--init` as `-i`, exit 1 off the master, exit 0 "not
+/// synchronizing" without its key.
+#[test]
+fn wazo_sync_names_accept_and_exit_as_wazo_sync() {
+    let w = Wazo::new();
+    w.ha_conf("master");
+    for flag in ["-i", "--init"] {
+        let o = w.script("xivo-sync", &[flag]);
+        assert_eq!(o.status.code(), Some(2), "{flag}: {}", text(&o));
+        assert!(
+            text(&o).contains("no remote peer to set up"),
+            "{}",
+            text(&o)
+        );
+    }
+    for role in ["slave", "disabled"] {
+        w.ha_conf(role);
+        let o = w.script("wazo-sync", &[]);
+        assert_eq!(o.status.code(), Some(1), "{role}: {}", text(&o));
+        assert!(
+            text(&o).contains("not a master node"),
+            "{role}: {}",
+            text(&o)
+        );
+    }
+    w.ha_conf("master");
+    let mut doc: toml_edit::DocumentMut = read(&w.cfg()).parse().unwrap();
+    doc["node"]["identity"] = toml_edit::value("no-such-key");
+    std::fs::write(w.cfg(), doc.to_string()).unwrap();
+    let o = w.script("wazo-sync", &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("not synchronizing"), "{}", text(&o));
+    assert!(!w.slave().join("etc/xivo/asterisk/a.conf").exists());
+}
