@@ -92,6 +92,11 @@ fn run(name: &str, rest: &[String]) -> i32 {
     };
     let mut argv: Vec<OsString> = vec!["hasync".into(), "--config".into()];
     argv.push(config_path().into());
+    if name == "xivo-check-master-status" && std::env::var_os("HASYNC_LOG").is_none() {
+        // Every minute from cron, stderr mailed to root: only errors (a failed start),
+        // not a warning per minute while the master is down.
+        argv.push("-q".into());
+    }
     if let Some(ip) = address {
         argv.push("--peer-address".into());
         argv.push(ip.into());
