@@ -189,13 +189,21 @@ _hasync() {
             return 0
             ;;
         hasync__subcmd__cron)
-            opts="-c -v -q -h --user --config --verbose --quiet --peer-address --help"
+            opts="-c -v -q -h --user --next-runs --from --config --verbose --quiet --peer-address --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --next-runs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -151,6 +151,8 @@ complete -c hasync -n "__fish_hasync_using_subcommand status" -s v -l verbose -d
 complete -c hasync -n "__fish_hasync_using_subcommand status" -s q -l quiet -d 'Only errors'
 complete -c hasync -n "__fish_hasync_using_subcommand status" -s h -l help -d 'Print help'
 complete -c hasync -n "__fish_hasync_using_subcommand cron" -l user -d 'The user the lines run as' -r
+complete -c hasync -n "__fish_hasync_using_subcommand cron" -l next-runs -d 'Test hook: read cron expressions from stdin, one a line, and print each one\'s next N run times (wall clock, no zone) after --from, instead of cron lines' -r
+complete -c hasync -n "__fish_hasync_using_subcommand cron" -l from -d 'With --next-runs: the start, YYYY-MM-DDTHH:MM:SS (the runs are strictly after it)' -r
 complete -c hasync -n "__fish_hasync_using_subcommand cron" -s c -l config -d 'Config file [default: /etc/hasync/hasync.toml]' -r -F
 complete -c hasync -n "__fish_hasync_using_subcommand cron" -l peer-address -d 'Use this address for the peer and the master check (what the IP argument of Wazo\'s scripts does; see `compat`)' -r
 complete -c hasync -n "__fish_hasync_using_subcommand cron" -s v -l verbose -d 'More output (repeat for debug logs)'

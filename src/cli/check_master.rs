@@ -67,6 +67,13 @@ pub fn run(cli: &Cli, args: &CheckMasterArgs) -> Result<i32, CliError> {
         }
         return Ok(0);
     }
+    if let Some(w) = cfg
+        .check_master
+        .as_ref()
+        .and_then(hasync::failover::no_witness_warning)
+    {
+        tracing::warn!("{w}");
+    }
     tracing::info!(
         "check-master: watching {} every {:?}",
         mc.file().address,

@@ -4,8 +4,9 @@
 //! lines Wazo writes (`/etc/cron.d/xivo-ha-master`, `xivo-ha-slave`) and the calls of
 //! wazo-sysconfd keep working unchanged:
 //!
-//! - `xivo-sync` / `wazo-sync`: `hasync sync` (every `[[sync]]` job; skipped unless this
-//!   node is the master); `-i`: `hasync init` (key, installed on the peer).
+//! - `xivo-sync` / `wazo-sync`: `hasync sync` (every `[[sync]]` job); like Wazo's, exit 1
+//!   on a node that is not the master, exit 0 "not synchronizing" without the SSH key;
+//!   `-i` / `--init`: `hasync init` (key, installed on the peer).
 //! - `xivo-master-slave-db-replication <slave_ip>`: `hasync db-replicate` to that slave.
 //! - `xivo-check-master-status <master_ip>`: one check of that master, as the cron line
 //!   every minute did (on the slave only; the sentinel `is-secondary` decides), repeated
@@ -73,8 +74,8 @@ fn run(name: &str, rest: &[String]) -> i32 {
     let args: Vec<&str> = rest.iter().map(String::as_str).collect();
     let (command, address): (Vec<&str>, Option<&str>) = match (name, args.as_slice()) {
         ("xivo-sync" | "wazo-sync", []) => (vec!["sync"], None),
-        ("xivo-sync" | "wazo-sync", ["-i"]) => (vec!["init"], None),
-        ("xivo-sync" | "wazo-sync", _) => return usage("[-i]"),
+        ("xivo-sync" | "wazo-sync", ["-i" | "--init"]) => (vec!["init"], None),
+        ("xivo-sync" | "wazo-sync", _) => return usage("[-i|--init]"),
         ("xivo-master-slave-db-replication", [ip]) if !ip.starts_with('-') => {
             (vec!["db-replicate"], Some(*ip))
         }
@@ -91,6 +92,11 @@ fn run(name: &str, rest: &[String]) -> i32 {
     };
     let mut argv: Vec<OsString> = vec!["hasync".into(), "--config".into()];
     argv.push(config_path().into());
+    if name == "xivo-check-master-status" && std::env::var_os("HASYNC_LOG").is_none() {
+        // Every minute from cron, stderr mailed to root: only errors (a failed start),
+        // not a warning per minute while the master is down.
+        argv.push("-q".into());
+    }
     if let Some(ip) = address {
         argv.push("--peer-address".into());
         argv.push(ip.into());
@@ -103,6 +109,12 @@ fn run(name: &str, rest: &[String]) -> i32 {
             return 2;
         }
     };
+    if command == ["sync"] {
+        super::init_logging(&cli);
+        if let Some(code) = sync_gate(name, &cli) {
+            return code;
+        }
+    }
     if name == "xivo-check-master-status" {
         super::init_logging(&cli);
         return match check_master(&cli) {
@@ -114,6 +126,38 @@ fn run(name: &str, rest: &[String]) -> i32 {
         };
     }
     super::run(cli)
+}
+
+/// wazo-sync's own exits before it syncs: not the master, exit 1 ("HA not configured
+/// or not a master node"); the SSH key missing, exit 0 ("not synchronizing").
+fn sync_gate(name: &str, cli: &Cli) -> Option<i32> {
+    let cfg = match super::load_config(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{name}: {}", e.message);
+            return Some(e.code);
+        }
+    };
+    match hasync::node::role::effective_role(&cfg) {
+        Ok(hasync::node::config::Role::Master) => {}
+        Ok(_) => {
+            eprintln!("{name}: HA not configured or not a master node");
+            return Some(1);
+        }
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return Some(e.exit_code().code());
+        }
+    }
+    match &cfg.node.identity {
+        Some(key) if !key.exists() => {
+            if !cli.quiet {
+                outln!("SSH key {} not found: not synchronizing", key.display());
+            }
+            Some(0)
+        }
+        _ => None,
+    }
 }
 
 /// The longest a `xivo-check-master-status` run keeps checking (cron starts the next

@@ -10,6 +10,46 @@ pub struct CronArgs {
     /// The user the lines run as
     #[arg(long, default_value = "root")]
     pub user: String,
+    /// Test hook: read cron expressions from stdin, one a line, and print each one's
+    /// next N run times (wall clock, no zone) after --from, instead of cron lines
+    #[arg(long, value_name = "N", hide = true)]
+    pub next_runs: Option<usize>,
+    /// With --next-runs: the start, YYYY-MM-DDTHH:MM:SS (the runs are strictly after it)
+    #[arg(long, value_name = "TIME", hide = true, requires = "next_runs")]
+    pub from: Option<String>,
+}
+
+/// `--next-runs`: for each expression on stdin, its next `n` wall-clock run times
+/// after `from`, space-separated, or `error: <why>`.
+fn next_runs(n: usize, from: Option<&str>) -> Result<i32, CliError> {
+    use std::io::BufRead as _;
+    let from = from.unwrap_or("1970-01-01T00:00:00");
+    let start = chrono::NaiveDateTime::parse_from_str(from, "%Y-%m-%dT%H:%M:%S").map_err(|e| {
+        CliError::usage(format!("--from {from:?}: {e} (write YYYY-MM-DDTHH:MM:SS)"))
+    })?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line.map_err(|e| CliError::usage(format!("cannot read stdin: {e}")))?;
+        let expr = match line.trim().parse::<hasync::node::schedule::CronExpr>() {
+            Ok(e) => e,
+            Err(why) => {
+                outln!("error: {why}");
+                continue;
+            }
+        };
+        let mut t = start;
+        let mut runs = Vec::with_capacity(n);
+        for _ in 0..n {
+            match expr.next_naive(t + chrono::Duration::seconds(1)) {
+                Some(next) => {
+                    runs.push(next.format("%Y-%m-%dT%H:%M:%S").to_string());
+                    t = next;
+                }
+                None => break,
+            }
+        }
+        outln!("{}", runs.join(" "));
+    }
+    Ok(0)
 }
 
 /// The cron.d text for `cfg`; `exe` is the hasync command to write in the lines.
@@ -79,6 +119,9 @@ pub fn lines(cfg: &Config, exe: &str, user: &str) -> String {
 }
 
 pub fn run(cli: &Cli, args: &CronArgs) -> Result<i32, CliError> {
+    if let Some(n) = args.next_runs {
+        return next_runs(n, args.from.as_deref());
+    }
     let cfg = hasync::node::config::load(&super::config_path(cli))?;
     let exe = std::env::current_exe()
         .ok()

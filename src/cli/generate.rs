@@ -85,8 +85,8 @@ that name did, with the same arguments (the IP overrides the peer or master addr
 reading \fBHASYNC_CONFIG\fR, else /etc/hasync/hasync.toml, else
 /usr/share/hasync/profiles/wazo.toml:
 .TP
-\fBxivo\-sync\fR, \fBwazo\-sync\fR [\fB\-i\fR]
-hasync sync; with \-i, hasync init.
+\fBxivo\-sync\fR, \fBwazo\-sync\fR [\fB\-i\fR|\fB\-\-init\fR]
+hasync sync (exit 1 off the master, 0 'not synchronizing' without the key); with \-i or \-\-init, hasync init.
 .TP
 \fBxivo\-master\-slave\-db\-replication\fR \fIslave_ip\fR
 hasync db\-replicate.

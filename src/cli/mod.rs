@@ -49,7 +49,7 @@ const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (wire protocol 2
 #[derive(Parser, Debug)]
 #[command(
     name = "hasync",
-    version,
+    version = LONG_VERSION,
     long_version = LONG_VERSION,
     about,
     after_help = EXIT_CODES,
@@ -162,6 +162,8 @@ impl From<hasync::node::config::ConfigError> for CliError {
 /// Parse, run, and return the process exit code. Invoked under one of Wazo's script
 /// names (a symlink), behave as that script ([`compat`]).
 pub fn main() -> i32 {
+    // Before any thread: a bare cron's PATH lacks the sbin directories.
+    hasync::node::envpath::complete_process_path();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Some(code) = compat::main(&args) {
         return code;
@@ -224,10 +226,16 @@ struct SafeStderr {
 impl SafeStderr {
     fn make() -> SafeStderr {
         SafeStderr {
-            ansi: std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("JOURNAL_STREAM").is_none(),
+            ansi: colour() && std::env::var_os("JOURNAL_STREAM").is_none(),
         }
     }
+}
+
+/// Colours in the log: stderr is a terminal and `NO_COLOR` is unset or empty
+/// (no-color.org).
+fn colour() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 impl std::io::Write for SafeStderr {
@@ -280,9 +288,7 @@ pub(crate) fn init_logging(cli: &Cli) {
     let _ = if journald {
         builder.without_time().with_ansi(false).try_init()
     } else {
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init()
+        builder.with_ansi(colour()).try_init()
     };
 }
 

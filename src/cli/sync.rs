@@ -50,6 +50,9 @@ struct JobReport {
 struct PathConsole<'a> {
     console: &'a mut Console,
     verbose: bool,
+    /// This node's `root`: item lines show the managed path (`etc/xivo/...`), not
+    /// where it sits under a test or demo root.
+    root: &'a Path,
 }
 
 impl Reporter for PathConsole<'_> {
@@ -69,7 +72,8 @@ impl JobReporter for PathConsole<'_> {
         if self.verbose {
             outln!("job {job}: {} -> {}", local.display(), peer.display());
         }
-        let rel = local.strip_prefix("/").unwrap_or(local);
+        let managed = local.strip_prefix(self.root).unwrap_or(local);
+        let rel = managed.strip_prefix("/").unwrap_or(managed);
         self.console.prefix = rel.display().to_string();
     }
 }
@@ -126,6 +130,7 @@ pub fn run(cli: &Cli, args: &SyncArgs) -> Result<i32, CliError> {
         let mut rep = PathConsole {
             console: &mut console,
             verbose: talk && cli.verbose > 0,
+            root: &cfg.node.root,
         };
         let how = Execution {
             state_dir: &state_dir,

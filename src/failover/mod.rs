@@ -98,6 +98,15 @@ pub fn run_hook(cfg: &Config, event: &str, error: Option<&str>) {
     );
 }
 
+/// The startup warning of a check without a witness: the slave cannot tell "the master
+/// is down" from "my own link is down", so a pulled cable on the slave fails over next
+/// to a running master (split brain). `None` when a witness is set.
+pub fn no_witness_warning(cm: &CheckMaster) -> Option<String> {
+    cm.witness.is_empty().then(|| {
+        "[check_master] has no witness: if this slave's own link fails it sees the master down and starts its services next to a running master (split brain). Add witness = [\"<gateway or a third host>\"] (see docs/master-check.md)".to_string()
+    })
+}
+
 /// The master's host from ha.conf's remote_address (Wazo nodes without an address).
 fn wazo_master_address(cfg: &Config) -> Result<String, MasterError> {
     crate::node::wazo::remote_address(cfg).map_err(MasterError::from)
@@ -227,18 +236,35 @@ impl MasterCheck {
                 details()
             ),
         }
-        let decision = self
+        // The services' real state, not what the last decision meant: they may have
+        // died (or been started by hand) since.
+        let real = self.cfg.services.as_ref().and_then(|svc| {
+            let r = services::run(svc, services::Action::Status);
+            r.running
+        });
+        if let Some(r) = real {
+            self.file.state.services_active = r;
+        }
+        let mut decision = self
             .file
             .state
             .step(&self.thresholds(), report.verdict, now_ms);
+        if self.cm.stop_while_up && report.verdict == Verdict::Up && decision == Decision::Stay {
+            if self.file.state.services_active {
+                decision = self.file.state.fail_back_now(now_ms);
+            } else {
+                return self.routine_stop(report);
+            }
+        }
         let mut error = None;
         match decision {
             // The last transition's action failed: try it again while the verdict still
             // calls for it (start and stop are idempotent). No hooks: they ran already.
             Decision::Stay if self.file.last_error.is_some() => {
-                let action = match (self.file.state.services_active, report.verdict) {
-                    (true, Verdict::Down) => Some(services::Action::Start),
-                    (false, Verdict::Up) => Some(services::Action::Stop),
+                let active = self.file.state.services_active;
+                let action = match report.verdict {
+                    Verdict::Down if real.map_or(active, |r| !r) => Some(services::Action::Start),
+                    Verdict::Up if real.map_or(!active, |r| r) => Some(services::Action::Stop),
                     _ => None,
                 };
                 if let (Some(action), Some(svc)) = (action, &self.cfg.services) {
@@ -313,6 +339,35 @@ impl MasterCheck {
             error: None,
             state: self.file.state.clone(),
         }
+    }
+
+    /// `stop_while_up` with the services not (all) running: Wazo's stop runs anyway at
+    /// every check that sees the master up (a half-started slave, the "wazo" group
+    /// left on), without hooks or a transition.
+    fn routine_stop(&mut self, report: CheckReport) -> Result<Event, MasterError> {
+        let mut error = None;
+        if let Some(svc) = &self.cfg.services {
+            tracing::info!(
+                "master {} up: stopping the slave services (stop_while_up)",
+                self.cm.address
+            );
+            let r = services::run(svc, services::Action::Stop);
+            services::record(&self.cfg.node.state_dir, &r)?;
+            if let Some(running) = r.running {
+                self.file.state.services_active = running;
+            }
+            error = r.error;
+        }
+        self.file.last_error = error.clone();
+        self.file.last_check = serde_json::to_value(&report).ok();
+        write_json(&master_file(&self.cfg), &self.file)?;
+        Ok(Event {
+            skipped: None,
+            check: Some(report),
+            decision: Decision::Stay,
+            error,
+            state: self.file.state.clone(),
+        })
     }
 
     /// The state file as it now stands (for `--json`).

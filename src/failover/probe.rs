@@ -1,6 +1,8 @@
 //! Probes: one question each to the master (or a witness), answered within a timeout.
-//! - `icmp`: the system `ping -c 1 -W <timeout> -n <host>` (iputils-ping; no raw socket
-//!   in hasync itself). Exit 0 = up, exit 1 = no reply = down; anything else (exit 2:
+//! - `icmp`: the system `ping` (iputils-ping; no raw socket in hasync itself). A timeout
+//!   of a second or more is rounded down to whole seconds, `ping -c 1 -w SECS -i 0.2 -n
+//!   <host>` (a request every 0.2 s until the first reply); below a second, one request,
+//!   `ping -c 1 -W <timeout> -n <host>`. Exit 0 = up, exit 1 = no reply = down; anything else (exit 2:
 //!   "Network is unreachable", unknown host, `ping` missing) is a local problem.
 //! - `tcp:PORT`: a TCP connect to `address:PORT`. Connected = up; refused, reset or
 //!   timed out = down (the host may answer ping while the service is dead).

@@ -219,17 +219,17 @@ pub fn run(svc: &Services, action: Action) -> ServicesReport {
             Action::Start => {
                 let mut ok = true;
                 for c in &svc.start {
-                    if !ok {
+                    if !ok && !svc.keep_going {
                         steps.push(skipped("start", c, "an earlier start failed"));
                         continue;
                     }
                     let s = step("start", c, false, t);
-                    ok = s.ok;
+                    ok &= s.ok;
                     steps.push(s);
                 }
                 running = svc.status.as_ref().map(|c| step("status", c, false, t).ok);
             }
-            Action::Stop if was_running == Some(false) => {
+            Action::Stop if was_running == Some(false) && !svc.stop_unguarded => {
                 for c in &svc.stop {
                     steps.push(skipped("stop", c, "status says stopped"));
                 }

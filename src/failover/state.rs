@@ -67,7 +67,9 @@ pub struct MachineState {
     pub master: Option<Verdict>,
     /// When `master` last changed value.
     pub master_since_unix_ms: Option<u64>,
-    /// Whether the slave services are running because of a failover.
+    /// Whether the slave services run: the real status (`[services] status`, or the
+    /// units), read at every check; only without a way to tell, what the last
+    /// decision did.
     pub services_active: bool,
     pub consecutive_down: u32,
     pub consecutive_up: u32,
@@ -89,6 +91,16 @@ impl MachineState {
             None => true,
             Some(t) => now_ms.checked_sub(t).is_some_and(|d| d >= hold_down_ms),
         }
+    }
+
+    /// Fails back now, whatever the counters and hold-down say (`stop_while_up`: Wazo
+    /// stops the slave services at every check that sees the master up).
+    pub fn fail_back_now(&mut self, now_ms: u64) -> Decision {
+        self.services_active = false;
+        self.failbacks += 1;
+        self.last_transition_unix_ms = Some(now_ms);
+        self.last_transition = Some(Decision::Failback);
+        Decision::Failback
     }
 
     /// Feeds one verdict taken at `now_ms`; returns the decision. The state already

@@ -5,6 +5,7 @@
 //! ([`hooks`]). Every other domain depends on this one; it depends on none of them.
 
 pub mod config;
+pub mod envpath;
 pub mod exec;
 pub mod exit;
 pub mod hooks;

@@ -850,3 +850,29 @@ fn the_replay_wins_a_lock_deadlock_against_a_reader() {
     );
     c.assert_replicated();
 }
+
+/// The DB job as Wazo's cron line runs it: nothing in the environment but
+/// `PATH=/usr/bin:/bin`, pg_dump/psql through `runuser` (in /usr/sbin): hasync finds it.
+#[test]
+fn db_replicates_from_a_bare_cron_path_through_runuser() {
+    let c = Case::new(
+        "t_cron_path",
+        Pg::slave(),
+        Opts {
+            master_run_as: true,
+            ..Opts::default()
+        },
+    );
+    let o = hasync()
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HASYNC_CONFIG", c.slave_cfg())
+        .arg("--config")
+        .arg(c.master_cfg())
+        .arg("db-replicate")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    c.assert_replicated();
+    excluded_untouched(&c);
+}

@@ -2,6 +2,7 @@
 //! sshd and real processes. Modules share helpers and one sshd per run.
 
 mod cli;
+mod cron_reference;
 mod daemon;
 mod db;
 mod db_guard;
@@ -26,3 +27,4 @@ mod sshd;
 mod sync;
 mod timeouts;
 mod util;
+mod wazo_dropin;

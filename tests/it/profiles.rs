@@ -11,16 +11,16 @@ use std::process::{Command, Output};
 
 use crate::util::{bin, hasync, text};
 
-fn profiles_dir() -> PathBuf {
+pub(crate) fn profiles_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles")
 }
 
-fn write(p: &Path, body: &str) {
+pub(crate) fn write(p: &Path, body: &str) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, body).unwrap();
 }
 
-fn read(p: &Path) -> String {
+pub(crate) fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
 
@@ -100,6 +100,8 @@ fn profiles_generic_documents_every_key() {
         "start",
         "stop",
         "status",
+        "keep_going",
+        "guard",
         // [check_master]
         "address",
         "probes",
@@ -110,6 +112,7 @@ fn profiles_generic_documents_every_key() {
         "hold_down",
         "witness",
         "copy_back",
+        "stop_while_up",
         // [hooks], [daemon]
         "on_failure",
         "on_failover",
@@ -142,8 +145,8 @@ fn profiles_generic_documents_every_key() {
 
 /// A Wazo node and its peer under a temp dir: `master/` (this node's root), `slave/`
 /// (the peer's root), and a test copy of profiles/wazo.toml pointed at them.
-struct Wazo {
-    dir: tempfile::TempDir,
+pub(crate) struct Wazo {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 const WAZO_DIRS: [&str; 6] = [
@@ -156,7 +159,7 @@ const WAZO_DIRS: [&str; 6] = [
 ];
 
 impl Wazo {
-    fn new() -> Wazo {
+    pub(crate) fn new() -> Wazo {
         let w = Wazo {
             dir: tempfile::tempdir().unwrap(),
         };
@@ -183,19 +186,19 @@ impl Wazo {
         w
     }
 
-    fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         self.dir.path().join("master")
     }
 
-    fn slave(&self) -> PathBuf {
+    pub(crate) fn slave(&self) -> PathBuf {
         self.dir.path().join("slave")
     }
 
-    fn cfg(&self) -> PathBuf {
+    pub(crate) fn cfg(&self) -> PathBuf {
         self.dir.path().join("hasync.toml")
     }
 
-    fn log(&self) -> PathBuf {
+    pub(crate) fn log(&self) -> PathBuf {
         self.dir.path().join("services.log")
     }
 
@@ -244,7 +247,7 @@ impl Wazo {
         std::fs::write(self.cfg(), format!("{doc}{check_extra}")).unwrap();
     }
 
-    fn ha_conf(&self, node_type: &str) {
+    pub(crate) fn ha_conf(&self, node_type: &str) {
         write(
             &self.root().join("etc/xivo/ha.conf"),
             &format!(r#"{{"node_type": "{node_type}", "remote_address": "10.9.9.9"}}"#),
@@ -271,7 +274,7 @@ impl Wazo {
     }
 
     /// Runs the binary under Wazo's script `name` (a symlink in the temp dir).
-    fn script(&self, name: &str, args: &[&str]) -> Output {
+    pub(crate) fn script(&self, name: &str, args: &[&str]) -> Output {
         let link = self.dir.path().join("bin").join(name);
         if !link.exists() {
             std::fs::create_dir_all(link.parent().unwrap()).unwrap();
@@ -408,7 +411,11 @@ fn profiles_wazo_script_names_do_what_the_scripts_did() {
     );
     let o = w.script("xivo-sync", &["--bogus"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("usage: xivo-sync [-i]"), "{}", text(&o));
+    assert!(
+        text(&o).contains("usage: xivo-sync [-i|--init]"),
+        "{}",
+        text(&o)
+    );
     // xivo-master-slave-db-replication <slave_ip>: the [db] job (here its PostgreSQL is
     // missing: the dump fails, exit 1, as the script failed).
     let o = w.script("xivo-master-slave-db-replication", &[]);

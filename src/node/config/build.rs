@@ -91,6 +91,8 @@ struct RawServices {
     stop: Vec<String>,
     status: Option<String>,
     timeout: Option<String>,
+    keep_going: Option<bool>,
+    guard: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +110,7 @@ struct RawCheckMaster {
     mode: Option<String>,
     #[serde(default)]
     copy_back: Vec<String>,
+    stop_while_up: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

@@ -213,6 +213,13 @@ pub struct Services {
     pub status: Option<String>,
     /// Default 60 s.
     pub timeout: Duration,
+    /// `start` runs every command even after one failed (Wazo's script has no `set -e`);
+    /// the action still reports the first failure. Default false.
+    pub keep_going: bool,
+    /// `guard = "start"`: `status` only skips a start (stop always runs its commands, as
+    /// Wazo's does: `wazo-service status all` failing does not mean all is stopped).
+    /// Default (`"both"`): it also skips a stop when it says stopped.
+    pub stop_unguarded: bool,
 }
 
 /// `[check_master]`: how the slave decides the master is gone.
@@ -242,6 +249,10 @@ pub struct CheckMaster {
     /// `copy_back`: absolute paths pushed back to the peer by `hasync demote --copy-back`
     /// (what the slave wrote while it served: voicemail, recordings). Default empty.
     pub copy_back: Vec<PathBuf>,
+    /// Every check that sees the master up stops the slave services, at once and every
+    /// time, as Wazo's `xivo-check-master-status` did (`recover_after` and `hold_down`
+    /// then apply only to starting). Default false.
+    pub stop_while_up: bool,
 }
 
 /// How probe results combine: `All` = the master is up only if every probe answers.

@@ -63,6 +63,9 @@ struct Field {
     names: &'static [&'static str],
     /// Value of the first name (JAN = 1, SUN = 0).
     names_from: u32,
+    /// Where `N/STEP` ends: `max`, except for the day of week, where Vixie cron and
+    /// croniter stop at 6 (Saturday): `1/2` is Mon, Wed, Fri, not also Sunday as 7.
+    open_max: u32,
 }
 
 const SECOND: Field = Field {
@@ -70,6 +73,7 @@ const SECOND: Field = Field {
     min: 0,
     max: 59,
     names: &[],
+    open_max: 59,
     names_from: 0,
 };
 const MINUTE: Field = Field {
@@ -77,6 +81,7 @@ const MINUTE: Field = Field {
     min: 0,
     max: 59,
     names: &[],
+    open_max: 59,
     names_from: 0,
 };
 const HOUR: Field = Field {
@@ -84,6 +89,7 @@ const HOUR: Field = Field {
     min: 0,
     max: 23,
     names: &[],
+    open_max: 23,
     names_from: 0,
 };
 const DAY: Field = Field {
@@ -91,6 +97,7 @@ const DAY: Field = Field {
     min: 1,
     max: 31,
     names: &[],
+    open_max: 31,
     names_from: 0,
 };
 const MONTH: Field = Field {
@@ -98,6 +105,7 @@ const MONTH: Field = Field {
     min: 1,
     max: 12,
     names: &MONTHS,
+    open_max: 12,
     names_from: 1,
 };
 /// 0-7: 7 is Sunday too, as in Unix cron.
@@ -106,6 +114,7 @@ const WEEKDAY: Field = Field {
     min: 0,
     max: 7,
     names: &DAYS,
+    open_max: 6,
     names_from: 0,
 };
 
@@ -133,6 +142,32 @@ impl Field {
                 self.what
             )),
         }
+    }
+
+    /// Where `N/STEP` starts: `N`, except day of week 7 (Sunday), which starts the week
+    /// again at 0, as croniter reads `7/2` (Sun, Tue, Thu, Sat).
+    fn step_start(&self, a: u32) -> u32 {
+        if a > self.open_max { self.min } else { a }
+    }
+
+    /// `text` with every `N/STEP` item written `N-END/STEP` (Debian's cron wants a
+    /// range before a step). The text was parsed already: values are valid.
+    fn for_cron_d(&self, text: &str) -> String {
+        let items: Vec<String> = text
+            .split(',')
+            .map(|item| match item.split_once('/') {
+                Some((r, step)) if r != "*" && !r.contains('-') => {
+                    let a = self.step_start(self.value(r).unwrap_or(self.min));
+                    if a == self.open_max {
+                        a.to_string()
+                    } else {
+                        format!("{a}-{}/{step}", self.open_max)
+                    }
+                }
+                _ => item.to_string(),
+            })
+            .collect();
+        items.join(",")
     }
 
     /// The bit set of `text` (a comma-separated list of `*`, `N`, `A-B`, each with an
@@ -168,8 +203,12 @@ impl Field {
                 (a, b)
             } else {
                 let a = self.value(range)?;
-                // "5/15" means 5, 20, 35, 50 (from 5 to the end, every 15).
-                (a, if item.contains('/') { self.max } else { a })
+                if item.contains('/') {
+                    // "5/15" means 5, 20, 35, 50 (from 5 to the end, every 15).
+                    (self.step_start(a), self.open_max)
+                } else {
+                    (a, a)
+                }
             };
             let mut v = lo;
             while v <= hi {
@@ -272,15 +311,24 @@ impl CronExpr {
         None
     }
 
-    /// The line for a cron.d file (5 fields), or `None` when the expression needs
-    /// seconds, which cron cannot express.
+    /// The line for a cron.d file (5 fields) that Debian's cron (Vixie 3.0pl1) and
+    /// cronie accept, or `None` when the expression needs seconds, which cron cannot
+    /// express. Both refuse `N/STEP` ("bad minute"): it is written `N-END/STEP` (the
+    /// same set; see [`Field::open_max`]).
     pub fn cron_d_fields(&self) -> Option<String> {
         let fields: Vec<&str> = self.text.split(' ').collect();
-        match fields.len() {
-            6 if fields[0] == "0" => Some(fields[1..].join(" ")),
-            6 => None,
-            _ => Some(self.text.clone()),
-        }
+        let five = match fields.len() {
+            6 if fields[0] == "0" => &fields[1..],
+            6 => return None,
+            1 => return Some(self.text.clone()),
+            _ => &fields[..],
+        };
+        let out: Vec<String> = [MINUTE, HOUR, DAY, MONTH, WEEKDAY]
+            .iter()
+            .zip(five)
+            .map(|(f, text)| f.for_cron_d(text))
+            .collect();
+        Some(out.join(" "))
     }
 }
 

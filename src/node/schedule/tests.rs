@@ -272,3 +272,33 @@ fn schedules_map_to_expressions() {
     assert!(cron_of(&Schedule::Watch).is_none());
     assert!(cron_of(&Schedule::Manual).is_none());
 }
+
+#[test]
+fn cron_d_lines_have_no_bare_steps_and_weekday_steps_end_on_saturday() {
+    let f = |s: &str| parse(s).cron_d_fields().unwrap();
+    assert_eq!(f("5/15 * * * *"), "5-59/15 * * * *");
+    assert_eq!(f("0 0 1 2/3 *"), "0 0 1 2-12/3 *");
+    assert_eq!(f("0 0 * * 1/2"), "0 0 * * 1-6/2");
+    assert_eq!(f("0 0 * * mon/2,*/3,6/1"), "0 0 * * 1-6/2,*/3,6");
+    assert_eq!(f("0 0 * * 7/2"), "0 0 * * 0-6/2");
+    assert_eq!(f("0 0 30/5 * *"), "0 0 30-31/5 * *");
+    assert_eq!(f("@hourly"), "@hourly");
+    // Vixie cron's sets: 1/2 is Mon, Wed, Fri (not Sunday as 7); 5/1 is Fri, Sat.
+    let sun = chrono::NaiveDate::from_ymd_opt(2024, 3, 3).unwrap();
+    let days = |s: &str| -> Vec<u32> {
+        let e = parse(s);
+        (0..7)
+            .filter(|i| {
+                let d = sun + chrono::Duration::days(*i as i64);
+                e.next_naive(d.and_hms_opt(0, 0, 0).unwrap()) == d.and_hms_opt(0, 0, 0)
+            })
+            .collect()
+    };
+    assert_eq!(days("0 0 * * 1/2"), vec![1, 3, 5]);
+    assert_eq!(days("0 0 * * 5/1"), vec![5, 6]);
+    assert_eq!(
+        days("0 0 * * 5-5"),
+        vec![5],
+        "a one-value range is that value"
+    );
+}

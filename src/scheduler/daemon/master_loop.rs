@@ -33,6 +33,13 @@ fn run(cfg: Config, stop: Arc<AtomicBool>) {
     };
     let interval = check.interval();
     tracing::info!("master check: every {interval:?}");
+    if let Some(w) = cfg
+        .check_master
+        .as_ref()
+        .and_then(crate::failover::no_witness_warning)
+    {
+        tracing::warn!("{w}");
+    }
     let mut last_role: Option<Role> = None;
     while !stop.load(Ordering::SeqCst) {
         let started = Instant::now();

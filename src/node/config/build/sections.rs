@@ -418,7 +418,19 @@ pub(super) fn build_services(ctx: &Ctx, raw: RawServices) -> Res<Services> {
         raw.timeout.as_deref(),
         Duration::from_secs(60),
     )?;
+    let stop_unguarded = match raw.guard.as_deref() {
+        None | Some("both") => false,
+        Some("start") => true,
+        Some(other) => {
+            return Err(ctx.err(
+                at!["services", "guard"],
+                format!("{other:?} is not a guard (write \"both\": status skips a start when running and a stop when stopped, or \"start\": only a start, stop always runs)"),
+            ));
+        }
+    };
     Ok(Services {
+        keep_going: raw.keep_going.unwrap_or(false),
+        stop_unguarded,
         units: raw.units,
         start: raw.start,
         stop: raw.stop,
@@ -536,5 +548,6 @@ pub(super) fn build_check_master(ctx: &Ctx, raw: RawCheckMaster, wazo: bool) -> 
         hold_down,
         witness: raw.witness,
         mode,
+        stop_while_up: raw.stop_while_up.unwrap_or(false),
     })
 }
