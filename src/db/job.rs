@@ -216,22 +216,7 @@ fn run_inner(
             conn.describe()
         ))
     })?;
-    let mut scr = tmp("script")?;
-    let mut hashing = HashingWriter {
-        inner: std::io::BufWriter::with_capacity(1 << 20, scr.as_file_mut()),
-        hasher: blake3::Hasher::new(),
-        bytes: 0,
-    };
-    body.rewind()
-        .map_err(|e| local("cannot read", body.path(), e))?;
-    script::write_header(&summary, job.with_schema, &mut hashing)
-        .and_then(|_| std::io::copy(body.as_file_mut(), &mut hashing))
-        .and_then(|_| script::write_footer(&mut hashing))
-        .and_then(|_| hashing.inner.flush())
-        .map_err(|e| local("cannot write", &work, e))?;
-    let (hash, bytes) = (*hashing.hasher.finalize().as_bytes(), hashing.bytes);
-    drop(hashing);
-    drop(body);
+    let (scr, hash, bytes) = assemble(&work, tmp("script")?, body, &summary, job.with_schema)?;
     rep.dump_bytes = bytes;
     rep.hash = blake3::Hash::from(hash).to_hex().to_string();
     rep.tables = summary.tables.len() as u64;
@@ -301,6 +286,32 @@ fn run_inner(
     res?;
     closed.map_err(DbError::Peer)?;
     Ok(true)
+}
+
+/// The replay script: the header (which needs the table list), the `body` made from
+/// pg_dump's output, the footer, written into `scr`; returns it with its BLAKE3 and size.
+fn assemble(
+    work: &Path,
+    mut scr: tempfile::NamedTempFile,
+    mut body: tempfile::NamedTempFile,
+    summary: &DumpSummary,
+    with_schema: bool,
+) -> Result<(tempfile::NamedTempFile, [u8; 32], u64), DbError> {
+    let mut hashing = HashingWriter {
+        inner: std::io::BufWriter::with_capacity(1 << 20, scr.as_file_mut()),
+        hasher: blake3::Hasher::new(),
+        bytes: 0,
+    };
+    body.rewind()
+        .map_err(|e| local("cannot read", body.path(), e))?;
+    script::write_header(summary, with_schema, &mut hashing)
+        .and_then(|_| std::io::copy(body.as_file_mut(), &mut hashing))
+        .and_then(|_| script::write_footer(&mut hashing))
+        .and_then(|_| hashing.inner.flush())
+        .map_err(|e| local("cannot write", work, e))?;
+    let (hash, bytes) = (*hashing.hasher.finalize().as_bytes(), hashing.bytes);
+    drop(hashing);
+    Ok((scr, hash, bytes))
 }
 
 /// The replay request for `script` (with `ext` for a 2.3 peer).
