@@ -308,7 +308,8 @@ fn wazo_every_script_name_works_from_a_bare_cron() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("db asterisk failed")
-            && text(&o).contains("runuser failed (exit 2): psql: error: connection")
+            && text(&o).contains("psql failed (exit 2)")
+            && text(&o).contains("psql: error: connection")
             && !text(&o).contains("cannot run runuser"),
         "{}",
         text(&o)
