@@ -319,6 +319,17 @@ impl MasterCheck {
                 self.file.last_error = error.clone();
             }
         }
+        self.checked(report, decision, error)
+    }
+
+    /// Saves a step that checked the master (its report in `master.json`) and says
+    /// what it did.
+    fn checked(
+        &mut self,
+        report: CheckReport,
+        decision: Decision,
+        error: Option<String>,
+    ) -> Result<Event, MasterError> {
         self.file.last_check = serde_json::to_value(&report).ok();
         write_json(&master_file(&self.cfg), &self.file)?;
         Ok(Event {
@@ -359,15 +370,7 @@ impl MasterCheck {
             error = r.error;
         }
         self.file.last_error = error.clone();
-        self.file.last_check = serde_json::to_value(&report).ok();
-        write_json(&master_file(&self.cfg), &self.file)?;
-        Ok(Event {
-            skipped: None,
-            check: Some(report),
-            decision: Decision::Stay,
-            error,
-            state: self.file.state.clone(),
-        })
+        self.checked(report, Decision::Stay, error)
     }
 
     /// The state file as it now stands (for `--json`).

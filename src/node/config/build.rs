@@ -186,16 +186,11 @@ impl Ctx<'_> {
 
     /// A required key that is absent: reported at its table's header.
     fn missing(&self, table: &[KeyOrIndex], key: &str, message: impl Into<String>) -> ConfigError {
-        let (line, column) = locate(&self.doc, table).unzip();
-        let (table, _) = describe(&self.doc, table);
-        ConfigError::Invalid(Box::new(Diagnostic {
-            file: self.file.to_path_buf(),
-            line,
-            column,
-            table,
-            key: Some(key.to_string()),
-            message: message.into(),
-        }))
+        let mut e = self.err(table, message);
+        if let ConfigError::Invalid(d) = &mut e {
+            d.key = Some(key.to_string());
+        }
+        e
     }
 
     fn line_of(&self, path: &[KeyOrIndex]) -> String {
