@@ -28,31 +28,45 @@ pub const WORK_DIR: &str = "db";
 /// Name of the slave's private staging directory under its `state_dir` (mode 0700).
 pub const STAGING_DIR: &str = "db-staging";
 
-/// Why a DB run failed. Each variant maps to one exit code.
+/// Why a DB run failed. Each variant maps to one exit code. The text is the whole
+/// message (what, where, the cause); the cause is also the error's `source()`.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    /// pg_dump (or the catalog query before it) failed on this node (exit 1).
+    /// The dump could not be used (an unreadable catalog row, ...) on this node (exit 1).
     #[error("{0}")]
     Dump(String),
+    /// A PostgreSQL client failed on this node (exit 1); `doing` says at which step.
+    #[error("{doing}: {source}")]
+    Pg {
+        doing: String,
+        #[source]
+        source: pg::PgError,
+    },
     /// The slave's psql refused or failed the replay; its transaction was rolled back (exit 1).
     #[error("{0}")]
     Replay(String),
     /// A local file problem on this node (exit 1).
+    #[error("{what} {}: {source}", path.display())]
+    File {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another local problem on this node (exit 1).
     #[error("{0}")]
     Local(String),
     /// The peer, the transport or the protocol failed (exit 3), or the peer refused (its code).
     #[error("{0}")]
-    Peer(SyncError),
+    Peer(#[from] SyncError),
 }
 
 impl DbError {
     /// The process exit code (see `docs/db.md`).
     pub fn exit_code(&self) -> crate::node::exit::ExitCode {
         match self {
-            DbError::Dump(_) | DbError::Replay(_) | DbError::Local(_) => {
-                crate::node::exit::ExitCode::Failed
-            }
             DbError::Peer(e) => e.exit_code(),
+            _ => crate::node::exit::ExitCode::Failed,
         }
     }
 }

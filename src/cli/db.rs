@@ -78,8 +78,8 @@ pub fn run(cli: &Cli, args: &DbArgs) -> Result<i32, CliError> {
     let mut connect = || -> Result<Client, SyncError> {
         let transport = hasync::scheduler::jobs::peer_transport(&cfg)?;
         Client::connect(transport.as_ref(), &[]).map_err(|e| match e {
-            SyncError::Peer(m) => {
-                SyncError::Peer(format!("cannot reach the peer {}: {m}", cfg.node.peer))
+            e if e.is_peer() => {
+                SyncError::Peer(format!("cannot reach the peer {}: {e}", cfg.node.peer))
             }
             e => e,
         })

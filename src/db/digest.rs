@@ -31,7 +31,10 @@ pub fn of_summary(s: &DumpSummary) -> Vec<TableDigest> {
 
 /// The replicated `tables` as the database of `conn` holds them now (one data-only
 /// pg_dump of those tables, in one snapshot). A table the database lacks is absent.
-pub fn of_database(conn: &PgConn, tables: &[String]) -> Result<Vec<TableDigest>, String> {
+pub fn of_database(
+    conn: &PgConn,
+    tables: &[String],
+) -> Result<Vec<TableDigest>, super::pg::PgError> {
     if tables.is_empty() {
         return Ok(Vec::new());
     }

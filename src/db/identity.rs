@@ -9,6 +9,7 @@
 //! says so).
 
 use super::PgConn;
+use super::pg::PgError;
 use crate::wire::db::DbSource;
 
 /// The query: the system identifier, the data directory (superusers and members of
@@ -19,10 +20,11 @@ const SQL: &str = "SELECT system_identifier, \
 
 impl PgConn {
     /// The identity of the database this connection reaches; `Err` is psql's message.
-    pub fn identity(&self) -> Result<DbSource, String> {
+    pub fn identity(&self) -> Result<DbSource, PgError> {
         let out = self.query(SQL)?;
-        parse(&out).ok_or_else(|| {
-            format!("unexpected answer {out:?} to the query of the cluster's identity")
+        parse(&out).ok_or(PgError::Unexpected {
+            what: "to the query of the cluster's identity",
+            answer: out,
         })
     }
 }

@@ -78,8 +78,12 @@ pub struct VerifiedTable {
     pub ok: bool,
 }
 
-fn local(what: &str, p: &Path, e: impl std::fmt::Display) -> DbError {
-    DbError::Local(format!("{what} {}: {e}", p.display()))
+fn local(what: &'static str, p: &Path, source: std::io::Error) -> DbError {
+    DbError::File {
+        what,
+        path: p.to_path_buf(),
+        source,
+    }
 }
 
 fn ms(t: Instant) -> u64 {
@@ -170,11 +174,12 @@ fn run_inner(
     tracing::debug!("catalog read in {} ms", ms(t));
     let conn = PgConn::from_job(job);
     // What the slave compares its target with: never replay into this very database.
-    let source = conn.identity().map_err(|e| {
-        DbError::Dump(format!(
-            "cannot read the identity of {} on this node: {e}",
+    let source = conn.identity().map_err(|source| DbError::Pg {
+        doing: format!(
+            "cannot read the identity of {} on this node",
             conn.describe()
-        ))
+        ),
+        source,
     })?;
     let tmp = |what: &str| {
         tempfile::Builder::new()
@@ -202,7 +207,7 @@ fn run_inner(
             Ok(())
         });
         if let Err(e) = &res {
-            local_err = Some(e.to_string());
+            local_err = Some(std::io::Error::new(e.kind(), e.to_string()));
         }
         res
     };
@@ -210,11 +215,9 @@ fn run_inner(
     if let Some(e) = local_err {
         return Err(local("cannot write the dump into", &work, e));
     }
-    dumped.map_err(|e| {
-        DbError::Dump(format!(
-            "pg_dump of {} failed on this node: {e}",
-            conn.describe()
-        ))
+    dumped.map_err(|source| DbError::Pg {
+        doing: format!("pg_dump of {} failed on this node", conn.describe()),
+        source,
     })?;
     let (scr, hash, bytes) = assemble(&work, tmp("script")?, body, &summary, job.with_schema)?;
     rep.dump_bytes = bytes;

@@ -12,6 +12,43 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+/// Why a PostgreSQL client (psql, pg_dump) could not do its work on this node. The text
+/// names the program; [`PgError::Failed`] carries the program's own message, kept as lines.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// The program could not be started (not installed, not executable).
+    #[error("cannot run {program}: {source} (install the PostgreSQL client, or set [db] bin_dir)")]
+    Start {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Its output could not be stored (the program was then killed).
+    #[error("cannot store the output of {program}: {source}")]
+    Output {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Waiting for it failed.
+    #[error("{program} did not finish: {source}")]
+    Wait {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// It ran and failed: `how` is "exit N" or "killed by a signal", `message` its stderr.
+    #[error("{program} failed ({how}){}", if message.is_empty() { String::new() } else { format!(":\n{message}") })]
+    Failed {
+        program: String,
+        how: String,
+        message: String,
+    },
+    /// It answered something hasync cannot read.
+    #[error("unexpected answer {answer:?} {what}")]
+    Unexpected { what: &'static str, answer: String },
+}
+
 /// How to reach one node's local database.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PgConn {
@@ -81,7 +118,7 @@ impl PgConn {
 
     /// Runs one SQL statement with psql, returns its unaligned output (fields separated
     /// by 0x1f, records by 0x1e). `Err` is psql's own message.
-    pub fn query(&self, sql: &str) -> Result<String, String> {
+    pub fn query(&self, sql: &str) -> Result<String, PgError> {
         let mut c = self.command("psql");
         c.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
             .args(["-F", "\x1f", "-R", "\x1e", "-c", sql]);
@@ -93,7 +130,7 @@ impl PgConn {
     /// to `consume` as it comes (so the caller's work overlaps the dump's); returns
     /// pg_dump's warnings (stderr) on success, its message (or the consumer's error, pg_dump
     /// then being killed) on failure.
-    pub fn dump(&self, args: &[String], consume: Consumer) -> Result<String, String> {
+    pub fn dump(&self, args: &[String], consume: Consumer) -> Result<String, PgError> {
         let mut c = self.command("pg_dump");
         // Both nodes write timestamptz the same way, so their tables compare ([`super::digest`]).
         c.env("PGTZ", "UTC").args(args);
@@ -103,7 +140,7 @@ impl PgConn {
     /// Replays `script` with psql in one transaction, stopping at the first error
     /// (`--single-transaction -v ON_ERROR_STOP=1`): either everything commits or nothing
     /// does. `Err` is psql's own message.
-    pub fn replay(&self, script: File) -> Result<(), String> {
+    pub fn replay(&self, script: File) -> Result<(), PgError> {
         let mut c = self.command("psql");
         c.args([
             "-X",
@@ -134,7 +171,7 @@ fn display_program(c: &Command) -> String {
 }
 
 /// Runs `c`, returns (stdout if `capture`, stderr) on exit 0, else a message with stderr.
-fn run(c: Command, stdin: Stdio, capture: bool) -> Result<(Vec<u8>, String), String> {
+fn run(c: Command, stdin: Stdio, capture: bool) -> Result<(Vec<u8>, String), PgError> {
     let mut bytes = Vec::new();
     let stderr = if capture {
         run_reading(c, stdin, &mut |o| o.read_to_end(&mut bytes).map(|_| ()))?
@@ -145,7 +182,7 @@ fn run(c: Command, stdin: Stdio, capture: bool) -> Result<(Vec<u8>, String), Str
 }
 
 /// Runs `c` with its stdout piped to `consume`; returns stderr on exit 0.
-fn run_reading(c: Command, stdin: Stdio, consume: Consumer) -> Result<String, String> {
+fn run_reading(c: Command, stdin: Stdio, consume: Consumer) -> Result<String, PgError> {
     run_child(c, stdin, Stdio::piped(), Some(consume))
 }
 
@@ -154,17 +191,16 @@ fn run_child(
     stdin: Stdio,
     stdout: Stdio,
     consume: Option<Consumer>,
-) -> Result<String, String> {
+) -> Result<String, PgError> {
     let program = display_program(&c);
     let mut child = c
         .stdin(stdin)
         .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| {
-            format!(
-                "cannot run {program}: {e} (install the PostgreSQL client, or set [db] bin_dir)"
-            )
+        .map_err(|source| PgError::Start {
+            program: program.clone(),
+            source,
         })?;
     // Read stderr on a thread while stdout is read here: neither pipe may fill up.
     let mut err_pipe = child.stderr.take().expect("piped stderr");
@@ -179,11 +215,12 @@ fn run_child(
         let _ = child.kill();
         let _ = child.wait();
         let _ = err_thread.join();
-        return Err(format!("cannot store the output of {program}: {e}"));
+        return Err(PgError::Output { program, source: e });
     }
-    let status = child
-        .wait()
-        .map_err(|e| format!("{program} did not finish: {e}"))?;
+    let status = child.wait().map_err(|source| PgError::Wait {
+        program: program.clone(),
+        source,
+    })?;
     let stderr = String::from_utf8_lossy(&err_thread.join().unwrap_or_default())
         .trim()
         .to_string();
@@ -194,12 +231,12 @@ fn run_child(
             Some(c) => format!("exit {c}"),
             None => "killed by a signal".to_string(),
         };
-        Err(if stderr.is_empty() {
-            format!("{program} failed ({how})")
-        } else {
-            // psql's and pg_dump's messages are several lines (ERROR, DETAIL, CONTEXT):
-            // kept as lines, each shown on its own.
-            format!("{program} failed ({how}):\n{stderr}")
+        // psql's and pg_dump's messages are several lines (ERROR, DETAIL, CONTEXT):
+        // kept as lines, each shown on its own.
+        Err(PgError::Failed {
+            program,
+            how,
+            message: stderr,
         })
     }
 }

@@ -41,11 +41,12 @@ pub fn plan(job: &DbJob) -> Result<DbPlan, DbError> {
          WHERE n.nspname = '{}' AND c.relkind IN ('r', 'p', 'S') ORDER BY c.relname",
         job.schema
     );
-    let out = conn.query(&sql).map_err(|e| {
-        DbError::Dump(format!(
-            "cannot read the catalog of {} on this node: {e}",
+    let out = conn.query(&sql).map_err(|source| DbError::Pg {
+        doing: format!(
+            "cannot read the catalog of {} on this node",
             conn.describe()
-        ))
+        ),
+        source,
     })?;
     let excluded = excluded_names(job);
     let mut p = DbPlan {

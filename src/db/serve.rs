@@ -131,7 +131,7 @@ fn check_identity(conn: &PgConn, r: &DbReplay) -> Result<(), Box<Msg>> {
                 "cannot tell which database {} is (its identity is compared with the \
                  master's before a replay), nothing was replayed: {}",
                 conn.describe(),
-                clip(&e)
+                clip(&e.to_string())
             ),
         )),
     }
@@ -208,7 +208,7 @@ fn replay(db: &DbServe, r: &DbReplay) -> Msg {
                 "replay into {} failed, the transaction was rolled back and the slave's \
                  database is unchanged; {}",
                 conn.describe(),
-                clip(&super::psql_error::describe(&e, &path))
+                clip(&super::psql_error::describe(&e.to_string(), &path))
             ),
         ),
     }
@@ -234,7 +234,7 @@ fn record_replay(
     let tables = super::digest::of_database(conn, &x.tables).map_err(|e| {
         fail(format!(
             "reading back the replicated tables failed: {}",
-            clip(&e)
+            clip(&e.to_string())
         ))
     })?;
     let rec = super::digest::Replica {
@@ -266,7 +266,7 @@ fn check(db: &DbServe, r: &DbReplay) -> Msg {
                 format!(
                     "cannot read the replicated tables of {}: {}",
                     conn.describe(),
-                    clip(&e)
+                    clip(&e.to_string())
                 ),
             );
         }

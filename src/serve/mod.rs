@@ -5,6 +5,7 @@
 //! `Db*` messages to the DB job's slave side ([`crate::db::serve`]).
 
 use crate::sync::SyncError;
+use crate::sync::fsops::{SafeRoot, TreeRoot};
 use crate::sync::receive::{ReceiverConfig, receive_tree};
 use crate::sync::send::{fail, send_tree};
 use crate::wire::message::{PROTO_MAJOR, PROTO_MINOR};
@@ -42,7 +43,14 @@ impl ServePolicy {
         }
     }
 
-    fn check_root(&self, raw: &[u8]) -> Result<PathBuf, SyncError> {
+    /// The root a peer asked to open, checked against the policy. A restricted serve
+    /// opens it here, once, beneath the outermost allowed directory that holds it
+    /// ([`SafeRoot::open_confined`]: no symlink below that directory is ever followed;
+    /// with `create`, a missing root is made) and the session uses only that descriptor:
+    /// a symlink that another session mirrors meanwhile cannot move it. The outermost
+    /// rather than the longest match: an allowed directory nested in another is inside a
+    /// tree that peers write to, so it is itself walked to without following symlinks.
+    fn check_root(&self, raw: &[u8], create: bool) -> Result<TreeRoot, SyncError> {
         let p = PathBuf::from(std::ffi::OsStr::from_bytes(raw));
         if !p.is_absolute() || raw.contains(&0) {
             return Err(SyncError::Usage(format!(
@@ -53,47 +61,30 @@ impl ServePolicy {
         if p.components().any(|c| c == Component::ParentDir) {
             return Err(SyncError::Usage(format!("{} contains '..'", p.display())));
         }
-        if let Some(allowed) = &self.allowed_roots {
-            let Some(base) = allowed.iter().find(|a| p.starts_with(a)) else {
-                return Err(SyncError::Usage(format!(
-                    "{} is outside the directories this peer serves; allowed: {}",
-                    p.display(),
-                    allowed
-                        .iter()
-                        .map(|a| a.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            };
-            no_symlink_below(base, &p)?;
-        }
-        Ok(p)
+        let Some(allowed) = &self.allowed_roots else {
+            return Ok(TreeRoot::Named(p));
+        };
+        // Component-wise: /x/data holds /x/data/y, not /x/database.
+        let Some(base) = allowed
+            .iter()
+            .filter(|a| p.starts_with(a))
+            .min_by_key(|a| a.components().count())
+        else {
+            return Err(SyncError::Usage(format!(
+                "{} is outside the directories this peer serves; allowed: {}",
+                p.display(),
+                allowed
+                    .iter()
+                    .map(|a| a.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        let rest = p.strip_prefix(base).unwrap_or(Path::new(""));
+        let dir = SafeRoot::open_confined(base, rest, create)
+            .map_err(|e| SyncError::Usage(format!("cannot open {}: {e}", p.display())))?;
+        Ok(TreeRoot::Confined { path: p, dir })
     }
-}
-
-/// Refuses `p` if a component below the allowed directory `base` is a symlink.
-/// The comparison with the allowed roots is lexical: without this, a peer that
-/// first mirrored a symlink `x -> /etc` into an allowed directory could then
-/// open `<allowed>/x` as a root and write through it. (The allowed directory
-/// itself is the admin's choice and may be reached through symlinks.)
-fn no_symlink_below(base: &Path, p: &Path) -> Result<(), SyncError> {
-    let rest = p.strip_prefix(base).unwrap_or(Path::new(""));
-    let mut cur = base.to_path_buf();
-    for c in rest.components() {
-        cur.push(c);
-        match std::fs::symlink_metadata(&cur) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(SyncError::Usage(format!(
-                    "{} is refused: {} is a symlink (a served root is never reached through a symlink)",
-                    p.display(),
-                    cur.display()
-                )));
-            }
-            Ok(_) => {}
-            Err(_) => break, // missing from here on: created as real directories
-        }
-    }
-    Ok(())
 }
 
 /// Serve one connection on `input`/`output` (the peer side).
@@ -182,7 +173,8 @@ pub fn serve<R: Read + Send, W: Write + Send>(
             }
             Err(e) => return Err(fail(&mut wr, e.into())),
         };
-        let root = match policy.check_root(&open.root) {
+        let create = open.role == ServerRole::Receive && !open.options.dry_run;
+        let root = match policy.check_root(&open.root, create) {
             Ok(r) => r,
             Err(e) => return Err(fail(&mut wr, e)),
         };

@@ -6,6 +6,7 @@
 //! [`crate::serve`].
 
 use super::SyncError;
+use super::fsops::TreeRoot;
 use super::receive::{ReceiverConfig, receive_tree};
 use super::send::send_tree;
 use crate::transport::{Closer, Transport};
@@ -115,9 +116,10 @@ impl Client {
 
     /// Add what the peer printed on stderr to a connection error; that is usually the real cause.
     fn explain(&mut self, e: SyncError) -> SyncError {
-        if let SyncError::Peer(msg) = &e
+        if e.is_peer()
             && let Some(c) = self.closer.take()
         {
+            let msg = e.to_string();
             drop(std::mem::replace(
                 &mut self.wr,
                 FrameWriter::new(BufWriter::new(Box::new(std::io::sink()))),
@@ -190,7 +192,8 @@ impl Client {
         self.measured(|c| {
             c.open(ServerRole::Receive, dest.as_os_str().as_bytes(), opts)?;
             let minor = c.peer_minor;
-            send_tree(&mut c.rd, &mut c.wr, src, opts, rep, true, minor)
+            let root = TreeRoot::Named(src.to_path_buf());
+            send_tree(&mut c.rd, &mut c.wr, &root, opts, rep, true, minor)
         })
     }
 
@@ -205,7 +208,8 @@ impl Client {
         let cfg = self.cfg;
         self.measured(|c| {
             c.open(ServerRole::Send, src.as_os_str().as_bytes(), opts)?;
-            receive_tree(&mut c.rd, &mut c.wr, dest, opts, cfg, rep, true)
+            let root = TreeRoot::Named(dest.to_path_buf());
+            receive_tree(&mut c.rd, &mut c.wr, &root, opts, cfg, rep, true)
         })
     }
 

@@ -35,10 +35,58 @@ fn name_os(name: &[u8]) -> &OsStr {
     OsStr::from_bytes(name)
 }
 
-/// A directory that everything is kept beneath.
+/// A directory that everything is kept beneath (cheap to clone: the descriptor is shared).
+#[derive(Clone)]
 pub struct SafeRoot {
     fd: Arc<OwnedFd>,
     path: PathBuf,
+}
+
+/// Where a session's tree is.
+pub enum TreeRoot {
+    /// A path named by this node's user (the client side, an unrestricted serve): the
+    /// session opens it, following symlinks in the path itself (the user named it).
+    Named(PathBuf),
+    /// Opened by a restricted serve beneath an allowed directory
+    /// ([`SafeRoot::open_confined`]); the session never resolves its path. `dir` is
+    /// `None` when it does not exist (a dry run, a missing source).
+    Confined {
+        path: PathBuf,
+        dir: Option<SafeRoot>,
+    },
+}
+
+impl TreeRoot {
+    /// The root's path, for messages.
+    pub fn path(&self) -> &Path {
+        match self {
+            TreeRoot::Named(p) | TreeRoot::Confined { path: p, .. } => p,
+        }
+    }
+
+    pub fn exists(&self) -> bool {
+        match self {
+            TreeRoot::Named(p) => p.exists(),
+            TreeRoot::Confined { dir, .. } => dir.is_some(),
+        }
+    }
+
+    /// Creates a missing root (a confined one was created when it was opened).
+    pub fn create(&self) -> io::Result<()> {
+        match self {
+            TreeRoot::Named(p) => std::fs::create_dir_all(p),
+            TreeRoot::Confined { .. } => Ok(()),
+        }
+    }
+
+    /// The root's directory, opened.
+    pub fn open(&self) -> io::Result<SafeRoot> {
+        match self {
+            TreeRoot::Named(p) => SafeRoot::open(p),
+            TreeRoot::Confined { dir: Some(d), .. } => Ok(d.clone()),
+            TreeRoot::Confined { dir: None, .. } => Err(io::ErrorKind::NotFound.into()),
+        }
+    }
 }
 
 /// Opens for reading with `O_NOATIME` when this process may use it (root): reading
@@ -74,8 +122,72 @@ impl SafeRoot {
         })
     }
 
+    /// A root already opened (by the caller, from `path`).
+    pub(crate) fn from_fd(fd: OwnedFd, path: &Path) -> SafeRoot {
+        SafeRoot {
+            fd: Arc::new(fd),
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// The directory `rel` beneath `base`, for a restricted serve: `base` (an allowed
+    /// directory, the admin's choice) is opened by its path; `rel` beneath its
+    /// descriptor with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, so no symlink that a peer
+    /// mirrored there is ever followed, not even one swapped in later: the session keeps
+    /// this descriptor and never resolves the path again. With `create`, missing
+    /// directories are made one by one, each beneath the last. `Ok(None)`: `rel` does
+    /// not exist (and `create` is false).
+    pub fn open_confined(base: &Path, rel: &Path, create: bool) -> io::Result<Option<SafeRoot>> {
+        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+        let mut fd = open_reading(flags, |f| rustix::fs::open(base, f, Mode::empty()))?;
+        let beneath = |at: &OwnedFd, name: &Path| {
+            open_reading(flags | OFlags::NOFOLLOW, |f| {
+                rustix::fs::openat2(at.as_fd(), name, f, Mode::empty(), resolve())
+            })
+        };
+        let mut walked = base.to_path_buf();
+        for name in rel.components() {
+            let name = Path::new(name.as_os_str());
+            walked.push(name);
+            fd = match beneath(&fd, name) {
+                Ok(next) => next,
+                Err(Errno::NOENT) if create => {
+                    match rustix::fs::mkdirat(&fd, name, Mode::from_raw_mode(0o777)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    beneath(&fd, name)?
+                }
+                Err(Errno::NOENT) => return Ok(None),
+                Err(e) => {
+                    let link =
+                        rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+                            rustix::fs::FileType::from_raw_mode(st.st_mode)
+                                == rustix::fs::FileType::Symlink
+                        });
+                    if !link {
+                        return Err(e.into());
+                    }
+                    return Err(io::Error::other(format!(
+                        "{} is a symlink (a served root is never reached through a symlink)",
+                        walked.display()
+                    )));
+                }
+            };
+        }
+        Ok(Some(SafeRoot {
+            fd: Arc::new(fd),
+            path: base.join(rel),
+        }))
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The root's descriptor.
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
     }
 
     /// Open a directory beneath the root (the root itself for the empty path).

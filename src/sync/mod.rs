@@ -23,6 +23,10 @@
 //!   `Usage` (2, bad arguments or setup), `Peer` (3, the peer, the transport or the
 //!   protocol), `Guard` (4, a safety check refused before anything changed), `Io` (1,
 //!   a local problem that stops the whole run).
+//! - A typed cause (an `io::Error`, a [`ProtocolError`], a [`TransportError`], in the DB
+//!   job a `PgError`) is kept in its variant as the error's `source()`, and its text is
+//!   part of the variant's message: hasync prints an error with `{}` and never walks the
+//!   chain, so nothing is printed twice, and a caller that needs the cause matches on it.
 //! - Context (which path, which root, what to do) is added where the error is made,
 //!   in the message, by the function that knows it; callers above pass it on
 //!   unchanged. Errors from the peer come back through [`SyncError::from_wire`], their
@@ -43,7 +47,8 @@ use crate::transport::TransportError;
 use crate::wire::ProtocolError;
 use crate::wire::message::code;
 
-/// Why a sync could not run or finish. Each variant maps to one exit code.
+/// Why a sync could not run or finish. Each variant maps to one exit code. The text is
+/// the whole message (what, where, the cause); a typed cause is also the `source()`.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     /// Bad arguments or a bad local setup (exit 2).
@@ -58,6 +63,21 @@ pub enum SyncError {
     /// A local file system problem that stops the whole run (exit 1... or 3 for the peer's).
     #[error("{0}")]
     Io(String),
+    /// A file system call on a root failed and stops the run (exit 1): `path` is the root
+    /// as shown (control characters escaped).
+    #[error("cannot {what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The peer broke the protocol, or the connection failed while reading a frame (exit 3).
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The transport (SSH, the local child) failed (exit 3).
+    #[error("{0}")]
+    Transport(#[from] TransportError),
 }
 
 impl SyncError {
@@ -65,19 +85,33 @@ impl SyncError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             SyncError::Usage(_) => ExitCode::Usage,
-            SyncError::Peer(_) => ExitCode::Peer,
+            SyncError::Peer(_) | SyncError::Protocol(_) | SyncError::Transport(_) => ExitCode::Peer,
             SyncError::Guard(_) => ExitCode::Guard,
-            SyncError::Io(_) => ExitCode::Failed,
+            SyncError::Io(_) | SyncError::File { .. } => ExitCode::Failed,
+        }
+    }
+
+    /// Whether the peer, the transport or the protocol failed (exit 3).
+    pub fn is_peer(&self) -> bool {
+        matches!(self.exit_code(), ExitCode::Peer)
+    }
+
+    /// A failed file system call on `root` (shown escaped).
+    pub fn file(what: &'static str, root: &std::path::Path, source: std::io::Error) -> SyncError {
+        SyncError::File {
+            what,
+            path: crate::tree::path::escape_bytes(root.as_os_str().as_encoded_bytes()),
+            source,
         }
     }
 
     /// The wire code carried in an `Error` message.
     pub fn wire_code(&self) -> u8 {
-        match self {
-            SyncError::Usage(_) => code::USAGE,
-            SyncError::Peer(_) => code::PEER,
-            SyncError::Guard(_) => code::GUARD,
-            SyncError::Io(_) => code::PARTIAL,
+        match self.exit_code() {
+            ExitCode::Usage => code::USAGE,
+            ExitCode::Guard => code::GUARD,
+            ExitCode::Failed => code::PARTIAL,
+            _ => code::PEER,
         }
     }
 
@@ -96,18 +130,6 @@ impl SyncError {
             code::PARTIAL => SyncError::Io(message),
             _ => SyncError::Peer(message),
         }
-    }
-}
-
-impl From<ProtocolError> for SyncError {
-    fn from(e: ProtocolError) -> Self {
-        SyncError::Peer(format!("protocol error: {e}"))
-    }
-}
-
-impl From<TransportError> for SyncError {
-    fn from(e: TransportError) -> Self {
-        SyncError::Peer(e.to_string())
     }
 }
 

@@ -10,50 +10,16 @@
 //! with scan errors tells the receiver, which then skips deletions rather
 //! than delete what it could not see.
 
-use crate::sync::fsops::is_temp_name;
+use crate::sync::fsops::{SafeRoot, TreeRoot, is_temp_name};
+pub use crate::tree::excludes::Excludes;
 use crate::tree::manifest::{Entry, Kind};
 use crate::tree::path::RelPath;
-use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, RawDir, Stat, fstat, statat};
 use std::ffi::CStr;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-
-/// Compiled exclusion patterns.
-pub struct Excludes {
-    gi: Gitignore,
-}
-
-impl Excludes {
-    /// Compile gitignore-style patterns (see README: `*.swp`, `cache/`, `/top-only`, `**/tmp`, `!keep.me`).
-    pub fn new(patterns: &[String]) -> Result<Excludes, String> {
-        let mut b = GitignoreBuilder::new("/");
-        for p in patterns {
-            b.add_line(None, p)
-                .map_err(|e| format!("bad exclude pattern {p:?}: {e}"))?;
-        }
-        Ok(Excludes {
-            gi: b
-                .build()
-                .map_err(|e| format!("bad exclude patterns: {e}"))?,
-        })
-    }
-
-    /// Whether a relative path is excluded.
-    pub fn excluded(&self, rel: &RelPath, is_dir: bool) -> bool {
-        if rel.is_root() || self.gi.is_empty() {
-            return false;
-        }
-        // Matched against "/<rel>" so that anchored patterns ("/top") work relative to the sync root.
-        let mut abs = b"/".to_vec();
-        abs.extend_from_slice(rel.as_bytes());
-        self.gi
-            .matched(Path::new(std::ffi::OsStr::from_bytes(&abs)), is_dir)
-            .is_ignore()
-    }
-}
 
 /// What a scan found.
 #[derive(Default)]
@@ -81,7 +47,22 @@ pub fn scan(root: &Path, excludes: &Excludes) -> std::io::Result<Option<Scan>> {
         Ok(_) => {}
     }
     let fd = open_dir(CWD, root)?;
-    let st = fstat(&fd)?;
+    Ok(Some(scan_root(&SafeRoot::from_fd(fd, root), excludes)?))
+}
+
+/// Scan a session's root. A missing root gives `Ok(None)`.
+pub fn scan_tree(root: &TreeRoot, excludes: &Excludes) -> std::io::Result<Option<Scan>> {
+    match root {
+        TreeRoot::Named(p) => scan(p, excludes),
+        TreeRoot::Confined { dir: Some(d), .. } => scan_root(d, excludes).map(Some),
+        TreeRoot::Confined { dir: None, .. } => Ok(None),
+    }
+}
+
+/// Scan an opened root: a restricted serve's root is opened once, beneath its allowed
+/// directory, and never resolved by its path again ([`SafeRoot::open_confined`]).
+pub fn scan_root(root: &SafeRoot, excludes: &Excludes) -> std::io::Result<Scan> {
+    let st = fstat(root.fd())?;
     let mut w = Walker {
         root,
         excludes,
@@ -92,14 +73,15 @@ pub fn scan(root: &Path, excludes: &Excludes) -> std::io::Result<Option<Scan>> {
     w.out
         .entries
         .push(entry(RelPath::root(), Kind::Dir, &st, Vec::new()));
-    w.walk(&fd, &RelPath::root(), 0);
-    Ok(Some(w.out))
+    w.walk(root.fd(), &RelPath::root(), 0);
+    Ok(w.out)
 }
 
 /// Bytes of directory entries read per `getdents64` call.
 const DIR_BUF: usize = 32 * 1024;
 /// Below this depth a subdirectory is opened relative to its parent (whose
-/// descriptor stays open meanwhile); deeper, by its path from the root, so that
+/// descriptor stays open meanwhile); deeper, by its path beneath the root's descriptor
+/// (`openat2`, never through a symlink), so that
 /// a pathologically deep tree cannot run out of descriptors.
 const FD_DEPTH: usize = 64;
 
@@ -141,7 +123,7 @@ fn kind_of(ft: FileType) -> Option<Kind> {
 
 /// One scan's state: the output and buffers reused from directory to directory.
 struct Walker<'a> {
-    root: &'a Path,
+    root: &'a SafeRoot,
     excludes: &'a Excludes,
     out: Scan,
     buf: Vec<MaybeUninit<u8>>,
@@ -157,7 +139,7 @@ impl Walker<'_> {
 
     /// The root joined with `rel`, byte for byte (any name, UTF-8 or not).
     fn full_path(&self, rel: &RelPath) -> std::path::PathBuf {
-        let mut p = self.root.to_path_buf();
+        let mut p = self.root.path().to_path_buf();
         if !rel.is_root() {
             p.push(std::ffi::OsStr::from_bytes(rel.as_bytes()));
         }
@@ -293,9 +275,9 @@ impl Walker<'_> {
             let opened = if depth < FD_DEPTH {
                 let cname = CStr::from_bytes_with_nul(&names[span.0..=span.0 + span.1])
                     .expect("a NUL-terminated name without inner NUL");
-                open_dir(dir, cname)
+                open_dir(dir, cname).map(std::sync::Arc::new)
             } else {
-                open_dir(CWD, self.full_path(&sub_rel).as_path())
+                self.root.open_dir(&sub_rel)
             };
             match opened {
                 Ok(fd) => self.walk(&fd, &sub_rel, depth + 1),

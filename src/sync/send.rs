@@ -10,15 +10,14 @@
 
 use super::SyncError;
 use crate::sync::delta;
-use crate::sync::fsops::SafeRoot;
-use crate::sync::scan::{Excludes, hash_file, scan};
+use crate::sync::fsops::{SafeRoot, TreeRoot};
+use crate::sync::scan::{Excludes, hash_file, scan_tree};
 use crate::tree::manifest::{Entry, Kind};
 use crate::tree::report::{Item, Reporter, Stats};
 use crate::wire::message::{MAX_DATA_CHUNK, tag};
 use crate::wire::{FrameReader, FrameWriter, Msg, SessionOptions, recv, send};
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -40,7 +39,7 @@ enum Event {
 pub fn send_tree<R: Read + Send, W: Write>(
     rd: &mut FrameReader<R>,
     wr: &mut FrameWriter<W>,
-    root: &Path,
+    root: &TreeRoot,
     opts: &SessionOptions,
     rep: &mut dyn Reporter,
     is_client: bool,
@@ -48,34 +47,22 @@ pub fn send_tree<R: Read + Send, W: Write>(
 ) -> Result<Stats, SyncError> {
     let mut phases = super::Phases::new("sender");
     let excludes = Excludes::new(&opts.excludes).map_err(SyncError::Usage)?;
-    let found = match scan(root, &excludes) {
+    let found = match scan_tree(root, &excludes) {
         Ok(Some(s)) => s,
         Ok(None) => {
             let e = SyncError::Guard(format!(
                 "the source {} does not exist; refusing to sync (a missing source must never wipe the mirror)",
-                crate::tree::path::escape_bytes(root.as_os_str().as_encoded_bytes())
+                crate::tree::path::escape_bytes(root.path().as_os_str().as_encoded_bytes())
             ));
             return Err(fail(wr, e));
         }
         Err(e) => {
-            return Err(fail(
-                wr,
-                SyncError::Io(format!(
-                    "cannot read the source {}: {e}",
-                    crate::tree::path::escape_bytes(root.as_os_str().as_encoded_bytes())
-                )),
-            ));
+            return Err(fail(wr, SyncError::file("read the source", root.path(), e)));
         }
     };
-    let safe = SafeRoot::open(root).map_err(|e| {
-        fail(
-            wr,
-            SyncError::Io(format!(
-                "cannot open {}: {e}",
-                crate::tree::path::escape_bytes(root.as_os_str().as_encoded_bytes())
-            )),
-        )
-    })?;
+    let safe = root
+        .open()
+        .map_err(|e| fail(wr, SyncError::file("open", root.path(), e)))?;
     let mut entries = found.entries;
     let mut scan_errors: Vec<Item> = found
         .errors

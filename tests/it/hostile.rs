@@ -577,3 +577,127 @@ fn restricted_serve_never_opens_a_root_through_a_symlink() {
     p.hello();
     p.open(ServerRole::Receive, &allowed.join("real/new"));
 }
+
+/// Sends a manifest holding one file `name` with `content` on an open Receive session,
+/// answers the receiver's request, then ends the session and waits for the serve.
+fn push_one_file(mut p: Peer, name: &str, content: &[u8]) {
+    let size = content.len() as u64;
+    p.send(&Msg::Manifest(vec![root_entry(), file_entry(name, size)]));
+    p.send(&Msg::ManifestEnd {
+        count: 2,
+        scan_errors: 0,
+    });
+    while let Some(m) = p.recv() {
+        match m {
+            Msg::Want(w) => {
+                p.send(&Msg::FileBegin {
+                    idx: w.idx,
+                    delta: false,
+                });
+                p.send(&Msg::Data(content.to_vec()));
+                p.send(&Msg::FileEnd {
+                    size,
+                    hash: *blake3::hash(content).as_bytes(),
+                });
+            }
+            Msg::Error { .. } | Msg::Done(_) => break,
+            _ => {}
+        }
+    }
+    drop(p.wr.take());
+    let _ = p.child.wait();
+}
+
+/// A real push through a restricted serve (`hasync serve --allow ALLOW`).
+fn restricted_push(allow: &Path, src: &Path, dest: &Path) -> Result<(), String> {
+    let t = hasync::transport::local::LocalTransport {
+        program: bin(),
+        peer_config: None,
+    };
+    let args = ["--allow".to_string(), allow.display().to_string()];
+    let mut c = hasync::sync::client::Client::connect(&t, &args).map_err(|e| e.to_string())?;
+    let opts = SessionOptions {
+        delete: true,
+        ..Default::default()
+    };
+    let res = c.push(src, dest, &opts, &mut hasync::tree::report::Silent);
+    res.map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn assert_empty(dir: &Path) {
+    let found: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
+    assert!(found.is_empty(), "written outside: {found:?}");
+}
+
+/// Two sessions with the same restricted key at once (SSH allows it): A opens a root
+/// beneath `d`, then B mirrors a symlink over `d` before A sends its manifest. A must
+/// keep writing where its root was when it was opened, never through the new symlink.
+#[test]
+fn a_concurrent_session_cannot_walk_a_restricted_root_out_through_a_symlink() {
+    let (d, allowed) = sandbox();
+    let outside = d.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::create_dir(allowed.join("d")).unwrap();
+    let allow = allowed.as_os_str();
+    let mut a = Peer::start_with(&["--allow".as_ref(), allow]);
+    a.hello();
+    a.open(ServerRole::Receive, &allowed.join("d/sub"));
+    // B: a legitimate-looking push that makes `d` a symlink to a directory outside.
+    let src = d.path().join("src");
+    Tree::new(&src).file("old", b"old content");
+    std::os::unix::fs::symlink(&outside, src.join("d")).unwrap();
+    restricted_push(&allowed, &src, &allowed).expect("B's push");
+    assert!(allowed.join("d").is_symlink(), "B's push did not land");
+    push_one_file(a, "pwned", b"pwned");
+    assert_empty(&outside);
+}
+
+/// Nested `--allow` entries, in both orders: an inner allowed directory that a peer
+/// replaced by a symlink (mirrored into the outer one) is never followed.
+#[test]
+fn nested_allows_never_follow_a_mirrored_symlink_in_either_order() {
+    for inner_first in [false, true] {
+        let (d, allowed) = sandbox();
+        let outside = d.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let inner = allowed.join("inner");
+        // What an earlier push into the outer directory could have left there.
+        std::os::unix::fs::symlink(&outside, &inner).unwrap();
+        let (first, second) = match inner_first {
+            true => (inner.as_os_str(), allowed.as_os_str()),
+            false => (allowed.as_os_str(), inner.as_os_str()),
+        };
+        let mut p = Peer::start_with(&["--allow".as_ref(), first, "--allow".as_ref(), second]);
+        p.hello();
+        p.send(&Msg::Open(Open {
+            role: ServerRole::Receive,
+            root: inner.join("x").as_os_str().as_encoded_bytes().to_vec(),
+            options: SessionOptions::default(),
+        }));
+        let err = p.expect_refusal();
+        assert!(err.contains("symlink"), "inner first: {inner_first}: {err}");
+        assert_empty(&outside);
+    }
+}
+
+/// `/x/data` allowed does not allow its prefix sibling `/x/database`.
+#[test]
+fn a_prefix_sibling_of_an_allowed_directory_is_outside() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let database = d.path().join("database");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::create_dir(&database).unwrap();
+    for role in [ServerRole::Receive, ServerRole::Send] {
+        let mut p = Peer::start_with(&["--allow".as_ref(), data.as_os_str()]);
+        p.hello();
+        p.send(&Msg::Open(Open {
+            role,
+            root: database.as_os_str().as_encoded_bytes().to_vec(),
+            options: SessionOptions::default(),
+        }));
+        let err = p.expect_refusal();
+        assert!(err.contains("outside the directories"), "{err}");
+    }
+    assert_empty(&database);
+}

@@ -7,6 +7,7 @@ mod daemon;
 mod db;
 mod db_guard;
 mod db_wazo;
+mod excludes_git;
 mod faults;
 mod fuzz_regressions;
 mod hostile;

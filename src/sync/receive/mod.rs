@@ -41,19 +41,18 @@ mod request;
 mod transfers;
 
 use crate::sync::SyncError;
-use crate::sync::fsops::{DirCache, Meta, SafeRoot};
+use crate::sync::fsops::{DirCache, Meta, SafeRoot, TreeRoot};
 use crate::sync::plan::{Action, Change, Plan, PlanOptions, make_plan};
-use crate::sync::scan::{Excludes, Scan, hash_file, scan};
+use crate::sync::scan::{Excludes, Scan, hash_file, scan_tree};
 use crate::sync::send::fail;
 use crate::tree::manifest::{self, Entry, Kind};
-use crate::tree::path::{RelPath, escape_bytes};
+use crate::tree::path::RelPath;
 use crate::tree::report::{Item, Reporter, Stats};
 use crate::wire::{FrameReader, FrameWriter, Msg, SessionOptions, recv, send};
 use commit::Committer;
 use release::Releaser;
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::path::Path;
 use std::sync::Mutex;
 
 /// Files in flight at once (requested, not yet verified).
@@ -146,7 +145,7 @@ struct Planned {
 pub fn receive_tree<R: Read + Send, W: Write + Send>(
     rd: &mut FrameReader<R>,
     wr: &mut FrameWriter<W>,
-    root: &Path,
+    root: &TreeRoot,
     opts: &SessionOptions,
     cfg: ReceiverConfig,
     rep: &mut dyn Reporter,
@@ -219,7 +218,7 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
 fn plan_phase<R: Read + Send, W: Write>(
     rd: &mut FrameReader<R>,
     wr: &mut FrameWriter<W>,
-    root: &Path,
+    root: &TreeRoot,
     opts: &SessionOptions,
     rep: &mut dyn Reporter,
     is_client: bool,
@@ -229,7 +228,7 @@ fn plan_phase<R: Read + Send, W: Write>(
     let exists = root.exists();
     let (manifest, early_scan) = std::thread::scope(|s| {
         let scanner = match (&excludes, exists) {
-            (Ok(ex), true) => Some(s.spawn(move || scan(root, ex))),
+            (Ok(ex), true) => Some(s.spawn(move || scan_tree(root, ex))),
             _ => None,
         };
         let m = read_manifest(rd, rep, is_client);
@@ -246,22 +245,21 @@ fn plan_phase<R: Read + Send, W: Write>(
         return Err(fail(wr, SyncError::Peer(why)));
     }
     let excludes = excludes.map_err(|e| fail(wr, SyncError::Usage(e)))?;
-    let shown = || escape_bytes(root.as_os_str().as_encoded_bytes());
-    let io =
-        |what: &str, e: std::io::Error| SyncError::Io(format!("cannot {what} {}: {e}", shown()));
+    let io = |what: &'static str, e: std::io::Error| SyncError::file(what, root.path(), e);
     if !exists && !opts.dry_run {
-        std::fs::create_dir_all(root).map_err(|e| fail(wr, io("create the destination", e)))?;
+        root.create()
+            .map_err(|e| fail(wr, io("create the destination", e)))?;
     }
     let scanned = match early_scan {
         Some(r) => r,
-        None if !opts.dry_run => scan(root, &excludes),
+        None if !opts.dry_run => scan_tree(root, &excludes),
         None => Ok(None),
     };
     let mut dest = scanned
         .map_err(|e| fail(wr, io("scan the destination", e)))?
         .unwrap_or_default();
     let safe = match exists || !opts.dry_run {
-        true => Some(SafeRoot::open(root).map_err(|e| fail(wr, io("open", e)))?),
+        true => Some(root.open().map_err(|e| fail(wr, io("open", e)))?),
         false => None,
     };
     if opts.checksum {
