@@ -53,6 +53,10 @@ pub struct PushArgs {
     /// Allow an empty source to empty the mirror with --delete
     #[arg(long)]
     pub allow_empty_source: bool,
+    /// Don't cross file system boundaries (like rsync -x): a mount point is mirrored as
+    /// a directory, what is mounted there is neither sent nor deleted
+    #[arg(long, short = 'x')]
+    pub one_file_system: bool,
     /// Don't flush files to disk before they replace old copies (faster, less safe on power loss)
     #[arg(long)]
     pub no_fsync: bool,
@@ -133,6 +137,7 @@ pub fn run(cli: &Cli, args: &PushArgs, dir: Direction) -> Result<i32, CliError> 
         allow_empty_source: args.allow_empty_source,
         max_delete: args.max_delete,
         excludes: args.exclude.clone(),
+        one_file_system: args.one_file_system,
     };
     let local = || -> Result<Box<dyn Transport>, CliError> {
         Ok(Box::new(

@@ -11,7 +11,7 @@ use super::receive::{ReceiverConfig, receive_tree};
 use super::send::send_tree;
 use crate::transport::{Closer, Transport};
 use crate::tree::report::{Reporter, Stats};
-use crate::wire::message::{PROTO_MAJOR, PROTO_MINOR};
+use crate::wire::message::{MINOR_ONE_FILE_SYSTEM, PROTO_MAJOR, PROTO_MINOR};
 use crate::wire::{
     self, FrameReader, FrameWriter, Msg, Open, ServerRole, SessionOptions, recv, send,
 };
@@ -143,6 +143,13 @@ impl Client {
         root: &[u8],
         opts: &SessionOptions,
     ) -> Result<(), SyncError> {
+        if opts.one_file_system && self.peer_minor < MINOR_ONE_FILE_SYSTEM {
+            return Err(SyncError::Usage(format!(
+                "{}'s hasync speaks protocol 2.{}, which has no --one-file-system (2.{} has): \
+                 upgrade it, or run without -x",
+                self.peer, self.peer_minor, MINOR_ONE_FILE_SYSTEM
+            )));
+        }
         send(
             &mut self.wr,
             &Msg::Open(Open {

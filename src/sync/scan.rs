@@ -35,6 +35,11 @@ pub struct Scan {
 
 /// Scan `root`. A missing root gives `Ok(None)`.
 pub fn scan(root: &Path, excludes: &Excludes) -> std::io::Result<Option<Scan>> {
+    scan_tree(&TreeRoot::Named(root.to_path_buf()), excludes, false)
+}
+
+/// Opens the directory at `root` (not a symlink); `None` when it is missing.
+fn open_root(root: &Path) -> std::io::Result<Option<OwnedFd>> {
     match std::fs::symlink_metadata(root) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -46,26 +51,36 @@ pub fn scan(root: &Path, excludes: &Excludes) -> std::io::Result<Option<Scan>> {
         }
         Ok(_) => {}
     }
-    let fd = open_dir(CWD, root)?;
-    Ok(Some(scan_root(&SafeRoot::from_fd(fd, root), excludes)?))
+    open_dir(CWD, root).map(Some)
 }
 
-/// Scan a session's root. A missing root gives `Ok(None)`.
-pub fn scan_tree(root: &TreeRoot, excludes: &Excludes) -> std::io::Result<Option<Scan>> {
-    match root {
-        TreeRoot::Named(p) => scan(p, excludes),
-        TreeRoot::Confined { dir: Some(d), .. } => scan_root(d, excludes).map(Some),
-        TreeRoot::Confined { dir: None, .. } => Ok(None),
-    }
+/// Scan a session's root. A missing root gives `Ok(None)`. With `one_file_system`
+/// (rsync's `-x`), a directory on another file system than the root's is listed but
+/// not entered.
+pub fn scan_tree(
+    root: &TreeRoot,
+    excludes: &Excludes,
+    one_file_system: bool,
+) -> std::io::Result<Option<Scan>> {
+    let opened = match root {
+        TreeRoot::Named(p) => match open_root(p)? {
+            Some(fd) => SafeRoot::from_fd(fd, p),
+            None => return Ok(None),
+        },
+        TreeRoot::Confined { dir: Some(d), .. } => d.clone(),
+        TreeRoot::Confined { dir: None, .. } => return Ok(None),
+    };
+    walk_root(&opened, excludes, one_file_system).map(Some)
 }
 
 /// Scan an opened root: a restricted serve's root is opened once, beneath its allowed
 /// directory, and never resolved by its path again ([`SafeRoot::open_confined`]).
-pub fn scan_root(root: &SafeRoot, excludes: &Excludes) -> std::io::Result<Scan> {
+fn walk_root(root: &SafeRoot, excludes: &Excludes, one_fs: bool) -> std::io::Result<Scan> {
     let st = fstat(root.fd())?;
     let mut w = Walker {
         root,
         excludes,
+        device: one_fs.then_some(st.st_dev),
         out: Scan::default(),
         buf: vec![MaybeUninit::uninit(); DIR_BUF],
         names: Vec::new(),
@@ -125,6 +140,8 @@ fn kind_of(ft: FileType) -> Option<Kind> {
 struct Walker<'a> {
     root: &'a SafeRoot,
     excludes: &'a Excludes,
+    /// With `-x`: the root's device; directories of another are not entered.
+    device: Option<u64>,
     out: Scan,
     buf: Vec<MaybeUninit<u8>>,
     /// The current directory's child names, each followed by a NUL.
@@ -262,9 +279,11 @@ impl Walker<'_> {
             } else {
                 Vec::new()
             };
-            children.push((entry(child, kind, &st, target), is_dir.then_some(i)));
+            let enter = is_dir && self.device.is_none_or(|d| d == st.st_dev);
+            children.push((entry(child, kind, &st, target), enter.then_some(i)));
         }
         for (e, sub) in children {
+            // A directory not entered (another file system under -x) is still listed.
             let Some(i) = sub else {
                 self.out.entries.push(e);
                 continue;

@@ -47,7 +47,7 @@ pub fn send_tree<R: Read + Send, W: Write>(
 ) -> Result<Stats, SyncError> {
     let mut phases = super::Phases::new("sender");
     let excludes = Excludes::new(&opts.excludes).map_err(SyncError::Usage)?;
-    let found = match scan_tree(root, &excludes) {
+    let found = match scan_tree(root, &excludes, opts.one_file_system) {
         Ok(Some(s)) => s,
         Ok(None) => {
             let e = SyncError::Guard(format!(

@@ -15,12 +15,15 @@ use crate::tree::report::{Item, Stats};
 pub const PROTO_MAJOR: u16 = 2;
 /// Minor version: additions that older peers of the same major can ignore.
 /// 2.1: DB patch messages; 2.2: the compact manifest; 2.3: DB source identity,
-/// verification and drift (`DbReplayExt`, `DbCheck`).
-pub const PROTO_MINOR: u16 = 3;
+/// verification and drift (`DbReplayExt`, `DbCheck`); 2.4: `Open`'s optional
+/// `one_file_system` flag (sent only when set: an older serve refuses trailing bytes).
+pub const PROTO_MINOR: u16 = 4;
 /// The first minor version whose serve understands the DB patch messages.
 pub const MINOR_DB_PATCH: u16 = 1;
 /// The first minor version whose serve understands `DbReplayExt` and `DbCheck`.
 pub const MINOR_DB_IDENTITY: u16 = 3;
+/// The first minor version whose serve understands `Open`'s `one_file_system`.
+pub const MINOR_ONE_FILE_SYSTEM: u16 = 4;
 /// First bytes of every session, so a peer that is not hasync is recognised at once.
 pub const MAGIC: &[u8; 8] = b"HASYNC\x00\x01";
 /// Most entries per manifest frame.
@@ -52,6 +55,8 @@ pub struct SessionOptions {
     pub allow_empty_source: bool,
     pub max_delete: Option<u64>,
     pub excludes: Vec<String>,
+    /// Do not descend into directories of other file systems (rsync's `-x`).
+    pub one_file_system: bool,
 }
 
 /// A request to open a session on the server.
@@ -270,6 +275,9 @@ impl Msg {
                 e.u32(s.excludes.len() as u32);
                 for x in &s.excludes {
                     e.str(x);
+                }
+                if s.one_file_system {
+                    e.bool(true);
                 }
             }
             Msg::OpenOk => e = Enc::tag(tag::OPEN_OK),
@@ -528,6 +536,7 @@ fn decode_open(d: &mut Dec) -> Result<Msg, ProtocolError> {
     for _ in 0..n {
         excludes.push(d.string(4096, "exclude")?);
     }
+    let one_file_system = !d.at_end() && d.bool("one_file_system")?;
     Ok(Msg::Open(Open {
         role,
         root,
@@ -539,6 +548,7 @@ fn decode_open(d: &mut Dec) -> Result<Msg, ProtocolError> {
             allow_empty_source,
             max_delete: has_max.then_some(max),
             excludes,
+            one_file_system,
         },
     }))
 }
@@ -571,6 +581,14 @@ mod tests {
                 delete: true,
                 max_delete: Some(5),
                 excludes: vec!["*.swp".into()],
+                ..Default::default()
+            },
+        }));
+        roundtrip(Msg::Open(Open {
+            role: ServerRole::Send,
+            root: b"/srv/x".to_vec(),
+            options: SessionOptions {
+                one_file_system: true,
                 ..Default::default()
             },
         }));

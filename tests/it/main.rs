@@ -16,6 +16,7 @@ mod interrupt;
 mod kill_points;
 mod master;
 mod master_cli;
+mod mounts;
 mod netns;
 mod output_hygiene;
 mod pg;

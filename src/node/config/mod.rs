@@ -141,6 +141,9 @@ pub struct SyncJob {
     pub schedule: Schedule,
     /// Allow mirroring an empty or missing source (default `false`: refused, exit 4).
     pub allow_empty_source: bool,
+    /// Do not cross file system boundaries (rsync's `-x`): a mount point inside the
+    /// tree is mirrored as a directory, what is mounted there is not (nor deleted).
+    pub one_file_system: bool,
     /// `jitter = "30s"`: each timed run starts up to this much later, at random
     /// (default 0; ignored by `watch` runs, which follow changes).
     pub jitter: Duration,

@@ -4,8 +4,8 @@
 //! The receiver hands each verified temp file to the [`Committer`] and goes on
 //! rebuilding the next one. The installer thread takes every file queued so far
 //! as one group (the files queued while it flushed the last one), makes
-//! the whole group durable with one `syncfs` (one flush per group instead of one
-//! `fsync` per file), then renames each file over its final name. So the disk
+//! the whole group durable with one `syncfs` per file system it wrote to (one flush
+//! per group instead of one `fsync` per file), then renames each file over its final name. So the disk
 //! flush, the renames and the freeing of the old copies they replace run on the
 //! second core while the receiver reads the network and writes the next files.
 //! A file is only ever renamed after the flush that covers it; files not yet
@@ -98,19 +98,13 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Start the installer for the tree under `root` (its file system is the one
-    /// flushed); the old inodes it replaces go to `release` to be freed.
-    pub fn new(
-        root: Arc<OwnedFd>,
-        fsync: bool,
-        release: mpsc::Sender<OwnedFd>,
-    ) -> io::Result<Self> {
+    /// Start the installer; the old inodes it replaces go to `release` to be freed.
+    pub fn new(fsync: bool, release: mpsc::Sender<OwnedFd>) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();
         let queued = Arc::new(Queued::default());
         let stop = Arc::new(AtomicBool::new(false));
         let installer = Installer {
-            root,
             fsync,
             rx,
             done: done_tx,
@@ -224,9 +218,30 @@ impl Drop for Committer {
     }
 }
 
+/// Makes every file of `group` durable: one `syncfs` per file system the group wrote to
+/// (a mount nested in the destination is a file system of its own, which the root's
+/// `syncfs` would not flush), found from each file's directory; consecutive files
+/// of one directory cost one `fstat`.
+fn flush(group: &[Ready]) -> io::Result<Vec<u64>> {
+    let mut done = Vec::new();
+    let mut last: Option<*const OwnedFd> = None;
+    for r in group {
+        let ptr = Arc::as_ptr(&r.dir);
+        if last == Some(ptr) {
+            continue;
+        }
+        last = Some(ptr);
+        let dev = rustix::fs::fstat(&*r.dir)?.st_dev;
+        if !done.contains(&dev) {
+            rustix::fs::syncfs(&*r.dir)?;
+            done.push(dev);
+        }
+    }
+    Ok(done)
+}
+
 /// The installer thread's state.
 struct Installer {
-    root: Arc<OwnedFd>,
     fsync: bool,
     rx: mpsc::Receiver<Ready>,
     done: mpsc::Sender<Item>,
@@ -243,16 +258,19 @@ impl Installer {
             let n = group.len();
             let t1 = Instant::now();
             let stopping = self.stop.load(Ordering::SeqCst);
-            let sync_err = if self.fsync && !stopping {
-                rustix::fs::syncfs(&*self.root).err().map(io::Error::from)
-            } else {
-                None
+            let (devices, sync_err) = match self.fsync && !stopping {
+                true => match flush(&group) {
+                    Ok(d) => (d, None),
+                    Err(e) => (Vec::new(), Some(e)),
+                },
+                false => (Vec::new(), None),
             };
             let t2 = Instant::now();
             self.install(group, sync_err);
             let ms = |d: Duration| d.as_secs_f64() * 1000.0;
             tracing::debug!(
-                "installed a group of {n} files: gathered in {:.1} ms, flushed in {:.1} ms, renamed in {:.1} ms",
+                "installed a group of {n} files: gathered in {:.1} ms, flushed in {:.1} ms \
+                 (devices {devices:?}), renamed in {:.1} ms",
                 ms(t1 - t0),
                 ms(t2 - t1),
                 ms(t2.elapsed())
@@ -356,7 +374,7 @@ mod tests {
             let d = tempfile::tempdir().unwrap();
             std::fs::write(d.path().join("f0"), b"old").unwrap();
             let root = SafeRoot::open(d.path()).unwrap();
-            let mut c = Committer::new(root.fd_clone(), fsync, mpsc::channel().0).unwrap();
+            let mut c = Committer::new(fsync, mpsc::channel().0).unwrap();
             let mut items = Vec::new();
             for i in 0..300 {
                 items.extend(queue(
@@ -387,7 +405,7 @@ mod tests {
             return; // not root: the receiver uses named temp files
         }
         assert_eq!(names(d.path()).len(), 0, "the probe is removed");
-        let mut c = Committer::new(root.fd_clone(), true, mpsc::channel().0).unwrap();
+        let mut c = Committer::new(true, mpsc::channel().0).unwrap();
         let mut items = Vec::new();
         for (name, body) in [("new", b"fresh"), ("raced", b"ours!")] {
             let mut t = fsops::create_anonymous(root.fd_clone()).unwrap();
@@ -413,7 +431,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("keep"), b"old").unwrap();
         let root = SafeRoot::open(d.path()).unwrap();
-        let mut c = Committer::new(root.fd_clone(), true, mpsc::channel().0).unwrap();
+        let mut c = Committer::new(true, mpsc::channel().0).unwrap();
         // Stop first, so that nothing queued afterwards may be installed.
         c.stop.store(true, Ordering::SeqCst);
         queue(&mut c, &root, "keep", b"new");

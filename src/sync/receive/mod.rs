@@ -187,7 +187,7 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
     local.removals(&mut out, &plan.removals)?;
     let to_transfer = local.changes(&mut out, &plan.steps)?;
     phases.mark("local changes");
-    let mut installers = Installers::start(&safe, cfg.fsync).map_err(|e| out.fail(e))?;
+    let mut installers = Installers::start(cfg.fsync).map_err(|e| out.fail(e))?;
     let changes: HashMap<u32, &Change> = plan
         .steps
         .iter()
@@ -228,7 +228,7 @@ fn plan_phase<R: Read + Send, W: Write>(
     let exists = root.exists();
     let (manifest, early_scan) = std::thread::scope(|s| {
         let scanner = match (&excludes, exists) {
-            (Ok(ex), true) => Some(s.spawn(move || scan_tree(root, ex))),
+            (Ok(ex), true) => Some(s.spawn(move || scan_tree(root, ex, opts.one_file_system))),
             _ => None,
         };
         let m = read_manifest(rd, rep, is_client);
@@ -252,7 +252,7 @@ fn plan_phase<R: Read + Send, W: Write>(
     }
     let scanned = match early_scan {
         Some(r) => r,
-        None if !opts.dry_run => scan_tree(root, &excludes),
+        None if !opts.dry_run => scan_tree(root, &excludes, opts.one_file_system),
         None => Ok(None),
     };
     let mut dest = scanned
@@ -449,9 +449,9 @@ struct Installers {
 }
 
 impl Installers {
-    fn start(safe: &SafeRoot, fsync: bool) -> Result<Installers, SyncError> {
+    fn start(fsync: bool) -> Result<Installers, SyncError> {
         let releaser = Releaser::new();
-        let committer = Committer::new(safe.fd_clone(), fsync, releaser.sender())
+        let committer = Committer::new(fsync, releaser.sender())
             .map_err(|e| SyncError::Io(format!("cannot start the installer thread: {e}")))?;
         Ok(Installers {
             committer,
