@@ -39,13 +39,13 @@ pub fn recorded_role(cfg: &Config) -> Result<Option<Role>, NodeError> {
     let Some(rec) = store::read_json::<RoleRecord>(&path)? else {
         return Ok(None);
     };
-    match rec.role.as_str() {
-        "master" => Ok(Some(Role::Master)),
-        "slave" => Ok(Some(Role::Slave)),
-        other => Err(NodeError::State {
+    match Role::from_name(&rec.role) {
+        Some(r @ (Role::Master | Role::Slave)) => Ok(Some(r)),
+        _ => Err(NodeError::State {
             path,
             reason: format!(
-                "role {other:?} is neither \"master\" nor \"slave\" (run hasync promote or hasync demote to rewrite it)"
+                "role {:?} is neither \"master\" nor \"slave\" (run hasync promote or hasync demote to rewrite it)",
+                rec.role
             ),
         }),
     }

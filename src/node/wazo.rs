@@ -43,14 +43,13 @@ pub fn role(cfg: &Config) -> Result<Option<Role>, NodeError> {
     let Some(ha) = read_ha_conf(&path)? else {
         return Ok(None);
     };
-    match ha.node_type.as_str() {
-        "master" => Ok(Some(Role::Master)),
-        "slave" => Ok(Some(Role::Slave)),
-        "disabled" => Ok(Some(Role::Disabled)),
-        other => Err(NodeError::State {
+    match Role::from_name(&ha.node_type) {
+        Some(r) => Ok(Some(r)),
+        None => Err(NodeError::State {
             path,
             reason: format!(
-                "node_type {other:?} is not \"master\", \"slave\" or \"disabled\" (fix it with Wazo's HA setup or edit the file)"
+                "node_type {:?} is not \"master\", \"slave\" or \"disabled\" (fix it with Wazo's HA setup or edit the file)",
+                ha.node_type
             ),
         }),
     }

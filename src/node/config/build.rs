@@ -173,15 +173,26 @@ type Res<T> = Result<T, ConfigError>;
 
 impl Ctx<'_> {
     fn err(&self, path: &[KeyOrIndex], message: impl Into<String>) -> ConfigError {
-        let (line, column) = locate(&self.doc, path).unzip();
         let (table, key) = describe(&self.doc, path);
+        self.at(locate(&self.doc, path), table, key, message.into())
+    }
+
+    /// The error for `key` of `table` at (line, column) of this file.
+    fn at(
+        &self,
+        place: Option<(usize, usize)>,
+        table: String,
+        key: Option<String>,
+        message: String,
+    ) -> ConfigError {
+        let (line, column) = place.unzip();
         ConfigError::Invalid(Box::new(Diagnostic {
             file: self.file.to_path_buf(),
             line,
             column,
             table,
             key,
-            message: message.into(),
+            message,
         }))
     }
 
@@ -255,17 +266,8 @@ impl Ctx<'_> {
             }
             _ => None,
         };
-        let (line, column) = header
-            .or_else(|| offset.map(|o| error::line_col(self.doc.raw(), o)))
-            .unzip();
-        ConfigError::Invalid(Box::new(Diagnostic {
-            file: self.file.to_path_buf(),
-            line,
-            column,
-            table,
-            key,
-            message,
-        }))
+        let place = header.or_else(|| offset.map(|o| error::line_col(self.doc.raw(), o)));
+        self.at(place, table, key, message)
     }
 
     fn duration(&self, path: &[KeyOrIndex], raw: Option<&str>, default: Duration) -> Res<Duration> {

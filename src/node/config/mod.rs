@@ -96,6 +96,13 @@ impl Role {
             Role::Disabled => "disabled",
         }
     }
+
+    /// The role named `s` ("master", "slave", "disabled").
+    pub fn from_name(s: &str) -> Option<Role> {
+        [Role::Master, Role::Slave, Role::Disabled]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
 }
 
 impl std::fmt::Display for Role {

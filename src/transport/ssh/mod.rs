@@ -333,32 +333,27 @@ impl SshTransport {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .filter(|(h, _)| !h.is_closed());
-        if let Some((handle, state)) = cached {
-            let r = start_serve(
-                &handle,
-                &state,
+        let start = |handle: &_, state: &_| {
+            start_serve(
+                handle,
+                state,
                 &self.target,
                 &self.options,
                 serve_args,
                 false,
-            );
-            if let Ok(conn) = r {
-                *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((handle, state));
-                return Ok(conn);
-            }
-            // A stale session: fall through to a fresh one.
+            )
+        };
+        // A stale cached session falls through to a fresh one.
+        if let Some((handle, state)) = cached
+            && let Ok(conn) = start(&handle, &state)
+        {
+            *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((handle, state));
+            return Ok(conn);
         }
         let sess =
             runtime().block_on(session::open(&self.target, &self.options, &Auth::Default))?;
         let session::Session { handle, state, .. } = sess;
-        let conn = start_serve(
-            &handle,
-            &state,
-            &self.target,
-            &self.options,
-            serve_args,
-            false,
-        )?;
+        let conn = start(&handle, &state)?;
         *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((handle, state));
         Ok(conn)
     }
