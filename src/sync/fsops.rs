@@ -135,11 +135,20 @@ impl SafeRoot {
     /// descriptor with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, so no symlink that a peer
     /// mirrored there is ever followed, not even one swapped in later: the session keeps
     /// this descriptor and never resolves the path again. With `create`, missing
-    /// directories are made one by one, each beneath the last. `Ok(None)`: `rel` does
-    /// not exist (and `create` is false).
+    /// directories are made one by one, each beneath the last (a missing `base` by its
+    /// path). `Ok(None)`: the root does not exist (and `create` is false).
     pub fn open_confined(base: &Path, rel: &Path, create: bool) -> io::Result<Option<SafeRoot>> {
         let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
-        let mut fd = open_reading(flags, |f| rustix::fs::open(base, f, Mode::empty()))?;
+        let open_base = || open_reading(flags, |f| rustix::fs::open(base, f, Mode::empty()));
+        // The allowed directory itself is the admin's path (no peer writes above it).
+        let mut fd = match open_base() {
+            Err(Errno::NOENT) if create => {
+                std::fs::create_dir_all(base)?;
+                open_base()?
+            }
+            Err(Errno::NOENT) => return Ok(None),
+            r => r?,
+        };
         let beneath = |at: &OwnedFd, name: &Path| {
             open_reading(flags | OFlags::NOFOLLOW, |f| {
                 rustix::fs::openat2(at.as_fd(), name, f, Mode::empty(), resolve())
