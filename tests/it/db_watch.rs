@@ -204,22 +204,36 @@ fn db_watch_brings_each_of_20_commits_within_10s_and_an_idle_master_costs_no_dum
     );
     assert!(max <= 10.0, "max {max}");
 
-    // Idle: no commit, so no run (no dump) for 6 s; the lag is 0.
-    let before = d.settled(20);
-    let db_before = c.state();
-    let seen = d.status()["db"]["commits_seen"].clone();
-    assert!(seen.as_u64() >= Some(1), "{}", d.status());
-    std::thread::sleep(Duration::from_secs(6));
-    let after = d.db_job();
-    assert_eq!(
-        after["runs_total"],
-        before["runs_total"],
-        "a run while the master was idle: {after}\n{}",
+    // Idle: no commit, so no run (no dump) for 6 s; the lag is 0. The server's autovacuum
+    // may ANALYZE the new database's catalogs (a commit): such a window is tried again.
+    let mut quiet = false;
+    for _ in 0..3 {
+        let before = d.settled(20);
+        let db_before = c.state();
+        let seen = d.status()["db"]["commits_seen"].clone();
+        assert!(seen.as_u64() >= Some(1), "{}", d.status());
+        std::thread::sleep(Duration::from_secs(6));
+        let after = d.db_job();
+        if d.status()["db"]["commits_seen"] != seen {
+            eprintln!("db watch: a commit during the idle window (autovacuum?); again");
+            continue;
+        }
+        assert_eq!(
+            after["runs_total"],
+            before["runs_total"],
+            "a run while nothing was committed: {after}\n{}",
+            d.log()
+        );
+        assert_eq!(c.state()["last_run"], db_before["last_run"], "a dump ran");
+        quiet = true;
+        break;
+    }
+    assert!(
+        quiet,
+        "the poll saw commits in three idle windows of 6 s: {}",
         d.log()
     );
-    assert_eq!(c.state()["last_run"], db_before["last_run"], "a dump ran");
     let st = d.status();
-    assert_eq!(st["db"]["commits_seen"], seen, "{st}");
     assert_eq!(st["db"]["lag_seconds"], 0.0, "{st}");
     assert_eq!(st["db"]["lag_basis"], "watch", "{st}");
     assert_eq!(st["db"]["schedule"], "watch", "{st}");

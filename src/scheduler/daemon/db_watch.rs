@@ -68,6 +68,7 @@ fn poll_loop(conn: &PgConn, tx: &Sender<Wakeup>, stop: &AtomicBool, seen: &Mutex
                     tracing::info!("job {DB_JOB_NAME}: polling the master's commits works again");
                     failing = false;
                 }
+                tracing::debug!("job {DB_JOB_NAME}: commit token {token}");
                 let changed = w.saw(token);
                 let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
                 s.last_error = None;
