@@ -711,7 +711,7 @@ def run_db_watch(ctx: Ctx) -> None:
         mx = max(ok_lat) if ok_lat else None
         if not ctx.quick and (mx is None or mx > 10):
             ctx.fail(f"db-watch: max latency {mx} s > 10 s (target)")
-        ctx.rows.append(dict(feature="db", mode="local", case=f"watch: commit -> slave ({(dump or 0) / 1e6:.0f} MB)",
+        ctx.rows.append(dict(feature="db", mode="local", case=f"watch: commit -> slave ({(dump or 0) / 1e6:.1f} MB)",
                              tool="hasync daemon, [db] schedule = watch", n=len(ok_lat), median_s=med(ok_lat),
                              p90_s=pct(ok_lat, 0.9), max_s=mx, measured=True,
                              note=f"{commits} single-row commits 0.3-1.5 s apart, {runs} runs; "

@@ -101,9 +101,7 @@ fn print_db(now: DateTime<Utc>, db: &DbStatus) {
     outln!();
     let how = match (db.lag_basis.as_str(), db.lag_seconds) {
         (_, None) => "never replicated yet",
-        ("watch", Some(l)) if l == 0.0 => {
-            "nothing committed on the master since the slave's last run"
-        }
+        ("watch", Some(0.0)) => "nothing committed on the master since the slave's last run",
         ("watch", _) => "since the first commit not yet on the slave",
         _ => "at most: time since the start of the last successful run",
     };

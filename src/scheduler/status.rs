@@ -64,6 +64,27 @@ fn from_unix(s: Option<u64>) -> Option<DateTime<Utc>> {
     s.and_then(|s| DateTime::from_timestamp(s as i64, 0))
 }
 
+/// The DB lag and how it was found (see [`DbStatus::lag_seconds`]). The poller knows:
+/// nothing pending (0), or the first commit not yet delivered. It does not know what
+/// was committed before the daemon started (its first run's pending, `changes` 0) nor
+/// while polling fails: then the upper bound, the time since the last sync.
+fn db_lag(
+    watch: Option<&state::DbWatchState>,
+    pending_since: Option<DateTime<Utc>>,
+    synced_as_of: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> (Option<f64>, &'static str) {
+    let since_sync = synced_as_of.map(|t| secs(now - t));
+    match watch {
+        Some(w) if w.last_error.is_none() && synced_as_of.is_some() => match pending_since {
+            None => (Some(0.0), "watch"),
+            Some(p) if w.changes > 0 => (Some(secs(now - p)), "watch"),
+            Some(_) => (since_sync, "since_sync"),
+        },
+        _ => (since_sync, "since_sync"),
+    }
+}
+
 /// The DB job's [`DbStatus`]; `None` when this node does not run it.
 fn db_status(
     cfg: &Config,
@@ -78,18 +99,7 @@ fn db_status(
     let watch = daemon
         .and_then(|d| d.db_watch.as_ref())
         .filter(|_| db.schedule == crate::node::config::Schedule::Watch);
-    let since_sync = synced_as_of.map(|t| secs(now - t));
-    // The poller knows: nothing pending (0), or the first commit not yet delivered. It
-    // does not know what was committed before the daemon started (its first run's
-    // pending) nor while polling fails: then the upper bound.
-    let (lag_seconds, lag_basis) = match watch {
-        Some(w) if w.last_error.is_none() && synced_as_of.is_some() => match job.pending_since {
-            None => (Some(0.0), "watch"),
-            Some(p) if w.changes > 0 => (Some(secs(now - p)), "watch"),
-            Some(_) => (since_sync, "since_sync"),
-        },
-        _ => (since_sync, "since_sync"),
-    };
+    let (lag_seconds, lag_basis) = db_lag(watch, job.pending_since, synced_as_of, now);
     Some(DbStatus {
         schedule: db.schedule.to_string(),
         lag_seconds,
@@ -472,6 +482,37 @@ mod tests {
             runs_total: 7,
             failures_total: 1,
         }
+    }
+
+    #[test]
+    fn db_lag_is_0_when_nothing_is_pending_else_an_age_or_the_upper_bound() {
+        let now = DateTime::from_timestamp(1_800_000_100, 0).unwrap();
+        let at = |s: i64| Some(now - chrono::Duration::seconds(s));
+        let seen = state::DbWatchState {
+            changes: 4,
+            ..Default::default()
+        };
+        let failing = state::DbWatchState {
+            last_error: Some("down".into()),
+            ..seen.clone()
+        };
+        let fresh = state::DbWatchState::default();
+        assert_eq!(db_lag(Some(&seen), None, at(60), now), (Some(0.0), "watch"));
+        assert_eq!(
+            db_lag(Some(&seen), at(3), at(60), now),
+            (Some(3.0), "watch")
+        );
+        // The first run after the daemon started, polling failing, no daemon: since the sync.
+        assert_eq!(
+            db_lag(Some(&fresh), at(1), at(60), now),
+            (Some(60.0), "since_sync")
+        );
+        assert_eq!(
+            db_lag(Some(&failing), None, at(60), now),
+            (Some(60.0), "since_sync")
+        );
+        assert_eq!(db_lag(None, None, at(60), now), (Some(60.0), "since_sync"));
+        assert_eq!(db_lag(Some(&seen), None, None, now), (None, "since_sync"));
     }
 
     #[test]
