@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-FEATURES = ["watch", "db", "failover"]
+FEATURES = ["watch", "db", "db-watch", "failover"]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_USER = "postgres"
 NS_MASTER_IP = "10.91.0.1"
@@ -61,6 +61,8 @@ def load() -> list[float]:
 
 def check_prereqs(features: list[str]) -> None:
     missing = []
+    if "db-watch" in features and "db" not in features:
+        features = features + ["db"]  # the same prerequisites
     if os.geteuid() != 0 and ("db" in features or "failover" in features):
         die("the db and failover scenarios need root (postgres via setpriv, network namespaces); "
             "run as root or pass --scenario with file-sync scenarios and watch only")
@@ -434,27 +436,40 @@ def db_note(rows: int, rs: list[dict]) -> str:
     return f"{rows} rows; slave checked equal{share}" + (f"; shipped as {'/'.join(how)}" if how else "")
 
 
-def run_db(ctx: Ctx) -> None:
-    # customers; rows total = n * (1 + 0.1 + 4 + 12) (+2n excluded); full: a dump of ~100 MB
-    n = 800 if ctx.quick else 180_000
-    reps = ctx.reps or (1 if ctx.quick else 3)
-    d = ctx.rundir / "db"
+def pg_pair(d: Path, servers: list) -> tuple[PgServer, PgServer]:
+    """A template cluster (initdb) under `d`, copied for a master and a slave server (both
+    appended to `servers`, which the caller stops)."""
     d.mkdir(mode=0o755)
     shutil.chown(d, PG_USER, PG_USER)
     tpl = d / "tpl"
-    log("db: initdb (template cluster)")
+    log(f"{d.name}: initdb (template cluster)")
     p = subprocess.run(as_pg([PG_BIN / "initdb", "-D", tpl, "-U", "postgres", "-A", "trust", "-E", "UTF8",
                               "--locale=C", "--no-sync", "--no-instructions"]),
                        capture_output=True, text=True, cwd=d)
     if p.returncode != 0:
         die(f"initdb failed: {p.stdout[-800:]}{p.stderr[-800:]}")
+    master = PgServer(d / "master", tpl, free_port())
+    servers.append(master)
+    slave = PgServer(d / "slave", tpl, free_port())
+    servers.append(slave)
+    log(f"{d.name}: master on port {master.port}, slave on {slave.port} (sockets under {d})")
+    return master, slave
+
+
+def db_section(pg: PgServer, db: str, extra: str = "") -> str:
+    return (f'[db]\nkind = "postgres"\ndatabase = "{db}"\nuser = "postgres"\n'
+            f'exclude_tables = ["call_log"]\nhost = "{pg.sock}"\nport = {pg.port}\n'
+            f'bin_dir = "{PG_BIN}"\n{extra}')
+
+
+def run_db(ctx: Ctx) -> None:
+    # customers; rows total = n * (1 + 0.1 + 4 + 12) (+2n excluded); full: a dump of ~100 MB
+    n = 800 if ctx.quick else 180_000
+    reps = ctx.reps or (1 if ctx.quick else 3)
+    d = ctx.rundir / "db"
     servers = []
     try:
-        master = PgServer(d / "master", tpl, free_port())
-        servers.append(master)
-        slave = PgServer(d / "slave", tpl, free_port())
-        servers.append(slave)
-        log(f"db: master on port {master.port}, slave on {slave.port} (sockets under {d})")
+        master, slave = pg_pair(d, servers)
         master.sql("postgres", "CREATE DATABASE bench", tx=False)
         master.sql("bench", SCHEMA)
         t0 = time.perf_counter()
@@ -470,9 +485,7 @@ def run_db(ctx: Ctx) -> None:
             wdb = f"w{rep}"
             slave.sql("postgres", f"CREATE DATABASE {wdb}", tx=False)
             slave.sql(wdb, SCHEMA)
-            sec = lambda pg, db: (f'[db]\nkind = "postgres"\ndatabase = "{db}"\nuser = "postgres"\n'
-                                  f'exclude_tables = ["call_log"]\nhost = "{pg.sock}"\nport = {pg.port}\n'
-                                  f'bin_dir = "{PG_BIN}"\n')
+            sec = db_section
 
             def hasync_tool(transport: str):
                 """hasync db-replicate with its own slave database, state and config."""
@@ -575,6 +588,142 @@ def run_db(ctx: Ctx) -> None:
     finally:
         for s in servers:
             s.stop()
+
+
+# ===================================================================== db-watch
+
+def http_json(port: int, path: str):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+        c.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+    return json.loads(data.split(b"\r\n\r\n", 1)[1])
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of `pid` and of its children it waited for (the psql polls), in seconds."""
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in f[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def run_db_watch(ctx: Ctx) -> None:
+    """[db] schedule = "watch" (default min_interval 5 s): the latency from a commit on the
+    master to the row visible on the slave, and what an idle master costs."""
+    n = 400 if ctx.quick else 90_000  # ~52 MB script full (the db scenario's n = 180,000 is ~104 MB)
+    commits = ctx.reps or (3 if ctx.quick else 20)
+    idle_s = 5 if ctx.quick else 30
+    d = ctx.rundir / "db-watch"
+    servers, daemon = [], None
+    try:
+        master, slave = pg_pair(d, servers)
+        for pg in (master, slave):
+            pg.sql("postgres", "CREATE DATABASE bench", tx=False)
+            pg.sql("bench", SCHEMA)
+        master.sql("bench", gen_data(n))
+        master.sql("bench", "VACUUM ANALYZE;", tx=False)  # nothing left for autovacuum
+        hd = d / "hasync"
+        hd.mkdir()
+        port = free_port()
+        (hd / "slave.toml").write_text(
+            f'[node]\nrole = "slave"\npeer = "local"\nstate_dir = "{hd / "sstate"}"\n\n' + db_section(slave, "bench"))
+        (hd / "master.toml").write_text(
+            f'[node]\nrole = "master"\npeer = "local"\nroot = "{hd / "mroot"}"\npeer_root = "{hd / "sroot"}"\n'
+            f'peer_config = "{hd / "slave.toml"}"\nstate_dir = "{hd / "mstate"}"\n\n'
+            + db_section(master, "bench", 'schedule = "watch"\nsafety_pass = "manual"\n')
+            + f'\n[daemon]\nmetrics_listen = "127.0.0.1:{port}"\n')
+        env = dict(os.environ, HASYNC_LOG="info")
+        env.pop("HASYNC_CONFIG", None)
+        dlog = open(hd / "daemon.log", "wb")
+        daemon = subprocess.Popen([ctx.hasync, "--config", str(hd / "master.toml"), "daemon"],
+                                  stdin=subprocess.DEVNULL, stdout=dlog, stderr=dlog, env=env)
+
+        def db_job():
+            try:
+                st = http_json(port, "/status")
+            except (OSError, ValueError, IndexError):
+                return None, None
+            return next(j for j in st["jobs"] if j["name"] == "db"), st.get("db")
+
+        def settled():
+            j, _ = db_job()
+            return j is not None and j["runs_total"] > 0 and j["pending_since"] is None \
+                and j["running_since"] is None
+
+        t = wait_until(settled, 300, 0.2)
+        if t is None:
+            raise RuntimeError(f"db-watch: the first replication did not finish in 300 s: "
+                               f"{(hd / 'daemon.log').read_text()[-1500:]}")
+        j, _ = db_job()
+        dump = (j.get("last_run") or {}).get("stats", {}).get("bytes_total")
+        log(f"db-watch: first replication done ({dump} B script) in {t:.1f}s")
+
+        # Idle: nothing committed for idle_s; count the runs (dumps) and the daemon's CPU. The
+        # master's autovacuum may still ANALYZE (a commit: pg_statistic) the new database's
+        # catalogs; such windows are reported and measured again (at most 5 times).
+        for attempt in range(5):
+            j, dbst = db_job()
+            runs0, seen0 = j["runs_total"], (dbst or {}).get("commits_seen")
+            cpu0, t0 = proc_cpu_s(daemon.pid), time.perf_counter()
+            time.sleep(idle_s)
+            j, dbst = db_job()
+            cpu = (proc_cpu_s(daemon.pid) - cpu0) / (time.perf_counter() - t0)
+            idle_runs, seen = j["runs_total"] - runs0, (dbst or {}).get("commits_seen", 0) - (seen0 or 0)
+            auto = master.sql("bench", "SELECT string_agg(relname, ' ') FROM pg_stat_all_tables WHERE "
+                              f"greatest(last_autoanalyze, last_autovacuum) > now() - interval '{idle_s + 2} s';",
+                              tx=False).strip()
+            who = "" if not seen else "; sessions on the master: " + master.sql(
+                "postgres", "SELECT string_agg(concat_ws('/', datname, backend_type, application_name, client_addr, "
+                "state, backend_xid), ', ') FROM pg_stat_activity WHERE pid <> pg_backend_pid();", tx=False).strip()
+            log(f"db-watch: idle {idle_s}s: {seen} commits seen (autovacuum/analyze: {auto or 'none'}{who}), "
+                f"{idle_runs} runs, daemon + its psql polls {100 * cpu:.2f}% of a core, "
+                f"lag {(dbst or {}).get('lag_seconds')} ({(dbst or {}).get('lag_basis')})")
+            ctx.records.append(dict(feature="db", case="watch-idle", seconds=idle_s, runs=idle_runs,
+                                    commits_seen=seen, autovacuum=auto, cpu_share=cpu, status=dbst,
+                                    ok=idle_runs == 0 or seen > 0))
+            if seen == 0:
+                break
+        if idle_runs:
+            ctx.fail(f"db-watch: {idle_runs} runs while the master was idle for {idle_s}s; the daemon's log: "
+                     f"{(hd / 'daemon.log').read_text()[-3000:]}")
+
+        # Commits: one row each, at random points; commit end -> visible on the slave.
+        rng = random.Random(18)
+        lat = []
+        runs0 = j["runs_total"]
+        for i in range(commits):
+            time.sleep(rng.uniform(0.3, 1.5))
+            name = f"watch {i}"
+            master.sql("bench", f"INSERT INTO customer (name, email, created) VALUES ('{name}', 'w{i}@example.org', now());")
+            t0 = time.perf_counter()
+            q = slave.psql_argv("bench") + ["-c", f"SELECT count(*) FROM customer WHERE name = '{name}'"]
+            el = wait_until(lambda: subprocess.run(q, capture_output=True, text=True).stdout.strip() == "1", 60, 0.02)
+            lat.append(el)
+            ctx.records.append(dict(feature="db", case="watch-commit", rep=i, latency_s=el, ok=el is not None,
+                                    load=load()))
+            log(f"db-watch: commit {i + 1}/{commits}: {'NOT on the slave in 60 s' if el is None else f'{el:.2f}s'}")
+            if el is None:
+                ctx.fail(f"db-watch: commit {i} not on the slave within 60 s")
+                break
+        ok_lat = [x for x in lat if x is not None]
+        j, _ = db_job()
+        runs = j["runs_total"] - runs0
+        mx = max(ok_lat) if ok_lat else None
+        if not ctx.quick and (mx is None or mx > 10):
+            ctx.fail(f"db-watch: max latency {mx} s > 10 s (target)")
+        ctx.rows.append(dict(feature="db", mode="local", case=f"watch: commit -> slave ({(dump or 0) / 1e6:.1f} MB)",
+                             tool="hasync daemon, [db] schedule = watch", n=len(ok_lat), median_s=med(ok_lat),
+                             p90_s=pct(ok_lat, 0.9), max_s=mx, measured=True,
+                             note=f"{commits} single-row commits 0.3-1.5 s apart, {runs} runs; "
+                                  f"min_interval 5 s (default)"))
+        ctx.rows.append(dict(feature="db", mode="local", case=f"watch: idle master {idle_s} s",
+                             tool="hasync daemon, [db] schedule = watch", n=idle_runs, measured=True,
+                             note=f"{idle_runs} dumps; daemon + psql polls {100 * cpu:.2f}% of a core"))
+    finally:
+        if daemon is not None:
+            kill_proc(daemon)
+        for sv in servers:
+            sv.stop()
 
 
 # ===================================================================== failover
@@ -807,7 +956,7 @@ def run(ctx: Ctx, features: list[str]) -> None:
         t0 = time.perf_counter()
         log(f"feature scenario {f} (load {load()})")
         try:
-            {"watch": run_watch, "db": run_db, "failover": run_failover}[f](ctx)
+            {"watch": run_watch, "db": run_db, "db-watch": run_db_watch, "failover": run_failover}[f](ctx)
         except (RuntimeError, subprocess.CalledProcessError, OSError) as e:
             ctx.fail(f"{f}: {e}")
         ctx.records.append(dict(feature=f, case="duration", seconds=time.perf_counter() - t0, ok=True))

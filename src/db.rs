@@ -5,7 +5,8 @@
 //! catalog, [`script`] turns a dump into a one-transaction
 //! replay script and counts what it holds, [`state`] records each run in `state_dir`,
 //! [`job`] is the master's side (dump, compare, ship with the sync engine, ask for the
-//! replay) and [`serve`] the slave's (staging directory, hash check, replay with psql).
+//! replay) and [`serve`] the slave's (staging directory, hash check, replay with psql);
+//! [`watch`] is how `schedule = "watch"` notices the master's commits.
 //! Nothing here prints; every error says what failed, where, and what to do.
 
 pub mod digest;
@@ -18,6 +19,7 @@ pub mod psql_error;
 pub mod script;
 pub mod serve;
 pub mod state;
+pub mod watch;
 
 use crate::sync::SyncError;
 

@@ -1,9 +1,9 @@
 //! `hasync status [--json]`: the node's role and peer, and per job the last
-//! success, the lag, pending changes, the next run and the last error.
+//! success, the lag, pending changes, the next run and the last error; the DB lag.
 
 use super::{Cli, CliError};
 use chrono::{DateTime, Utc};
-use hasync::scheduler::status::{StatusReport, report};
+use hasync::scheduler::status::{DbStatus, StatusReport, report};
 
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
@@ -96,6 +96,32 @@ fn when(now: DateTime<Utc>, t: Option<DateTime<Utc>>) -> String {
     }
 }
 
+/// The DB lag (docs/db.md, "DB lag").
+fn print_db(now: DateTime<Utc>, db: &DbStatus) {
+    outln!();
+    let how = match (db.lag_basis.as_str(), db.lag_seconds) {
+        (_, None) => "never replicated yet",
+        ("watch", Some(0.0)) => "nothing committed on the master since the slave's last run",
+        ("watch", _) => "since the first commit not yet on the slave",
+        _ => "at most: time since the start of the last successful run",
+    };
+    let lag = db
+        .lag_seconds
+        .map_or("unknown".to_string(), |l| format!("{l:.0}s"));
+    outln!("db [{}] lag {lag} ({how})", db.schedule);
+    outln!("  synced as of: {}", when(now, db.synced_as_of));
+    outln!("  last replay:  {}", when(now, db.last_replay));
+    if let Some(n) = db.commits_seen {
+        outln!(
+            "  commits seen: {n} by the daemon (last {})",
+            when(now, db.last_commit_seen)
+        );
+    }
+    if let Some(e) = &db.poll_error {
+        outln!("  poll error:   {e}");
+    }
+}
+
 fn print_text(r: &StatusReport) {
     let now = r.now;
     outln!("role: {}   peer: {}", r.role, r.peer);
@@ -154,6 +180,9 @@ fn print_text(r: &StatusReport) {
             j.runs_total,
             j.failures_total
         );
+    }
+    if let Some(db) = &r.db {
+        print_db(now, db);
     }
     if let Some(m) = &r.master_check {
         outln!();

@@ -127,6 +127,7 @@ pub fn run(
                 st.replayed_unix = Some(rec.finished_unix);
             }
             st.last_success_unix = Some(rec.finished_unix);
+            st.synced_unix = Some(started);
         }
         Err(e) => {
             rep.outcome = "failed".into();

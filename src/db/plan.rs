@@ -148,6 +148,8 @@ mod tests {
             exclude_tables: vec!["cel".into(), "public.Call_Log".into(), "other.x".into()],
             user: "postgres".into(),
             schedule: Schedule::Hourly,
+            min_interval: crate::node::config::DB_MIN_INTERVAL,
+            safety_pass: Schedule::Hourly,
             with_schema,
             host: None,
             port: None,

@@ -36,6 +36,10 @@ pub struct DbState {
     pub replayed_unix: Option<u64>,
     /// When a run last ended well (replayed or unchanged).
     pub last_success_unix: Option<u64>,
+    /// When that run started (before its dump): the slave holds every commit made on the
+    /// master up to then. The base of `hasync status`'s DB lag.
+    #[serde(default)]
+    pub synced_unix: Option<u64>,
 }
 
 pub fn path(state_dir: &Path) -> PathBuf {

@@ -9,11 +9,15 @@
 //! Watch jobs: a change marks the job dirty and, after a short debounce, starts a full
 //! run of the job; the job stays dirty (and is retried with backoff) until a run that
 //! *started after the last change* succeeds, so nothing is lost while the peer is away.
+//! The DB job in watch mode (`[db] schedule = "watch"`) is a watch job whose changes come
+//! from a poller of the master's commits ([`db_watch`]) instead of inotify; its runs
+//! start at least the job's [`Job::min_interval`] apart, so a burst of commits coalesces.
 //! Timed jobs: a failed run is retried with capped exponential backoff until the next
 //! timed run is due. Stop: no new runs start, running ones finish (the engine leaves no
 //! temp file behind when a run ends, even by an error), then `run` returns. A second
 //! stop returns at once. Reload: a config that does not load is ignored and logged.
 
+mod db_watch;
 mod http;
 mod master_loop;
 mod page;
@@ -107,6 +111,8 @@ struct Slot {
     retry_at: Option<DateTime<Utc>>,
     attempt: u32,
     running: Option<Running>,
+    /// When the last run started ([`Job::min_interval`] counts from there).
+    last_start: Option<DateTime<Utc>>,
 }
 
 struct Daemon {
@@ -124,6 +130,8 @@ struct Daemon {
     written: Option<DaemonState>,
     /// See [`Daemon::recheck_watch_roots`].
     watched_ids: Vec<(String, Option<(u64, u64)>)>,
+    /// The poller of the master's commits, for the DB job in watch mode.
+    db_poller: Option<db_watch::DbPoller>,
 }
 
 /// `now + d`, saturating (a huge configured duration never panics).
@@ -160,6 +168,7 @@ impl Daemon {
             retry_at: None,
             attempt: 0,
             running: None,
+            last_start: None,
             skipped,
             timer,
             job,
@@ -184,7 +193,9 @@ impl Daemon {
             if s.skipped.is_some() || s.running.is_some() {
                 continue;
             }
-            let due = [s.watch_due, s.retry_at, s.next_timed]
+            // A watch run waits for min_interval after the last start (bursts coalesce).
+            let watch_due = watch_due_after(s.watch_due, s.last_start, s.job.min_interval());
+            let due = [watch_due, s.retry_at, s.next_timed]
                 .into_iter()
                 .flatten()
                 .min();
@@ -196,7 +207,7 @@ impl Daemon {
                 wake = wake.min(due);
                 continue;
             }
-            let trigger = if s.watch_due.is_some_and(|t| t <= now) {
+            let trigger = if watch_due.is_some_and(|t| t <= now) {
                 "watch"
             } else if s.retry_at.is_some_and(|t| t <= now) {
                 "retry"
@@ -219,6 +230,7 @@ impl Daemon {
         let s = &mut self.slots[i];
         s.watch_due = s.watch_due.filter(|t| *t > now);
         s.retry_at = s.retry_at.filter(|t| *t > now);
+        s.last_start = Some(now);
         s.running = Some(Running {
             seq,
             change_gen: s.change_gen,
@@ -335,6 +347,18 @@ impl Daemon {
     }
 }
 
+/// When a watch run due at `due` may start: not before `min_gap` after the last start.
+fn watch_due_after(
+    due: Option<DateTime<Utc>>,
+    last_start: Option<DateTime<Utc>>,
+    min_gap: Duration,
+) -> Option<DateTime<Utc>> {
+    due.map(|t| match last_start {
+        Some(last) if !min_gap.is_zero() => t.max(plus(last, min_gap)),
+        _ => t,
+    })
+}
+
 /// When to retry after failed attempt number `attempt` at `now`: after the backoff
 /// delay; but a job with no pending changes (`dirty` false) whose next timed run
 /// comes first waits for that run instead. `None`: no retry.
@@ -407,6 +431,7 @@ pub fn run(path: &Path, tx: Sender<Wakeup>, rx: Receiver<Wakeup>) -> Result<Stop
         view,
         written: None,
         watched_ids: Vec::new(),
+        db_poller: None,
     };
     let now = Utc::now();
     d.slots = jobs.into_iter().map(|j| d.slot(j, now)).collect();
@@ -440,6 +465,7 @@ pub fn run(path: &Path, tx: Sender<Wakeup>, rx: Receiver<Wakeup>) -> Result<Stop
                 tracing::info!("{why}: stopping (waiting for {n} runs in progress)");
                 d.stopping = true;
                 d.watcher = watch::watch(Vec::new(), |_| {}).0;
+                d.db_poller = None;
             }
             Ok(Wakeup::Reload) if d.stopping => {}
             Ok(Wakeup::Reload) => d.reload(),

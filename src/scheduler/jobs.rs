@@ -60,6 +60,10 @@ pub trait Job: Send + Sync {
     fn safety_pass(&self) -> &Schedule {
         &Schedule::Manual
     }
+    /// For a `watch` job: the least time between the starts of two runs (default none).
+    fn min_interval(&self) -> Duration {
+        Duration::ZERO
+    }
     /// A random delay added to each timed run.
     fn jitter(&self) -> Duration {
         Duration::ZERO

@@ -177,6 +177,20 @@ pub struct DaemonState {
     pub config: PathBuf,
     pub updated: Option<DateTime<Utc>>,
     pub jobs: BTreeMap<String, DaemonJob>,
+    /// `[db] schedule = "watch"`: what the poller of the master's commits saw.
+    pub db_watch: Option<DbWatchState>,
+}
+
+/// The daemon's poller of the master's commits (`[db] schedule = "watch"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DbWatchState {
+    /// When a poll last found a commit (within one poll, 1 s, of the commit itself).
+    pub last_change: Option<DateTime<Utc>>,
+    /// Polls that found a commit since the daemon started.
+    pub changes: u64,
+    /// The last poll's error, while polling fails.
+    pub last_error: Option<String>,
 }
 
 pub fn daemon_file(state_dir: &Path) -> PathBuf {

@@ -31,6 +31,86 @@ pub struct StatusReport {
     pub services_active: bool,
     /// What this node last received from its peer (`received.json`), if anything.
     pub received: Option<crate::scheduler::health::Received>,
+    /// The DB job's lag, on the node that runs it (the master).
+    pub db: Option<DbStatus>,
+}
+
+/// How far behind the master the slave's database may be (docs/db.md, "DB lag").
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DbStatus {
+    pub schedule: String,
+    /// Seconds: 0 when the daemon's poller saw no commit since the slave's last run
+    /// started, else the age of the first commit not yet on the slave (`watch`); without
+    /// a watching daemon, the time since `synced_as_of` (`since_sync`, an upper bound).
+    /// `None` before the first successful run.
+    pub lag_seconds: Option<f64>,
+    /// `watch` or `since_sync`: how `lag_seconds` was found.
+    pub lag_basis: String,
+    /// Start of the last successful run: the slave holds every commit up to then.
+    pub synced_as_of: Option<DateTime<Utc>>,
+    /// The slave's last replay (a changed dump).
+    pub last_replay: Option<DateTime<Utc>>,
+    /// `replayed`, `unchanged` or `failed`.
+    pub last_outcome: Option<String>,
+    /// Watch mode: when the daemon's poller last saw a commit on the master.
+    pub last_commit_seen: Option<DateTime<Utc>>,
+    /// Watch mode: polls that found a commit since the daemon started.
+    pub commits_seen: Option<u64>,
+    /// Watch mode: why polling the master fails, while it does.
+    pub poll_error: Option<String>,
+}
+
+fn from_unix(s: Option<u64>) -> Option<DateTime<Utc>> {
+    s.and_then(|s| DateTime::from_timestamp(s as i64, 0))
+}
+
+/// The DB lag and how it was found (see [`DbStatus::lag_seconds`]). The poller knows:
+/// nothing pending (0), or the first commit not yet delivered. It does not know what
+/// was committed before the daemon started (its first run's pending, `changes` 0) nor
+/// while polling fails: then the upper bound, the time since the last sync.
+fn db_lag(
+    watch: Option<&state::DbWatchState>,
+    pending_since: Option<DateTime<Utc>>,
+    synced_as_of: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> (Option<f64>, &'static str) {
+    let since_sync = synced_as_of.map(|t| secs(now - t));
+    match watch {
+        Some(w) if w.last_error.is_none() && synced_as_of.is_some() => match pending_since {
+            None => (Some(0.0), "watch"),
+            Some(p) if w.changes > 0 => (Some(secs(now - p)), "watch"),
+            Some(_) => (since_sync, "since_sync"),
+        },
+        _ => (since_sync, "since_sync"),
+    }
+}
+
+/// The DB job's [`DbStatus`]; `None` when this node does not run it.
+fn db_status(
+    cfg: &Config,
+    job: Option<&JobStatus>,
+    daemon: Option<&DaemonState>,
+    now: DateTime<Utc>,
+) -> Option<DbStatus> {
+    let db = cfg.db.as_ref()?;
+    let job = job.filter(|j| j.skipped.is_none())?;
+    let st = crate::db::state::load(&cfg.node.state_dir);
+    let synced_as_of = from_unix(st.synced_unix);
+    let watch = daemon
+        .and_then(|d| d.db_watch.as_ref())
+        .filter(|_| db.schedule == crate::node::config::Schedule::Watch);
+    let (lag_seconds, lag_basis) = db_lag(watch, job.pending_since, synced_as_of, now);
+    Some(DbStatus {
+        schedule: db.schedule.to_string(),
+        lag_seconds,
+        lag_basis: lag_basis.into(),
+        synced_as_of,
+        last_replay: from_unix(st.replayed_unix),
+        last_outcome: st.last_run.map(|r| r.outcome),
+        last_commit_seen: watch.and_then(|w| w.last_change),
+        commits_seen: watch.map(|w| w.changes),
+        poll_error: watch.and_then(|w| w.last_error.clone()),
+    })
 }
 
 /// What the master check last concluded (see docs/master-check.md).
@@ -142,7 +222,11 @@ pub fn report(
                 failures_total: st.failures_total,
             }
         })
-        .collect();
+        .collect::<Vec<JobStatus>>();
+    let db_job = jobs
+        .iter()
+        .find(|j| j.name == crate::scheduler::jobs::DB_JOB_NAME);
+    let db = db_status(cfg, db_job, daemon, now);
     StatusReport {
         now,
         // The role and peer now: role_from / peer_from ("wazo") are read at run time.
@@ -165,6 +249,41 @@ pub fn report(
         services_active: crate::scheduler::health::services_active(cfg),
         received: Some(crate::scheduler::health::load_received(&cfg.node.state_dir))
             .filter(|r| r.last().is_some()),
+        db,
+    }
+}
+
+/// The DB lag metrics (see [`DbStatus`]).
+fn db_metrics(out: &mut String, db: &DbStatus) {
+    let ts = |t: &DateTime<Utc>| t.timestamp_millis() as f64 / 1000.0;
+    let gauges = [
+        (
+            "hasync_db_lag_seconds",
+            "How far behind the master the slave's database may be (0: nothing committed since the slave's last run; docs/db.md).",
+            db.lag_seconds,
+        ),
+        (
+            "hasync_db_synced_timestamp_seconds",
+            "Start of the last successful DB run: the slave holds every commit up to then (Unix time).",
+            db.synced_as_of.as_ref().map(ts),
+        ),
+        (
+            "hasync_db_last_commit_seen_timestamp_seconds",
+            "Watch mode: when the daemon last saw a commit on the master (Unix time).",
+            db.last_commit_seen.as_ref().map(ts),
+        ),
+    ];
+    for (name, help, v) in gauges {
+        if let Some(v) = v {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+    }
+    if let Some(n) = db.commits_seen {
+        let name = "hasync_db_commits_seen_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Watch mode: polls of the master that found a commit since the daemon started.\n# TYPE {name} counter\n{name} {n}"
+        );
     }
 }
 
@@ -286,6 +405,9 @@ pub fn prometheus(r: &StatusReport) -> String {
         "# HELP hasync_up 1 when the daemon answers.\n# TYPE hasync_up gauge\nhasync_up 1"
     );
     node_metrics(&mut out, r);
+    if let Some(db) = &r.db {
+        db_metrics(&mut out, db);
+    }
     for (name, kind, help, get) in metrics {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for j in r.jobs.iter().filter(|j| j.skipped.is_none()) {
@@ -363,6 +485,37 @@ mod tests {
     }
 
     #[test]
+    fn db_lag_is_0_when_nothing_is_pending_else_an_age_or_the_upper_bound() {
+        let now = DateTime::from_timestamp(1_800_000_100, 0).unwrap();
+        let at = |s: i64| Some(now - chrono::Duration::seconds(s));
+        let seen = state::DbWatchState {
+            changes: 4,
+            ..Default::default()
+        };
+        let failing = state::DbWatchState {
+            last_error: Some("down".into()),
+            ..seen.clone()
+        };
+        let fresh = state::DbWatchState::default();
+        assert_eq!(db_lag(Some(&seen), None, at(60), now), (Some(0.0), "watch"));
+        assert_eq!(
+            db_lag(Some(&seen), at(3), at(60), now),
+            (Some(3.0), "watch")
+        );
+        // The first run after the daemon started, polling failing, no daemon: since the sync.
+        assert_eq!(
+            db_lag(Some(&fresh), at(1), at(60), now),
+            (Some(60.0), "since_sync")
+        );
+        assert_eq!(
+            db_lag(Some(&failing), None, at(60), now),
+            (Some(60.0), "since_sync")
+        );
+        assert_eq!(db_lag(None, None, at(60), now), (Some(60.0), "since_sync"));
+        assert_eq!(db_lag(Some(&seen), None, None, now), (None, "since_sync"));
+    }
+
+    #[test]
     fn prometheus_text_has_help_type_and_one_sample_per_job() {
         let r = StatusReport {
             now: Utc::now(),
@@ -375,6 +528,11 @@ mod tests {
             role_now: "slave serving".into(),
             services_active: true,
             received: None,
+            db: Some(DbStatus {
+                lag_seconds: Some(0.0),
+                commits_seen: Some(3),
+                ..Default::default()
+            }),
         };
         let text = prometheus(&r);
         assert!(text.contains("hasync_up 1\n"));
@@ -396,6 +554,11 @@ mod tests {
         );
         assert!(text.contains("hasync_job_pending_seconds{job=\"a\\\"b\"} 0\n"));
         assert!(text.contains("hasync_job_running{job=\"a\\\"b\"} 1\n"));
+        assert!(text.contains("\nhasync_db_lag_seconds 0\n"), "{text}");
+        assert!(text.contains(
+            "# TYPE hasync_db_commits_seen_total counter\nhasync_db_commits_seen_total 3\n"
+        ));
+        assert!(!text.contains("hasync_db_synced_timestamp_seconds"));
         // Optional values are left out, not written as 0; skipped jobs are not shown.
         assert!(!text.contains("hasync_job_next_run_timestamp_seconds{"));
         assert!(!text.contains("skipped"));

@@ -5,7 +5,7 @@
 //! tests are in `daemon/watch.rs` (watch mode, signals) and `daemon/jobs.rs` (timed
 //! jobs, locking, status, metrics, hooks, cron).
 
-mod health;
+pub(crate) mod health;
 mod jobs;
 mod ssh;
 mod watch;

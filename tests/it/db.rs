@@ -82,6 +82,8 @@ pub(crate) struct Opts<'a> {
     pub(crate) node_extra: String,
     /// More `[db]` lines for the master.
     pub(crate) db_extra: &'a str,
+    /// A master server of the test's own instead of the shared one.
+    pub(crate) master: Option<&'static Pg>,
 }
 
 impl Default for Opts<'_> {
@@ -92,13 +94,14 @@ impl Default for Opts<'_> {
             peer: "local",
             node_extra: String::new(),
             db_extra: "",
+            master: None,
         }
     }
 }
 
 impl Case {
     pub(crate) fn new(db: &str, slave: &'static Pg, opts: Opts) -> Case {
-        let master = Pg::master();
+        let master = opts.master.unwrap_or_else(Pg::master);
         let dir = tempfile::tempdir().unwrap();
         let c = Case {
             dir,

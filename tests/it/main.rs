@@ -6,6 +6,7 @@ mod cron_reference;
 mod daemon;
 mod db;
 mod db_guard;
+mod db_watch;
 mod db_wazo;
 mod excludes_git;
 mod faults;

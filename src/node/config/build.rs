@@ -73,6 +73,8 @@ struct RawDb {
     exclude_tables: Vec<String>,
     user: Option<String>,
     schedule: Option<String>,
+    min_interval: Option<String>,
+    safety_pass: Option<String>,
     with_schema: Option<bool>,
     host: Option<String>,
     port: Option<u16>,

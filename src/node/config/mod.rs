@@ -178,6 +178,11 @@ pub enum Schedule {
     Manual,
 }
 
+/// `[db] min_interval`'s default: with `schedule = "watch"`, at most one dump every 5 s
+/// under constant writes, while a commit still reaches the slave within 10 s as long as
+/// one run takes at most ~4 s (docs/db.md).
+pub const DB_MIN_INTERVAL: Duration = Duration::from_secs(5);
+
 /// `[db]`: the database replicated from master to slave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DbJob {
@@ -189,8 +194,15 @@ pub struct DbJob {
     pub exclude_tables: Vec<String>,
     /// Local connection user on each node (default `"postgres"`).
     pub user: String,
-    /// Default [`Schedule::Hourly`]; never [`Schedule::Watch`].
+    /// Default [`Schedule::Hourly`]. [`Schedule::Watch`]: the daemon polls the master for
+    /// committed transactions every second and replicates soon after one (docs/db.md).
     pub schedule: Schedule,
+    /// `min_interval`: with `schedule = "watch"`, the least time between the starts of two
+    /// runs (default 5 s): under constant writes, at most one dump per `min_interval`.
+    pub min_interval: Duration,
+    /// `safety_pass`: with `schedule = "watch"`, the timed run that happens anyway (it
+    /// catches a drifted slave); default [`Schedule::Hourly`], `"manual"` for none.
+    pub safety_pass: Schedule,
     /// Replicate the schema too, not only the data (default `false`).
     pub with_schema: bool,
     /// libpq `host`: the server's unix-socket directory (or a host name); default: libpq's

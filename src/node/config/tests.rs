@@ -564,12 +564,29 @@ fn schedules_parse_or_explain() {
         "schedule",
     );
     assert!(msg.contains("5 or 6 fields"), "{msg}");
-    let msg = err_at(
-        &format!("{NODE}[db]\nkind = \"postgres\"\ndatabase = \"d\"\nschedule = \"watch\"\n"),
-        7,
-        "schedule",
+}
+
+#[test]
+fn db_watch_schedule_with_min_interval_and_safety_pass() {
+    let db = |extra: &str| {
+        format!("{NODE}[db]\nkind = \"postgres\"\ndatabase = \"d\"\nschedule = \"watch\"\n{extra}")
+    };
+    let c = ok(&db(""));
+    let j = c.db.unwrap();
+    assert_eq!(
+        (&j.schedule, j.min_interval, &j.safety_pass),
+        (&Schedule::Watch, super::DB_MIN_INTERVAL, &Schedule::Hourly)
     );
-    assert!(msg.contains("[db] key"), "{msg}");
+    let c = ok(&db("min_interval = \"2s\"\nsafety_pass = \"manual\"\n"));
+    let j = c.db.unwrap();
+    assert_eq!(
+        (j.min_interval, &j.safety_pass),
+        (Duration::from_secs(2), &Schedule::Manual)
+    );
+    let msg = err_at(&db("min_interval = \"often\"\n"), 8, "min_interval");
+    assert!(msg.contains("often"), "{msg}");
+    let msg = err_at(&db("safety_pass = \"watch\"\n"), 8, "safety_pass");
+    assert!(msg.contains("cannot be"), "{msg}");
 }
 
 #[test]

@@ -44,6 +44,7 @@ impl Daemon {
             if let Some(old) = old_slots.iter().find(|o| o.job.name() == s.job.name()) {
                 s.running = old.running.as_ref().map(|r| Running { ..*r });
                 s.attempt = old.attempt;
+                s.last_start = old.last_start;
                 s.retry_at = old.retry_at;
                 if s.watch && old.watch {
                     (s.dirty, s.pending_since, s.change_gen, s.watch_due) =
@@ -86,6 +87,10 @@ impl Daemon {
             config: self.path.clone(),
             updated: None,
             jobs,
+            db_watch: self
+                .db_poller
+                .as_ref()
+                .map(|p| p.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()),
         };
         if self.written.as_ref() == Some(&st) {
             return;

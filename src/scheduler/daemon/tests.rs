@@ -29,6 +29,7 @@ fn daemon() -> (Daemon, Receiver<Wakeup>) {
         started: Utc::now(),
         written: None,
         watched_ids: Vec::new(),
+        db_poller: None,
     };
     let now = Utc::now();
     d.slots = jobs.into_iter().map(|j| d.slot(j, now)).collect();
@@ -160,4 +161,25 @@ fn retries_back_off_and_yield_to_the_next_timed_run() {
     // Absurd durations saturate instead of panicking.
     let huge = Duration::from_secs(u64::MAX / 4);
     assert!(retry_at(1, true, None, now, huge, huge).is_some());
+}
+
+#[test]
+fn a_watch_run_waits_min_interval_after_the_last_start() {
+    let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    let gap = Duration::from_secs(5);
+    let secs = chrono::Duration::seconds;
+    assert_eq!(watch_due_after(None, Some(t), gap), None);
+    assert_eq!(watch_due_after(Some(t), None, gap), Some(t), "no run yet");
+    assert_eq!(
+        watch_due_after(Some(t + secs(1)), Some(t), gap),
+        Some(t + secs(5))
+    );
+    assert_eq!(
+        watch_due_after(Some(t + secs(9)), Some(t), gap),
+        Some(t + secs(9))
+    );
+    assert_eq!(
+        watch_due_after(Some(t + secs(1)), Some(t), Duration::ZERO),
+        Some(t + secs(1))
+    );
 }

@@ -1,4 +1,5 @@
-//! The daemon's side of watch mode: starting the watcher for the `watch` jobs,
+//! The daemon's side of watch mode: starting the watcher for the `watch` jobs (and the
+//! DB job's commit poller, [`super::db_watch`]),
 //! turning its [`Change`]s into dirty jobs with a debounce, and watching again a root
 //! that appeared or was re-created (an inotify watch follows an inode, not a path).
 
@@ -27,6 +28,7 @@ impl Daemon {
         }
         self.watcher = w;
         self.watched_ids = self.watch_ids();
+        self.start_db_poller();
     }
 
     /// The identity (device, inode) of every watched root, `None` when missing.

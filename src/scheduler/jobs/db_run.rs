@@ -2,7 +2,9 @@
 //! `hasync db-replicate` ([`crate::db::job::run`]), on the job's schedule,
 //! under the daemon's lock, retries, state and `on_failure` hook. It runs on
 //! the master only (the role file, ha.conf and sentinels count); an unchanged
-//! dump is recorded as a success with nothing sent.
+//! dump is recorded as a success with nothing sent. With `schedule = "watch"` the daemon
+//! runs it when its poller sees a commit on the master (`daemon::db_watch`), at most
+//! once per `min_interval`, and on the `safety_pass` schedule.
 
 use super::{Job, JobReporter, Outcome};
 use crate::node::config::{Config, DbJob, Role, Schedule};
@@ -34,6 +36,12 @@ impl Job for DbJobRun {
     }
     fn schedule(&self) -> &Schedule {
         &self.db().schedule
+    }
+    fn safety_pass(&self) -> &Schedule {
+        &self.db().safety_pass
+    }
+    fn min_interval(&self) -> std::time::Duration {
+        self.db().min_interval
     }
     fn skip_reason(&self) -> Option<String> {
         match crate::node::role::effective_role(&self.cfg) {

@@ -354,7 +354,7 @@ fn daemon_health_endpoints_for_master_standby_lagging_and_failed_over() {
 }
 
 /// `promtool check metrics` on the node's /metrics: no lint problem.
-fn promtool_clean(port: u16) {
+pub(crate) fn promtool_clean(port: u16) {
     require("promtool", "prometheus");
     let text = http(port, "GET", "/metrics").1;
     let mut c = Command::new("promtool")

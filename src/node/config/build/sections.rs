@@ -324,10 +324,20 @@ pub(super) fn build_db(ctx: &Ctx, raw: RawDb) -> Res<DbJob> {
         raw.schedule.as_deref(),
         Schedule::Hourly,
     )?;
-    if schedule == Schedule::Watch {
+    let min_interval = ctx.duration(
+        at!["db", "min_interval"],
+        raw.min_interval.as_deref(),
+        super::super::DB_MIN_INTERVAL,
+    )?;
+    let safety_pass = ctx.schedule(
+        at!["db", "safety_pass"],
+        raw.safety_pass.as_deref(),
+        Schedule::Hourly,
+    )?;
+    if safety_pass == Schedule::Watch {
         return Err(ctx.err(
-            at!["db", "schedule"],
-            "\"watch\" is for [[sync]] jobs only (write \"hourly\", \"minutely\" or a cron expression)",
+            at!["db", "safety_pass"],
+            "cannot be \"watch\" (write \"hourly\", a cron expression, or \"manual\" for none)",
         ));
     }
     if let Some(h) = &raw.host {
@@ -362,6 +372,8 @@ pub(super) fn build_db(ctx: &Ctx, raw: RawDb) -> Res<DbJob> {
         exclude_tables: raw.exclude_tables,
         user,
         schedule,
+        min_interval,
+        safety_pass,
         with_schema: raw.with_schema.unwrap_or(false),
         host: raw.host,
         port: raw.port,
