@@ -32,11 +32,13 @@ pub const SQL: &str = "SELECT pg_current_snapshot()::text";
 pub const POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl PgConn {
-    /// The master's commit token (see the module doc); `Err` is psql's message.
-    pub fn commit_token(&self) -> Result<String, String> {
+    /// The master's commit token (see the module doc); `Err` names psql and its message.
+    pub fn commit_token(&self) -> Result<String, super::pg::PgError> {
         let out = self.query(SQL)?;
-        parse(&out)
-            .ok_or_else(|| format!("unexpected answer {out:?} to {SQL:?} (PostgreSQL 13 or later)"))
+        parse(&out).ok_or(super::pg::PgError::Unexpected {
+            what: "to SELECT pg_current_snapshot()::text (PostgreSQL 13 or later)",
+            answer: out,
+        })
     }
 }
 

@@ -92,7 +92,7 @@ fn poll_loop(conn: &PgConn, tx: &Sender<Wakeup>, stop: &AtomicBool, seen: &Mutex
                     );
                     failing = true;
                 }
-                seen.lock().unwrap_or_else(|e| e.into_inner()).last_error = Some(e);
+                seen.lock().unwrap_or_else(|e| e.into_inner()).last_error = Some(e.to_string());
             }
         }
         while !stop.load(Ordering::SeqCst) && started.elapsed() < POLL {
