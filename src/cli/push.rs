@@ -53,6 +53,9 @@ pub struct PushArgs {
     /// Allow an empty source to empty the mirror with --delete
     #[arg(long)]
     pub allow_empty_source: bool,
+    /// Mirror owners by number, not by user and group name (as root; like rsync's --numeric-ids)
+    #[arg(long)]
+    pub numeric_ids: bool,
     /// Don't flush files to disk before they replace old copies (faster, less safe on power loss)
     #[arg(long)]
     pub no_fsync: bool,
@@ -133,6 +136,7 @@ pub fn run(cli: &Cli, args: &PushArgs, dir: Direction) -> Result<i32, CliError> 
         allow_empty_source: args.allow_empty_source,
         max_delete: args.max_delete,
         excludes: args.exclude.clone(),
+        numeric_ids: args.numeric_ids,
     };
     let local = || -> Result<Box<dyn Transport>, CliError> {
         Ok(Box::new(

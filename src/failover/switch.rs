@@ -52,6 +52,7 @@ pub fn copy_back(
         allow_empty_source: true,
         max_delete: Some(0),
         excludes: vec![],
+        numeric_ids: false,
     };
     let mut client = Client::connect(transport, &[]).map_err(|e| MasterError::CopyBack {
         path: PathBuf::new(),

@@ -262,6 +262,7 @@ pub fn run_sync_paths(
         allow_empty_source: job.allow_empty_source,
         max_delete: job.max_delete,
         excludes: job.exclude.clone(),
+        numeric_ids: job.numeric_ids,
     };
     let mut total = Stats::default();
     let mut errors = Vec::new();

@@ -33,6 +33,7 @@
 pub mod client;
 pub mod delta;
 pub mod fsops;
+pub mod owners;
 pub mod plan;
 pub mod receive;
 pub mod scan;

@@ -161,7 +161,7 @@ fn diff(new: &Entry, old: &Entry, checksum: bool, owners: bool) -> Diff {
         content: (checksum && new.kind == Kind::File && new.hash != old.hash)
             || (new.kind == Kind::Symlink && new.target != old.target),
         size: new.kind == Kind::File && new.size != old.size,
-        time: new.mtime_ns != old.mtime_ns,
+        time: new.mtime != old.mtime,
         perms: new.kind != Kind::Symlink && new.mode != old.mode,
         owner: owners && new.uid != old.uid,
         group: owners && new.gid != old.gid,
@@ -307,7 +307,7 @@ fn plan_existing(plan: &mut Plan, idx: usize, new: &Entry, old: &Entry, opts: &P
             if meta_differs {
                 plan.steps.push(step(Action::Meta, How::Meta, false));
             }
-            if meta_differs || new.mtime_ns != old.mtime_ns {
+            if meta_differs || new.mtime != old.mtime {
                 plan.dir_meta.push((idx, !meta_differs));
             }
         }
@@ -315,7 +315,7 @@ fn plan_existing(plan: &mut Plan, idx: usize, new: &Entry, old: &Entry, opts: &P
             let same = if opts.checksum {
                 new.size == old.size && new.hash.is_some() && new.hash == old.hash
             } else {
-                new.size == old.size && new.mtime_ns == old.mtime_ns
+                new.size == old.size && new.mtime == old.mtime
             };
             if !same {
                 // An old copy smaller than one block has nothing a delta could reuse
@@ -325,14 +325,14 @@ fn plan_existing(plan: &mut Plan, idx: usize, new: &Entry, old: &Entry, opts: &P
                     old.size >= crate::sync::delta::block_size_for(old.size) as u64 && new.size > 0;
                 plan.steps
                     .push(step(Action::Transfer { delta }, How::Sent, opts.checksum));
-            } else if meta_differs || new.mtime_ns != old.mtime_ns {
+            } else if meta_differs || new.mtime != old.mtime {
                 plan.steps.push(step(Action::Meta, How::Meta, false));
             }
         }
         Kind::Symlink => {
             if new.target != old.target {
                 plan.steps.push(step(Action::Symlink, How::Relinked, false));
-            } else if new.mtime_ns != old.mtime_ns
+            } else if new.mtime != old.mtime
                 || (opts.owners && (new.uid != old.uid || new.gid != old.gid))
             {
                 plan.steps.push(step(Action::Meta, How::Meta, false));
@@ -387,7 +387,7 @@ mod tests {
             path: RelPath::from_wire(p.as_bytes()).unwrap(),
             kind,
             size,
-            mtime_ns: mtime,
+            mtime: crate::tree::manifest::Mtime::from_nanos(mtime),
             mode: if kind == Kind::Dir { 0o755 } else { 0o644 },
             uid: 0,
             gid: 0,

@@ -11,7 +11,7 @@
 //! than delete what it could not see.
 
 use crate::sync::fsops::is_temp_name;
-use crate::tree::manifest::{Entry, Kind};
+use crate::tree::manifest::{Entry, Kind, Mtime};
 use crate::tree::path::RelPath;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, RawDir, Stat, fstat, statat};
@@ -120,7 +120,7 @@ fn entry(path: RelPath, kind: Kind, st: &Stat, target: Vec<u8>) -> Entry {
         } else {
             0
         },
-        mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
+        mtime: Mtime::from_stat(st.st_mtime, st.st_mtime_nsec as i64),
         mode: st.st_mode & 0o7777,
         uid: st.st_uid,
         gid: st.st_gid,

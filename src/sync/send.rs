@@ -12,9 +12,10 @@ use super::SyncError;
 use crate::sync::delta;
 use crate::sync::fsops::SafeRoot;
 use crate::sync::scan::{Excludes, hash_file, scan};
-use crate::tree::manifest::{Entry, Kind};
+use crate::tree::manifest::{Entry, Kind, Mtime};
 use crate::tree::report::{Item, Reporter, Stats};
-use crate::wire::message::{MAX_DATA_CHUNK, tag};
+use crate::wire::manifest_wire::{Form, needs_clamp};
+use crate::wire::message::{MAX_DATA_CHUNK, MINOR_OWNER_NAMES, tag};
 use crate::wire::{FrameReader, FrameWriter, Msg, SessionOptions, recv, send};
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -100,7 +101,9 @@ pub fn send_tree<R: Read + Send, W: Write>(
             }
         }
     }
-    for item in &scan_errors {
+    let form = Form::for_minor(peer_minor);
+    let warnings = clamp_warnings(&entries, form, peer_minor);
+    for item in scan_errors.iter().chain(&warnings) {
         if is_client {
             rep.item(item);
         } else {
@@ -108,8 +111,8 @@ pub fn send_tree<R: Read + Send, W: Write>(
         }
     }
     phases.mark("scan");
-    let compact = peer_minor >= crate::wire::manifest_wire::MINOR_COMPACT_MANIFEST;
-    send_manifest(wr, &entries, scan_errors.len() as u64, compact)?;
+    let names = opts.owners && !opts.numeric_ids && peer_minor >= MINOR_OWNER_NAMES;
+    send_manifest(wr, &entries, scan_errors.len() as u64, form, names)?;
     wr.flush()
         .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))?;
     phases.mark("manifest");
@@ -137,6 +140,23 @@ pub fn send_tree<R: Read + Send, W: Write>(
     })
 }
 
+/// One warning per entry whose mtime the peer's protocol cannot carry (a peer
+/// older than 2.4 reads only 1677-2262): it gets the nearest time it can hold.
+fn clamp_warnings(entries: &[Entry], form: Form, peer_minor: u16) -> Vec<Item> {
+    entries
+        .iter()
+        .filter(|e| needs_clamp(form, e.mtime))
+        .map(|e| {
+            Item::warning(format!(
+                "{}: mtime {} is outside what the peer's protocol 2.{peer_minor} can carry (1677-2262); it gets {} instead and will see the entry as changed on every run (upgrade the peer)",
+                e.path,
+                e.mtime,
+                e.mtime.clamped_to_nanos()
+            ))
+        })
+        .collect()
+}
+
 /// Send an error to the peer (best effort) and hand it back.
 pub(crate) fn fail<W: Write>(wr: &mut FrameWriter<W>, e: SyncError) -> SyncError {
     let _ = send(
@@ -154,7 +174,8 @@ fn send_manifest<W: Write>(
     wr: &mut FrameWriter<W>,
     entries: &[Entry],
     scan_errors: u64,
-    compact: bool,
+    form: Form,
+    owner_names: bool,
 ) -> Result<(), SyncError> {
     let mut start = 0;
     while start < entries.len() {
@@ -169,10 +190,13 @@ fn send_manifest<W: Write>(
         }
         wr.write_frame(&crate::wire::manifest_wire::encode(
             &entries[start..end],
-            compact,
+            form,
         ))
         .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))?;
         start = end;
+    }
+    if owner_names {
+        crate::sync::owners::send_tables(wr, entries)?;
     }
     send(
         wr,
@@ -329,8 +353,7 @@ fn send_file<W: Write>(
     let unchanged = |f: &std::fs::File| -> bool {
         f.metadata()
             .map(|m| {
-                m.len() == entry.size
-                    && m.mtime() * 1_000_000_000 + m.mtime_nsec() == entry.mtime_ns
+                m.len() == entry.size && Mtime::from_stat(m.mtime(), m.mtime_nsec()) == entry.mtime
             })
             .unwrap_or(false)
     };

@@ -42,8 +42,8 @@ pub struct Entry {
     pub kind: Kind,
     /// Size in bytes (files only; 0 otherwise).
     pub size: u64,
-    /// Modification time, nanoseconds since the Unix epoch.
-    pub mtime_ns: i64,
+    /// Modification time (any the file system can hold, see [`Mtime`]).
+    pub mtime: Mtime,
     /// Permission bits (07777).
     pub mode: u32,
     pub uid: u32,
@@ -52,6 +52,78 @@ pub struct Entry {
     pub target: Vec<u8>,
     /// BLAKE3 of the content, when the sender was asked for checksums.
     pub hash: Option<[u8; 32]>,
+}
+
+/// A modification time: whole seconds since the Unix epoch (any `i64`, as the
+/// kernel's `timespec` holds them) and nanoseconds within the second.
+///
+/// Not nanoseconds in one `i64`: that only reaches 1677-09-21 to 2262-04-11, and
+/// `secs * 1_000_000_000` on a file dated 2300 overflowed (a debug build panicked,
+/// a release build wrapped it to 1901). The derived order is chronological.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Mtime {
+    pub secs: i64,
+    /// Always below 1,000,000,000.
+    nanos: u32,
+}
+
+impl Mtime {
+    pub const NANOS_PER_SEC: u32 = 1_000_000_000;
+
+    /// A time from seconds and nanoseconds; `None` unless `0 <= nanos < 1e9`.
+    pub fn new(secs: i64, nanos: i64) -> Option<Mtime> {
+        let nanos = u32::try_from(nanos).ok()?;
+        (nanos < Self::NANOS_PER_SEC).then_some(Mtime { secs, nanos })
+    }
+
+    /// A `stat` result's `st_mtime` and `st_mtime_nsec` (the kernel keeps the
+    /// nanoseconds in range; anything else is clamped into it).
+    pub fn from_stat(secs: i64, nsec: i64) -> Mtime {
+        Mtime {
+            secs,
+            nanos: nsec.clamp(0, i64::from(Self::NANOS_PER_SEC) - 1) as u32,
+        }
+    }
+
+    /// The time of a nanosecond count (the fixed-width wire form of protocol < 2.2).
+    pub fn from_nanos(ns: i64) -> Mtime {
+        let per = i64::from(Self::NANOS_PER_SEC);
+        Mtime {
+            secs: ns.div_euclid(per),
+            nanos: ns.rem_euclid(per) as u32,
+        }
+    }
+
+    pub fn nanos(self) -> u32 {
+        self.nanos
+    }
+
+    /// Nanoseconds since the epoch, if they fit an `i64` (1677-09-21 to 2262-04-11).
+    pub fn as_nanos(self) -> Option<i64> {
+        // In i128: near i64::MIN the floor seconds times 1e9 passes the bound before
+        // the nanoseconds bring the sum back in range.
+        let ns = i128::from(self.secs) * i128::from(Self::NANOS_PER_SEC) + i128::from(self.nanos);
+        i64::try_from(ns).ok()
+    }
+
+    /// The nearest time that [`Mtime::as_nanos`] can express: what a peer of a
+    /// protocol older than 2.4 is sent (with a warning) for a time outside its range.
+    pub fn clamped_to_nanos(self) -> Mtime {
+        Mtime::from_nanos(self.as_nanos().unwrap_or(if self.secs < 0 {
+            i64::MIN
+        } else {
+            i64::MAX
+        }))
+    }
+}
+
+impl std::fmt::Display for Mtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match chrono::DateTime::from_timestamp(self.secs, self.nanos) {
+            Some(t) => write!(f, "{}", t.format("%Y-%m-%dT%H:%M:%S%.fZ")),
+            None => write!(f, "{}.{:09} s since 1970", self.secs, self.nanos),
+        }
+    }
 }
 
 /// Why a manifest from the peer was refused.
@@ -140,7 +212,7 @@ mod tests {
             path: RelPath::from_wire(p.as_bytes()).unwrap(),
             kind,
             size: 0,
-            mtime_ns: 0,
+            mtime: Mtime::default(),
             mode: 0o644,
             uid: 0,
             gid: 0,

@@ -58,6 +58,7 @@ struct RawSync {
     max_delete: Option<u64>,
     schedule: Option<String>,
     allow_empty_source: Option<bool>,
+    numeric_ids: Option<bool>,
     jitter: Option<String>,
     safety_pass: Option<String>,
 }

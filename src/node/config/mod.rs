@@ -141,6 +141,8 @@ pub struct SyncJob {
     pub schedule: Schedule,
     /// Allow mirroring an empty or missing source (default `false`: refused, exit 4).
     pub allow_empty_source: bool,
+    /// Mirror owners by number, not by name (default `false`: by name, like `rsync -a`).
+    pub numeric_ids: bool,
     /// `jitter = "30s"`: each timed run starts up to this much later, at random
     /// (default 0; ignored by `watch` runs, which follow changes).
     pub jitter: Duration,

@@ -42,6 +42,7 @@ mod transfers;
 
 use crate::sync::SyncError;
 use crate::sync::fsops::{DirCache, Meta, SafeRoot};
+use crate::sync::owners;
 use crate::sync::plan::{Action, Change, Plan, PlanOptions, make_plan};
 use crate::sync::scan::{Excludes, Scan, hash_file, scan};
 use crate::sync::send::fail;
@@ -240,7 +241,7 @@ fn plan_phase<R: Read + Send, W: Write>(
         (m, d)
     });
     phases.mark("manifest+scan");
-    let (source, scan_errors) = manifest?;
+    let (mut source, scan_errors, names) = manifest?;
     if let Err(e) = manifest::validate(&source) {
         let why = format!("protocol error: invalid manifest from the sender: {e}");
         return Err(fail(wr, SyncError::Peer(why)));
@@ -273,6 +274,9 @@ fn plan_phase<R: Read + Send, W: Write>(
         }
     }
     let owners = opts.owners && crate::sync::fsops::is_root();
+    if owners && !opts.numeric_ids {
+        names.map(&mut source);
+    }
     let plan_opts = PlanOptions {
         delete: opts.delete,
         checksum: opts.checksum,
@@ -342,7 +346,7 @@ impl Local<'_> {
     fn meta_of(&self, e: &Entry) -> Meta {
         Meta {
             mode: e.mode,
-            mtime_ns: e.mtime_ns,
+            mtime: e.mtime,
             owner: self.owners.then_some((e.uid, e.gid)),
         }
     }
@@ -472,12 +476,14 @@ fn finish<W: Write>(wr: &Mutex<&mut FrameWriter<W>>, stats: Stats) -> Result<Sta
     Ok(stats)
 }
 
+/// The source's manifest, its scan error count and its owner names.
 fn read_manifest<R: Read>(
     rd: &mut FrameReader<R>,
     rep: &mut dyn Reporter,
     is_client: bool,
-) -> Result<(Vec<Entry>, u64), SyncError> {
+) -> Result<(Vec<Entry>, u64, owners::Received), SyncError> {
     let mut entries: Vec<Entry> = Vec::new();
+    let mut names = owners::Received::default();
     loop {
         match recv(rd)? {
             Msg::Manifest(batch) => {
@@ -494,7 +500,10 @@ fn read_manifest<R: Read>(
                         "protocol error: manifest count does not match".into(),
                     ));
                 }
-                return Ok((entries, scan_errors));
+                return Ok((entries, scan_errors, names));
+            }
+            Msg::OwnerNames { groups, names: n } => {
+                names.add(groups, n).map_err(SyncError::Peer)?;
             }
             Msg::Item(it) if is_client => rep.item(&it),
             Msg::Item(_) => {}

@@ -273,6 +273,7 @@ pub(super) fn build_sync(ctx: &Ctx, raws: Vec<RawSync>) -> Res<Vec<SyncJob>> {
             max_delete: raw.max_delete,
             schedule,
             allow_empty_source: raw.allow_empty_source.unwrap_or(false),
+            numeric_ids: raw.numeric_ids.unwrap_or(false),
             jitter,
             safety_pass,
         });
