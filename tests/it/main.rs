@@ -17,6 +17,7 @@ mod master;
 mod master_cli;
 mod netns;
 mod output_hygiene;
+mod owners;
 mod pg;
 mod profiles;
 mod races;
