@@ -12,10 +12,11 @@
 //! the special group 0 are never mapped via user/group names"). With `--numeric-ids`
 //! (`numeric_ids = true`) no table is sent, and a received one is ignored.
 
+use crate::tree::entries::Entries;
 use crate::tree::manifest::Entry;
 use crate::wire::message::{MAX_NAMES_BATCH, MAX_OWNER_NAME};
 use crate::wire::{FrameWriter, Msg, send};
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use nix::unistd::{Gid, Group, Uid, User};
 use std::io::Write;
 
@@ -23,13 +24,10 @@ use std::io::Write;
 /// real tree has owners, and a bound on what a hostile sender can make it keep.
 pub const MAX_OWNER_NAMES: usize = 1 << 20;
 
-/// The name of each distinct non-zero uid (`groups` false) or gid used by
-/// `entries`, sorted by id; ids without a name are left out.
-pub fn table(entries: &[Entry], groups: bool) -> Vec<(u32, Vec<u8>)> {
-    let mut ids: HashSet<u32> = HashSet::new();
-    for e in entries {
-        ids.insert(if groups { e.gid } else { e.uid });
-    }
+/// The name of each distinct non-zero uid (`groups` false) or gid among `ids`,
+/// sorted by id; ids without a name are left out.
+pub fn table(ids: impl Iterator<Item = u32>, groups: bool) -> Vec<(u32, Vec<u8>)> {
+    let mut ids: HashSet<u32> = ids.collect();
     ids.remove(&0);
     let mut out: Vec<(u32, Vec<u8>)> = ids
         .into_iter()
@@ -49,13 +47,15 @@ pub fn table(entries: &[Entry], groups: bool) -> Vec<(u32, Vec<u8>)> {
     out
 }
 
-/// Send both tables of `entries` (in batches of at most [`MAX_NAMES_BATCH`]).
+/// Send both tables of `entries` (in batches of at most [`MAX_NAMES_BATCH`]),
+/// before the manifest's batches: the receiver maps owners as entries arrive.
 pub fn send_tables<W: Write>(
     wr: &mut FrameWriter<W>,
-    entries: &[Entry],
+    entries: &Entries,
 ) -> Result<(), crate::wire::ProtocolError> {
     for groups in [false, true] {
-        let t = table(entries, groups);
+        let ids = entries.iter().map(|e| if groups { e.gid } else { e.uid });
+        let t = table(ids, groups);
         for chunk in t.chunks(MAX_NAMES_BATCH) {
             send(
                 wr,
@@ -97,27 +97,42 @@ impl Received {
         self.users.is_empty() && self.groups.is_empty()
     }
 
-    /// Rewrite the owners of `entries` into this node's ids, by name (see the
-    /// module docs); returns how many distinct ids got another number.
-    pub fn map(&self, entries: &mut [Entry]) -> usize {
-        let users = local_ids(&self.users, |n| {
-            User::from_name(n).ok().flatten().map(|u| u.uid.as_raw())
-        });
-        let groups = local_ids(&self.groups, |n| {
-            Group::from_name(n).ok().flatten().map(|g| g.gid.as_raw())
-        });
-        if users.is_empty() && groups.is_empty() {
-            return 0;
+    /// This node's ids for the sender's, by name (see the module docs): what
+    /// [`Mapping::apply`] rewrites each arriving entry with.
+    pub fn mapping(&self) -> Mapping {
+        Mapping {
+            users: local_ids(&self.users, |n| {
+                User::from_name(n).ok().flatten().map(|u| u.uid.as_raw())
+            }),
+            groups: local_ids(&self.groups, |n| {
+                Group::from_name(n).ok().flatten().map(|g| g.gid.as_raw())
+            }),
         }
-        for e in entries.iter_mut() {
-            if let Some(&u) = users.get(&e.uid) {
-                e.uid = u;
-            }
-            if let Some(&g) = groups.get(&e.gid) {
-                e.gid = g;
-            }
+    }
+}
+
+/// The sender's ids that are another number here.
+#[derive(Debug, Default)]
+pub struct Mapping {
+    users: HashMap<u32, u32>,
+    groups: HashMap<u32, u32>,
+}
+
+impl Mapping {
+    /// `e` with its owner in this node's ids.
+    pub fn apply(&self, mut e: Entry) -> Entry {
+        if let Some(&u) = self.users.get(&e.uid) {
+            e.uid = u;
         }
-        users.len() + groups.len()
+        if let Some(&g) = self.groups.get(&e.gid) {
+            e.gid = g;
+        }
+        e
+    }
+
+    /// Whether no id changes.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.groups.is_empty()
     }
 }
 
@@ -183,9 +198,8 @@ mod tests {
         assert_eq!(g.get(&9), Some(&90));
         assert_eq!(g.get(&10), None, "unknown name: the number");
         // root is root on every node; the real databases map nothing else here.
-        let mut e = vec![owned(0, 0)];
-        r.map(&mut e);
-        assert_eq!((e[0].uid, e[0].gid), (0, 0));
+        let e = r.mapping().apply(owned(0, 0));
+        assert_eq!((e.uid, e.gid), (0, 0));
     }
 
     #[test]
@@ -200,7 +214,7 @@ mod tests {
 
     #[test]
     fn the_table_names_the_owners_that_have_names() {
-        let t = table(&[owned(0, 0), owned(u32::MAX - 7, 0)], false);
+        let t = table([0, u32::MAX - 7].into_iter(), false);
         assert!(t.is_empty(), "0 is left out, an unnamed id too: {t:?}");
     }
 }

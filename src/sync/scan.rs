@@ -11,6 +11,7 @@
 //! than delete what it could not see.
 
 use crate::sync::fsops::is_temp_name;
+use crate::tree::entries::Entries;
 use crate::tree::manifest::{Entry, Kind, Mtime};
 use crate::tree::path::RelPath;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
@@ -58,7 +59,7 @@ impl Excludes {
 /// What a scan found.
 #[derive(Default)]
 pub struct Scan {
-    pub entries: Vec<Entry>,
+    pub entries: Entries,
     /// Leftover temporary files of an earlier, killed run.
     pub stale_temps: Vec<RelPath>,
     /// Paths that could not be read, with the reason.
@@ -67,8 +68,50 @@ pub struct Scan {
     pub skipped: Vec<RelPath>,
 }
 
-/// Scan `root`. A missing root gives `Ok(None)`.
+/// What a scan found besides its entries (which went to the caller's sink).
+#[derive(Default)]
+pub struct ScanRest {
+    /// Leftover temporary files of an earlier, killed run.
+    pub stale_temps: Vec<RelPath>,
+    /// Paths that could not be read, with the reason.
+    pub errors: Vec<(String, String)>,
+    /// Special files (fifos, devices, sockets) that were skipped.
+    pub skipped: Vec<RelPath>,
+}
+
+/// Scan `root` into a compact [`Entries`]. A missing root gives `Ok(None)`.
 pub fn scan(root: &Path, excludes: &Excludes) -> std::io::Result<Option<Scan>> {
+    let mut entries = Entries::new();
+    let mut full = None;
+    let rest = scan_each(root, excludes, &mut |e| match entries.push(&e) {
+        Ok(()) => true,
+        Err(err) => {
+            full = Some(err);
+            false
+        }
+    })?;
+    if let Some(err) = full {
+        return Err(std::io::Error::other(format!(
+            "{}: {err}",
+            crate::tree::path::escape_bytes(root.as_os_str().as_encoded_bytes())
+        )));
+    }
+    Ok(rest.map(|r| Scan {
+        entries,
+        stale_temps: r.stale_temps,
+        errors: r.errors,
+        skipped: r.skipped,
+    }))
+}
+
+/// Scan `root`, handing each entry to `sink` in wire order (a receiver merges them
+/// with the manifest as they come, keeping none: see `plan::Planner`); `sink`
+/// returning false stops the walk. A missing root gives `Ok(None)`.
+pub fn scan_each(
+    root: &Path,
+    excludes: &Excludes,
+    sink: &mut dyn FnMut(Entry) -> bool,
+) -> std::io::Result<Option<ScanRest>> {
     match std::fs::symlink_metadata(root) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -85,14 +128,16 @@ pub fn scan(root: &Path, excludes: &Excludes) -> std::io::Result<Option<Scan>> {
     let mut w = Walker {
         root,
         excludes,
-        out: Scan::default(),
+        out: ScanRest::default(),
+        sink,
+        stopped: false,
         buf: vec![MaybeUninit::uninit(); DIR_BUF],
         names: Vec::new(),
     };
-    w.out
-        .entries
-        .push(entry(RelPath::root(), Kind::Dir, &st, Vec::new()));
-    w.walk(&fd, &RelPath::root(), 0);
+    w.emit(entry(RelPath::root(), Kind::Dir, &st, Vec::new()));
+    if !w.stopped {
+        w.walk(&fd, &RelPath::root(), 0);
+    }
     Ok(Some(w.out))
 }
 
@@ -143,13 +188,22 @@ fn kind_of(ft: FileType) -> Option<Kind> {
 struct Walker<'a> {
     root: &'a Path,
     excludes: &'a Excludes,
-    out: Scan,
+    out: ScanRest,
+    sink: &'a mut dyn FnMut(Entry) -> bool,
+    /// The sink asked to stop.
+    stopped: bool,
     buf: Vec<MaybeUninit<u8>>,
     /// The current directory's child names, each followed by a NUL.
     names: Vec<u8>,
 }
 
 impl Walker<'_> {
+    fn emit(&mut self, e: Entry) {
+        if !self.stopped && !(self.sink)(e) {
+            self.stopped = true;
+        }
+    }
+
     /// A path for messages: the root joined with `rel`.
     fn shown(&self, rel: &RelPath) -> String {
         self.full_path(rel).display().to_string()
@@ -283,12 +337,15 @@ impl Walker<'_> {
             children.push((entry(child, kind, &st, target), is_dir.then_some(i)));
         }
         for (e, sub) in children {
+            if self.stopped {
+                break;
+            }
             let Some(i) = sub else {
-                self.out.entries.push(e);
+                self.emit(e);
                 continue;
             };
             let sub_rel = e.path.clone();
-            self.out.entries.push(e);
+            self.emit(e);
             let span = &spans[i];
             let opened = if depth < FD_DEPTH {
                 let cname = CStr::from_bytes_with_nul(&names[span.0..=span.0 + span.1])
@@ -376,15 +433,9 @@ mod tests {
         let s = scan(d.path(), &ex(&[])).unwrap().unwrap();
         assert!(s.errors.is_empty(), "{:?}", s.errors);
         assert_eq!(s.entries.len(), 1 + FD_DEPTH + 20 + 1 + 1);
-        crate::tree::manifest::validate(&s.entries).unwrap();
-        assert!(
-            s.entries
-                .last()
-                .unwrap()
-                .path
-                .as_bytes()
-                .ends_with(b"/leaf")
-        );
+        let entries: Vec<Entry> = s.entries.iter().collect();
+        crate::tree::manifest::validate(&entries).unwrap();
+        assert!(entries.last().unwrap().path.as_bytes().ends_with(b"/leaf"));
     }
 
     #[test]
@@ -416,8 +467,9 @@ mod tests {
         std::fs::write(d.path().join("a/file"), b"x").unwrap();
         std::os::unix::fs::symlink("/etc", d.path().join("link")).unwrap();
         let s = scan(d.path(), &ex(&[])).unwrap().unwrap();
-        crate::tree::manifest::validate(&s.entries).unwrap();
-        let link = s.entries.iter().find(|e| e.path == r("link")).unwrap();
+        let entries: Vec<Entry> = s.entries.iter().collect();
+        crate::tree::manifest::validate(&entries).unwrap();
+        let link = entries.iter().find(|e| e.path == r("link")).unwrap();
         assert_eq!(link.kind, Kind::Symlink);
         assert_eq!(link.target, b"/etc");
     }

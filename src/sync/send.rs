@@ -12,6 +12,7 @@ use super::SyncError;
 use crate::sync::delta;
 use crate::sync::fsops::SafeRoot;
 use crate::sync::scan::{Excludes, hash_file, scan};
+use crate::tree::entries::Entries;
 use crate::tree::manifest::{Entry, Kind, Mtime};
 use crate::tree::report::{Item, Reporter, Stats};
 use crate::wire::manifest_wire::{Form, needs_clamp};
@@ -89,15 +90,21 @@ pub fn send_tree<R: Read + Send, W: Write>(
         })
         .collect();
     if opts.checksum {
-        for e in entries.iter_mut().filter(|e| e.kind == Kind::File) {
-            match hash_file(&safe, &e.path) {
-                Ok(h) => e.hash = Some(h),
-                Err(err) => scan_errors.push(Item {
+        for i in 0..entries.len() {
+            if entries.kind(i) != Kind::File {
+                continue;
+            }
+            let path = entries.get(i).path;
+            let hashed = hash_file(&safe, &path)
+                .map_err(|e| format!("cannot read: {e}"))
+                .and_then(|h| entries.set_hash(i, h).map_err(|e| e.to_string()));
+            if let Err(why) = hashed {
+                scan_errors.push(Item {
                     code: "*error".into(),
-                    path: e.path.clone(),
+                    path,
                     target: Vec::new(),
-                    error: Some(format!("cannot read: {err}")),
-                }),
+                    error: Some(why),
+                });
             }
         }
     }
@@ -116,7 +123,7 @@ pub fn send_tree<R: Read + Send, W: Write>(
     wr.flush()
         .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))?;
     phases.mark("manifest");
-    let total: u64 = entries.iter().map(|e| e.size).sum();
+    let total: u64 = (0..entries.len()).map(|i| entries.size(i)).sum();
     rep.total(total);
 
     let rep = Mutex::new(rep);
@@ -142,7 +149,7 @@ pub fn send_tree<R: Read + Send, W: Write>(
 
 /// One warning per entry whose mtime the peer's protocol cannot carry (a peer
 /// older than 2.4 reads only 1677-2262): it gets the nearest time it can hold.
-fn clamp_warnings(entries: &[Entry], form: Form, peer_minor: u16) -> Vec<Item> {
+fn clamp_warnings(entries: &Entries, form: Form, peer_minor: u16) -> Vec<Item> {
     entries
         .iter()
         .filter(|e| needs_clamp(form, e.mtime))
@@ -172,31 +179,30 @@ pub(crate) fn fail<W: Write>(wr: &mut FrameWriter<W>, e: SyncError) -> SyncError
 
 fn send_manifest<W: Write>(
     wr: &mut FrameWriter<W>,
-    entries: &[Entry],
+    entries: &Entries,
     scan_errors: u64,
     form: Form,
     owner_names: bool,
 ) -> Result<(), SyncError> {
-    let mut start = 0;
-    while start < entries.len() {
-        let mut end = start;
-        let mut bytes = 0;
-        while end < entries.len()
-            && end - start < crate::wire::message::MAX_BATCH
-            && bytes < BATCH_BYTES
-        {
-            bytes += 64 + entries[end].path.as_bytes().len() + entries[end].target.len();
-            end += 1;
-        }
-        wr.write_frame(&crate::wire::manifest_wire::encode(
-            &entries[start..end],
-            form,
-        ))
-        .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))?;
-        start = end;
-    }
+    // The names first: the receiver maps owners as the entries arrive.
     if owner_names {
         crate::sync::owners::send_tables(wr, entries)?;
+    }
+    let mut batch: Vec<Entry> = Vec::new();
+    let mut bytes = 0;
+    for i in 0..entries.len() {
+        let e = entries.get(i);
+        bytes += 64 + e.path.as_bytes().len() + e.target.len();
+        batch.push(e);
+        if batch.len() == crate::wire::message::MAX_BATCH
+            || bytes >= BATCH_BYTES
+            || i + 1 == entries.len()
+        {
+            wr.write_frame(&crate::wire::manifest_wire::encode(&batch, form))
+                .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))?;
+            batch.clear();
+            bytes = 0;
+        }
     }
     send(
         wr,
@@ -267,7 +273,7 @@ fn read_loop<R: Read>(
 fn serve_wants<W: Write>(
     wr: &mut FrameWriter<W>,
     safe: &SafeRoot,
-    entries: &[Entry],
+    entries: &Entries,
     rx: mpsc::Receiver<Event>,
     rep: &Mutex<&mut dyn Reporter>,
     outstanding: &AtomicUsize,
@@ -295,7 +301,8 @@ fn serve_wants<W: Write>(
             Event::Want(w) => w,
         };
         outstanding.fetch_sub(1, Ordering::SeqCst);
-        let entry = match entries.get(want.idx as usize) {
+        let i = want.idx as usize;
+        let entry = match (i < entries.len()).then(|| entries.get(i)) {
             Some(e) if e.kind == Kind::File => e,
             _ => {
                 return Err(fail(
@@ -307,7 +314,7 @@ fn serve_wants<W: Write>(
                 ));
             }
         };
-        let sent = send_file(wr, safe, entry, want.idx, want.signature, &mut buf, rep);
+        let sent = send_file(wr, safe, &entry, want.idx, want.signature, &mut buf, rep);
         match sent {
             Ok(()) => {}
             Err(SendFailure::Abort(reason)) => {

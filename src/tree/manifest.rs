@@ -152,18 +152,36 @@ pub fn wire_order(a: &RelPath, b: &RelPath) -> std::cmp::Ordering {
 }
 
 /// Check a received manifest (see the module docs).
+pub fn validate(entries: &[Entry]) -> Result<(), ManifestError> {
+    if entries.is_empty() {
+        return Err(ManifestError::NoRoot);
+    }
+    let mut v = Validator::default();
+    entries.iter().try_for_each(|e| v.check(e))
+}
+
+/// [`validate`] one entry at a time, as a manifest arrives.
 ///
 /// In wire order a directory's subtree is contiguous, so an entry's parent, if
 /// present, is on the stack of the entries enclosing it: one pass, no map.
-pub fn validate(entries: &[Entry]) -> Result<(), ManifestError> {
-    let first = entries.first().ok_or(ManifestError::NoRoot)?;
-    if !first.path.is_root() || first.kind != Kind::Dir {
-        return Err(ManifestError::NoRoot);
-    }
-    // The entries enclosing the current one, outermost first.
-    let mut stack: Vec<(&[u8], Kind)> = vec![(first.path.as_bytes(), first.kind)];
-    let mut prev = &first.path;
-    for e in &entries[1..] {
+#[derive(Default)]
+pub struct Validator {
+    /// The entries enclosing the current one, outermost first.
+    stack: Vec<(Vec<u8>, Kind)>,
+    prev: Option<RelPath>,
+}
+
+impl Validator {
+    /// Check the next entry of the manifest.
+    pub fn check(&mut self, e: &Entry) -> Result<(), ManifestError> {
+        let Some(prev) = &self.prev else {
+            if !e.path.is_root() || e.kind != Kind::Dir {
+                return Err(ManifestError::NoRoot);
+            }
+            self.stack.push((Vec::new(), Kind::Dir));
+            self.prev = Some(e.path.clone());
+            return Ok(());
+        };
         if wire_order(prev, &e.path) != std::cmp::Ordering::Less {
             return Err(ManifestError::Order(e.path.clone()));
         }
@@ -178,22 +196,22 @@ pub fn validate(entries: &[Entry]) -> Result<(), ManifestError> {
             Some(i) => &path[..i],
             None => &path[..0],
         };
-        while let Some(&(top, _)) = stack.last()
+        while let Some((top, _)) = self.stack.last()
             && !encloses(top, parent)
         {
-            stack.pop();
+            self.stack.pop();
         }
-        match stack.last() {
-            Some(&(top, Kind::Dir)) if top == parent => {}
-            Some(&(top, _)) if top == parent => {
+        match self.stack.last() {
+            Some((top, Kind::Dir)) if top == parent => {}
+            Some((top, _)) if top == parent => {
                 return Err(ManifestError::BeneathNonDir(e.path.clone()));
             }
             _ => return Err(ManifestError::NoParent(e.path.clone())),
         }
-        stack.push((path, e.kind));
-        prev = &e.path;
+        self.stack.push((path.to_vec(), e.kind));
+        self.prev = Some(e.path.clone());
+        Ok(())
     }
-    Ok(())
 }
 
 /// Whether `outer` is `inner` or one of its ancestors (the root encloses all).

@@ -122,22 +122,39 @@ pub fn encode(entries: &[Entry], form: Form) -> Vec<u8> {
 /// Decodes the entries of a `MANIFEST` (`compact` false) or `MANIFEST_COMPACT`
 /// frame; the tag has been read.
 pub fn decode(d: &mut Dec, compact: bool, max: usize) -> Result<Vec<Entry>, ProtocolError> {
+    let mut v: Vec<Entry> = Vec::new();
+    decode_each(d, compact, max, |e| {
+        v.push(e.clone());
+        Ok::<(), ProtocolError>(())
+    })?;
+    Ok(v)
+}
+
+/// [`decode`] without a vector of the batch: each entry goes to `each` as it is
+/// decoded (a receiver stores it compactly at once).
+pub fn decode_each<E: From<ProtocolError>>(
+    d: &mut Dec,
+    compact: bool,
+    max: usize,
+    mut each: impl FnMut(&Entry) -> Result<(), E>,
+) -> Result<(), E> {
     let min = if compact {
         COMPACT_ENTRY_MIN
     } else {
         ENTRY_MIN
     };
     let n = d.count(max, min, "manifest entries")?;
-    let mut v: Vec<Entry> = Vec::with_capacity(n);
+    let mut prev: Option<Entry> = None;
     for _ in 0..n {
         let x = if compact {
-            decode_compact(d, v.last())?
+            decode_compact(d, prev.as_ref())?
         } else {
             decode_fixed(d)?
         };
-        v.push(x);
+        each(&x)?;
+        prev = Some(x);
     }
-    Ok(v)
+    Ok(())
 }
 
 fn zigzag(v: i64) -> u64 {
