@@ -29,8 +29,11 @@ const DST_PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
     hsother:x:4242:4242::/nonexistent:/bin/false\n";
 const DST_GROUP: &str = "root:x:0:\nhsalice:x:3901:\nhsstaff:x:3905:\nhsother:x:4242:\n";
 
+/// (uid, gid).
+type Ids = (u32, u32);
+
 /// (path, uid, gid) of the source tree, and what the destination must hold by name.
-const OWNERS: [(&str, (u32, u32), (u32, u32)); 7] = [
+const OWNERS: [(&str, Ids, Ids); 7] = [
     ("alice", (2901, 2905), (3901, 3905)),
     ("bob", (2902, 2901), (2901, 3901)),
     ("ghost", (2903, 2903), (2903, 2903)),
@@ -137,7 +140,7 @@ impl Nodes {
     }
 }
 
-fn owners_of(root: &Path) -> BTreeMap<String, (u32, u32)> {
+fn owners_of(root: &Path) -> BTreeMap<String, Ids> {
     OWNERS
         .iter()
         .map(|(p, _, _)| {
