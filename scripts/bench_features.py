@@ -794,7 +794,7 @@ MEMORY_FILES_PER_DIR = 1000
 def gen_memory_tree(root: Path, dirs: int, per_dir: int) -> int:
     """dirs x per_dir empty files named like a real tree's (dir0001/file-0000001.dat):
     the manifest, not the data, is what is measured. Returns the entry count."""
-    stamp = root / ".complete"
+    stamp = root.parent / (root.name + ".complete")  # beside the tree: not an entry of it
     if stamp.exists():
         return int(stamp.read_text())
     shutil.rmtree(root, ignore_errors=True)
