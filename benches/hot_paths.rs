@@ -99,7 +99,7 @@ fn bench_frames(c: &mut Criterion) {
         .unwrap()
         .unwrap()
         .entries;
-    let msg = Msg::Manifest(entries);
+    let msg = Msg::Manifest(entries.iter().collect());
     let bytes = msg.encode();
     let mut g = c.benchmark_group("frames");
     g.throughput(Throughput::Elements(1001));

@@ -1,5 +1,5 @@
 """Feature scenarios of scripts/bench (issue 8): watch-mode latency, DB replication,
-failover time. Imported by scripts/bench (not run on its own); see docs/BENCHMARKS.md.
+failover time; the serve side's memory per manifest entry (issue 17). Imported by scripts/bench (not run on its own); see docs/BENCHMARKS.md.
 
 Python 3.11 standard library only. Every scenario fails loudly: a missing prerequisite
 is exit 2 (via `die`), a failed or wrong run is recorded with ok=False (exit 1).
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-FEATURES = ["watch", "db", "db-watch", "failover"]
+FEATURES = ["watch", "db", "db-watch", "failover", "memory"]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_USER = "postgres"
 NS_MASTER_IP = "10.91.0.1"
@@ -934,6 +934,87 @@ def run_failover(ctx: Ctx) -> None:
         lab.close()
 
 
+# ===================================================================== memory
+
+MEMORY_DIRS_FULL = 1000  # x 1000 files + the dirs: 1,001,001 entries
+MEMORY_FILES_PER_DIR = 1000
+
+
+def gen_memory_tree(root: Path, dirs: int, per_dir: int) -> int:
+    """dirs x per_dir empty files named like a real tree's (dir0001/file-0000001.dat):
+    the manifest, not the data, is what is measured. Returns the entry count."""
+    stamp = root.parent / (root.name + ".complete")  # beside the tree: not an entry of it
+    if stamp.exists():
+        return int(stamp.read_text())
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    flags = os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC
+    for i in range(dirs):
+        d = root / f"dir{i:04d}"
+        d.mkdir()
+        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for j in range(per_dir):
+                os.close(os.open(f"file-{i * per_dir + j:07d}.dat", flags, 0o644, dir_fd=dfd))
+        finally:
+            os.close(dfd)
+    n = 1 + dirs + dirs * per_dir
+    stamp.write_text(str(n))
+    return n
+
+
+def serve_peak_kib(ctx: Ctx, src: Path, dst: Path, d: Path) -> tuple[int, dict]:
+    """One local push; the serve (receiving) side reports its VmHWM through
+    HASYNC_RSS_REPORT. Returns (KiB, the --json stats)."""
+    rss = d / "rss.txt"
+    rss.unlink(missing_ok=True)
+    env = dict(os.environ, HASYNC_RSS_REPORT=str(rss), HASYNC_LOG="warn")
+    p = subprocess.run([ctx.hasync, "push", str(src), str(dst), "--delete", "--json"],
+                       env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"memory push failed ({p.returncode}): {p.stderr[-2000:]}")
+    vals = [int(x) for x in rss.read_text().split() if x.isdigit()]
+    if not vals:
+        raise RuntimeError("the serve side reported no peak RSS")
+    return vals[-1], json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def run_memory(ctx: Ctx) -> None:
+    """Peak RSS of the receiving serve for a tree of N entries, minus its peak for a
+    one-file tree, over N: the first copy (empty destination) and a no-change run
+    (the destination's own scan held too). Issue 17's bound: 100 bytes per entry at
+    1,000,000 entries. --quick: 20 x 1000 files, a check that it runs."""
+    dirs = 20 if ctx.quick else MEMORY_DIRS_FULL
+    d = ctx.rundir / "memory"
+    d.mkdir(parents=True, exist_ok=True)
+    cache = Path(os.environ.get("HASYNC_BENCH_MEMORY_TREE", str(ctx.rundir.parent.parent / "memory-tree")))
+    t0 = time.perf_counter()
+    n = gen_memory_tree(cache / f"{dirs}x{MEMORY_FILES_PER_DIR}", dirs, MEMORY_FILES_PER_DIR)
+    log(f"memory: tree of {n} entries ready in {time.perf_counter() - t0:.1f}s")
+    one = d / "one"
+    one.mkdir(exist_ok=True)
+    (one / "f").write_bytes(b"x")
+    base, _ = serve_peak_kib(ctx, one, d / "one-dst", d)
+    dst = d / "dst"
+    shutil.rmtree(dst, ignore_errors=True)
+    for case in ("first copy", "no change"):
+        t0 = time.perf_counter()
+        kib, stats = serve_peak_kib(ctx, cache / f"{dirs}x{MEMORY_FILES_PER_DIR}", dst, d)
+        secs = time.perf_counter() - t0
+        per = (kib - base) * 1024 / n
+        ok = stats.get("files_total") == n and (case == "first copy" or stats.get("files_transferred") == 0)
+        ctx.records.append(dict(feature="memory", case=case, entries=n, peak_kib=kib, base_kib=base,
+                                bytes_per_entry=per, seconds=secs, ok=ok))
+        if not ok:
+            ctx.fail(f"memory {case}: unexpected stats {stats}")
+        log(f"memory {case}: serve peak {kib} KiB (one-file run {base} KiB): {per:.1f} bytes per entry")
+        ctx.rows.append(dict(feature="memory", mode="local", case=f"{case}, {n} entries",
+                             tool="hasync serve (receiving)", n=1, median_s=secs, p90_s=None, max_s=None,
+                             bytes=per, measured=True,
+                             note=f"bytes per entry = (peak RSS - {base} KiB) / entries; peak {kib} KiB"))
+    shutil.rmtree(dst, ignore_errors=True)
+
+
 # ===================================================================== table
 
 def print_table(rows: list[dict]) -> None:
@@ -956,7 +1037,7 @@ def run(ctx: Ctx, features: list[str]) -> None:
         t0 = time.perf_counter()
         log(f"feature scenario {f} (load {load()})")
         try:
-            {"watch": run_watch, "db": run_db, "db-watch": run_db_watch, "failover": run_failover}[f](ctx)
+            {"watch": run_watch, "db": run_db, "db-watch": run_db_watch, "failover": run_failover, "memory": run_memory}[f](ctx)
         except (RuntimeError, subprocess.CalledProcessError, OSError) as e:
             ctx.fail(f"{f}: {e}")
         ctx.records.append(dict(feature=f, case="duration", seconds=time.perf_counter() - t0, ok=True))

@@ -57,6 +57,9 @@ pub struct PushArgs {
     /// a directory, what is mounted there is neither sent nor deleted
     #[arg(long, short = 'x')]
     pub one_file_system: bool,
+    /// Mirror owners by number, not by user and group name (as root; like rsync's --numeric-ids)
+    #[arg(long)]
+    pub numeric_ids: bool,
     /// Don't flush files to disk before they replace old copies (faster, less safe on power loss)
     #[arg(long)]
     pub no_fsync: bool,
@@ -138,6 +141,7 @@ pub fn run(cli: &Cli, args: &PushArgs, dir: Direction) -> Result<i32, CliError> 
         max_delete: args.max_delete,
         excludes: args.exclude.clone(),
         one_file_system: args.one_file_system,
+        numeric_ids: args.numeric_ids,
     };
     let local = || -> Result<Box<dyn Transport>, CliError> {
         Ok(Box::new(

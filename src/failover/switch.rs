@@ -53,6 +53,7 @@ pub fn copy_back(
         max_delete: Some(0),
         excludes: vec![],
         one_file_system: false,
+        numeric_ids: false,
     };
     let mut client = Client::connect(transport, &[]).map_err(|e| MasterError::CopyBack {
         path: PathBuf::new(),

@@ -267,6 +267,7 @@ pub fn run_sync_paths(
         max_delete: job.max_delete,
         excludes: job.exclude.clone(),
         one_file_system: job.one_file_system,
+        numeric_ids: job.numeric_ids,
     };
     let mut total = Stats::default();
     let mut errors = Vec::new();

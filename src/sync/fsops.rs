@@ -8,6 +8,7 @@
 //! semantics through its parent directory's file descriptor. This is the second
 //! line of defence after path validation in `path.rs`.
 
+use crate::tree::manifest::Mtime;
 use crate::tree::path::RelPath;
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timestamps};
 use rustix::io::Errno;
@@ -449,10 +450,10 @@ pub fn lstat(dir: &impl AsFd, name: &[u8]) -> io::Result<Option<rustix::fs::Stat
     }
 }
 
-fn timestamps(mtime_ns: i64) -> Timestamps {
+fn timestamps(mtime: Mtime) -> Timestamps {
     let ts = rustix::fs::Timespec {
-        tv_sec: mtime_ns.div_euclid(1_000_000_000),
-        tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
+        tv_sec: mtime.secs,
+        tv_nsec: mtime.nanos().into(),
     };
     Timestamps {
         last_access: rustix::fs::Timespec {
@@ -466,7 +467,7 @@ fn timestamps(mtime_ns: i64) -> Timestamps {
 /// Metadata to put on a created entry.
 pub struct Meta {
     pub mode: u32,
-    pub mtime_ns: i64,
+    pub mtime: Mtime,
     /// Owner to set, when mirroring owners as root.
     pub owner: Option<(u32, u32)>,
 }
@@ -481,16 +482,16 @@ pub fn set_meta_fd(fd: &impl AsFd, meta: &Meta) -> io::Result<()> {
         )?;
     }
     rustix::fs::fchmod(fd.as_fd(), Mode::from_raw_mode(meta.mode & 0o7777))?;
-    rustix::fs::futimens(fd.as_fd(), &timestamps(meta.mtime_ns))?;
+    rustix::fs::futimens(fd.as_fd(), &timestamps(meta.mtime))?;
     Ok(())
 }
 
 /// Set the mtime of `name` in `dir` (not followed if it is a symlink).
-pub fn set_mtime_at(dir: &impl AsFd, name: &[u8], mtime_ns: i64) -> io::Result<()> {
+pub fn set_mtime_at(dir: &impl AsFd, name: &[u8], mtime: Mtime) -> io::Result<()> {
     rustix::fs::utimensat(
         dir.as_fd(),
         name_os(name),
-        &timestamps(mtime_ns),
+        &timestamps(mtime),
         AtFlags::SYMLINK_NOFOLLOW,
     )?;
     Ok(())
@@ -510,7 +511,7 @@ pub fn set_symlink_meta(dir: &impl AsFd, name: &[u8], meta: &Meta) -> io::Result
     rustix::fs::utimensat(
         dir.as_fd(),
         name_os(name),
-        &timestamps(meta.mtime_ns),
+        &timestamps(meta.mtime),
         AtFlags::SYMLINK_NOFOLLOW,
     )?;
     Ok(())

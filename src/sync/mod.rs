@@ -37,6 +37,7 @@
 pub mod client;
 pub mod delta;
 pub mod fsops;
+pub mod owners;
 pub mod plan;
 pub mod receive;
 pub mod scan;

@@ -6,9 +6,10 @@
 //! source about to wipe the mirror, `--max-delete`) are applied to the plan,
 //! before anything is changed.
 
-use crate::tree::manifest::{Entry, Kind};
+use crate::tree::entries::Entries;
+use crate::tree::manifest::{Entry, Kind, wire_order};
 use crate::tree::path::RelPath;
-use foldhash::{HashMap, HashSet, HashSetExt};
+use foldhash::{HashMap, HashSet};
 
 /// One thing to do for a source entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +27,8 @@ pub enum Action {
 /// A planned action on source entry `idx`, with what changes (its itemized line).
 #[derive(Debug, Clone)]
 pub struct Step {
-    pub idx: usize,
+    /// The source entry's index in the manifest.
+    pub idx: u32,
     pub action: Action,
     pub change: Change,
 }
@@ -161,107 +163,192 @@ fn diff(new: &Entry, old: &Entry, checksum: bool, owners: bool) -> Diff {
         content: (checksum && new.kind == Kind::File && new.hash != old.hash)
             || (new.kind == Kind::Symlink && new.target != old.target),
         size: new.kind == Kind::File && new.size != old.size,
-        time: new.mtime_ns != old.mtime_ns,
+        time: new.mtime != old.mtime,
         perms: new.kind != Kind::Symlink && new.mode != old.mode,
         owner: owners && new.uid != old.uid,
         group: owners && new.gid != old.gid,
     }
 }
 
-/// Compare `source` (validated manifest, wire order) with `dest` (the receiver's scan, wire order).
+/// Compare `source` (validated manifest, wire order) with `dest` (the receiver's scan,
+/// wire order), both whole: [`Planner`] over slices (tests, small trees).
 /// `dest` file entries carry hashes when `checksum` is set and sizes matched.
-/// Linear in the size of both: wire order keeps each subtree contiguous.
 pub fn make_plan(source: &[Entry], dest: &[Entry], opts: &PlanOptions) -> Result<Plan, GuardError> {
-    let mut plan = Plan::default();
-    let by_path: HashMap<&RelPath, usize> =
-        dest.iter().enumerate().map(|(i, e)| (&e.path, i)).collect();
-    let mut in_source: HashSet<&RelPath> = HashSet::with_capacity(source.len());
-    // Receiver entries already handled by a kind change (removed, or kept because
-    // removing them was refused): never deleted a second time.
-    let mut covered = vec![false; dest.len()];
-    let may_delete = opts.delete && opts.sender_scan_errors == 0;
-    for (idx, new) in source.iter().enumerate() {
-        in_source.insert(&new.path);
-        let old = match by_path.get(&new.path).copied() {
-            Some(i) if dest[i].kind != new.kind => {
-                if !make_way(&mut plan, dest, i, &mut covered, may_delete) {
-                    plan.refused.push((idx, refusal(&dest[i].path, opts)));
-                    continue;
-                }
-                None
-            }
-            o => o.map(|i| &dest[i]),
-        };
-        match old {
-            None => plan_new(&mut plan, idx, new),
-            Some(old) => plan_existing(&mut plan, idx, new, old, opts),
-        }
+    let store: Entries = source.iter().cloned().collect();
+    let mut p = Planner::new(opts, dest.iter().cloned(), |_: &RelPath| None);
+    for (i, e) in source.iter().enumerate() {
+        p.source(i as u32, e);
     }
-    if opts.delete {
-        // Reverse wire order lists children before their parents.
-        for (j, old) in dest.iter().enumerate().rev() {
-            if !old.path.is_root() && !covered[j] && !in_source.contains(&old.path) {
-                plan.deletions.push((old.path.clone(), old.kind));
-            }
-        }
-        let source_empty = source.len() <= 1;
-        if source_empty && !plan.deletions.is_empty() && !opts.allow_empty_source {
-            return Err(GuardError(format!(
-                "the source is empty and --delete would remove all {} entries of the mirror; refusing (pass --allow-empty-source if this is really wanted)",
-                plan.deletions.len()
-            )));
-        }
-    }
-    let deleting = (plan.deletions.len() + plan.removals.len()) as u64;
-    if let Some(max) = opts.max_delete
-        && deleting > max
-    {
-        return Err(GuardError(format!(
-            "this run would delete {deleting} entries, more than --max-delete {max}; refusing to change anything"
-        )));
-    }
-    if opts.sender_scan_errors > 0 && !plan.deletions.is_empty() {
-        plan.deletions_skipped = Some(format!(
-            "the sender could not read {} entries; skipping {} deletions on this run so nothing is deleted by mistake",
-            opts.sender_scan_errors,
-            plan.deletions.len()
-        ));
-        plan.deletions.clear();
-    }
-    plan_dir_meta(&mut plan, source);
-    Ok(plan)
+    p.finish(&store, opts.sender_scan_errors)
 }
 
-/// The receiver's entry `dest[i]` is of another kind than the source's: plan its
-/// removal (a directory with everything beneath it, deepest first) and return true, or,
-/// when it is a non-empty directory and deleting is not allowed, leave it and return
-/// false. Either way its subtree is marked `covered`.
-fn make_way(
-    plan: &mut Plan,
-    dest: &[Entry],
-    i: usize,
-    covered: &mut [bool],
-    may_delete: bool,
-) -> bool {
-    let mut end = i + 1;
-    if dest[i].kind == Kind::Dir {
-        while end < dest.len() && dest[end].path.starts_with(&dest[i].path) {
-            end += 1;
+/// A receiver entry of another kind than the source's, decided at the end (whether
+/// it may be removed depends on `--delete` and on the sender's scan errors, known
+/// only at `ManifestEnd`): the source entry and the receiver's subtree, wire order.
+struct KindChange {
+    idx: u32,
+    kind: Kind,
+    subtree: Vec<(RelPath, Kind)>,
+}
+
+/// The plan, built while the source manifest arrives and the receiver's own scan
+/// runs: both are in wire order, so one merge pass pairs them (no map of either
+/// side), and of the receiver's tree only what the plan itself lists is kept (its
+/// deletions and the entries in the way of another kind). Linear in both.
+pub struct Planner<'o, D: Iterator<Item = Entry>, H: FnMut(&RelPath) -> Option<[u8; 32]>> {
+    opts: &'o PlanOptions,
+    dest: std::iter::Peekable<D>,
+    /// Hashes a receiver file (`--checksum`, same size as the source's).
+    hash: H,
+    plan: Plan,
+    kind_changes: Vec<KindChange>,
+    /// Whether the last kind change is still collecting the receiver's subtree.
+    collecting: bool,
+    /// Receiver entries the source does not have (`--delete`), wire order.
+    gone: Vec<(RelPath, Kind)>,
+    sources: u64,
+}
+
+impl<'o, D: Iterator<Item = Entry>, H: FnMut(&RelPath) -> Option<[u8; 32]>> Planner<'o, D, H> {
+    pub fn new(opts: &'o PlanOptions, dest: D, hash: H) -> Self {
+        Planner {
+            opts,
+            dest: dest.peekable(),
+            hash,
+            plan: Plan::default(),
+            kind_changes: Vec::new(),
+            collecting: false,
+            gone: Vec::new(),
+            sources: 0,
         }
     }
-    covered[i..end].iter_mut().for_each(|c| *c = true);
-    if end > i + 1 && !may_delete {
-        return false;
+
+    /// The next source entry (validated, in wire order), number `idx` of the manifest.
+    pub fn source(&mut self, idx: u32, new: &Entry) {
+        self.sources += 1;
+        while let Some(d) = self.dest.peek() {
+            match wire_order(&d.path, &new.path) {
+                std::cmp::Ordering::Less => {
+                    let d = self.dest.next().expect("peeked");
+                    self.dest_only(d);
+                }
+                std::cmp::Ordering::Equal => {
+                    let mut old = self.dest.next().expect("peeked");
+                    self.collecting = false;
+                    self.pair(idx, new, &mut old);
+                    return;
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        self.collecting = false;
+        plan_new(&mut self.plan, idx, new);
     }
-    for d in dest[i..end].iter().rev() {
-        plan.removals.push((d.path.clone(), d.kind));
+
+    /// A receiver entry with no source entry of its path.
+    fn dest_only(&mut self, d: Entry) {
+        if self.collecting {
+            let kc = self.kind_changes.last_mut().expect("collecting one");
+            if d.path.starts_with(&kc.subtree[0].0) {
+                kc.subtree.push((d.path, d.kind));
+                return;
+            }
+            self.collecting = false;
+        }
+        if self.opts.delete && !d.path.is_root() {
+            self.gone.push((d.path, d.kind));
+        }
     }
-    true
+
+    fn pair(&mut self, idx: u32, new: &Entry, old: &mut Entry) {
+        if old.kind != new.kind {
+            if old.kind == Kind::Dir {
+                let path = std::mem::take(&mut old.path);
+                self.kind_changes.push(KindChange {
+                    idx,
+                    kind: new.kind,
+                    subtree: vec![(path, Kind::Dir)],
+                });
+                self.collecting = true;
+            } else {
+                // Nothing beneath it: removed like rsync does, even without --delete.
+                self.plan
+                    .removals
+                    .push((std::mem::take(&mut old.path), old.kind));
+                plan_new(&mut self.plan, idx, new);
+            }
+            return;
+        }
+        if self.opts.checksum
+            && new.kind == Kind::File
+            && new.size == old.size
+            && old.hash.is_none()
+        {
+            old.hash = (self.hash)(&old.path);
+        }
+        plan_existing(&mut self.plan, idx, new, old, self.opts);
+    }
+
+    /// The manifest ended (`source` holds it all; the sender could not read
+    /// `scan_errors` entries): the rest of our scan, the kind changes, the guards.
+    pub fn finish(mut self, source: &Entries, scan_errors: u64) -> Result<Plan, GuardError> {
+        while let Some(d) = self.dest.next() {
+            self.dest_only(d);
+        }
+        let opts = self.opts;
+        let mut plan = self.plan;
+        let may_delete = opts.delete && scan_errors == 0;
+        let deferred = !self.kind_changes.is_empty();
+        for kc in self.kind_changes {
+            if kc.subtree.len() > 1 && !may_delete {
+                plan.refused.push((
+                    kc.idx as usize,
+                    refusal(&kc.subtree[0].0, opts, scan_errors),
+                ));
+                continue;
+            }
+            plan.removals.extend(kc.subtree.into_iter().rev());
+            let step = plan_new_kind(&mut plan, kc.idx, kc.kind);
+            plan.steps.push(step);
+        }
+        if deferred {
+            plan.steps.sort_by_key(|s| s.idx);
+        }
+        // Reverse wire order lists children before their parents.
+        plan.deletions = self.gone;
+        plan.deletions.reverse();
+        if opts.delete {
+            let source_empty = self.sources <= 1;
+            if source_empty && !plan.deletions.is_empty() && !opts.allow_empty_source {
+                return Err(GuardError(format!(
+                    "the source is empty and --delete would remove all {} entries of the mirror; refusing (pass --allow-empty-source if this is really wanted)",
+                    plan.deletions.len()
+                )));
+            }
+        }
+        let deleting = (plan.deletions.len() + plan.removals.len()) as u64;
+        if let Some(max) = opts.max_delete
+            && deleting > max
+        {
+            return Err(GuardError(format!(
+                "this run would delete {deleting} entries, more than --max-delete {max}; refusing to change anything"
+            )));
+        }
+        if scan_errors > 0 && !plan.deletions.is_empty() {
+            plan.deletions_skipped = Some(format!(
+                "the sender could not read {scan_errors} entries; skipping {} deletions on this run so nothing is deleted by mistake",
+                plan.deletions.len()
+            ));
+            plan.deletions.clear();
+        }
+        plan_dir_meta(&mut plan, source);
+        Ok(plan)
+    }
 }
 
 /// Why a non-empty directory was left in place of a source entry of another kind.
-fn refusal(path: &RelPath, opts: &PlanOptions) -> String {
-    if opts.delete {
+fn refusal(path: &RelPath, opts: &PlanOptions, scan_errors: u64) -> String {
+    if opts.delete && scan_errors > 0 {
         format!(
             "cannot delete non-empty directory {path}: the sender could not read its whole tree, so nothing is deleted on this run"
         )
@@ -273,24 +360,30 @@ fn refusal(path: &RelPath, opts: &PlanOptions) -> String {
 }
 
 /// A source entry with nothing (left) in its place.
-fn plan_new(plan: &mut Plan, idx: usize, new: &Entry) {
-    let action = match new.kind {
+fn plan_new(plan: &mut Plan, idx: u32, new: &Entry) {
+    let step = plan_new_kind(plan, idx, new.kind);
+    plan.steps.push(step);
+}
+
+/// The step that creates an entry of `kind` (a directory's metadata is planned too).
+fn plan_new_kind(plan: &mut Plan, idx: u32, kind: Kind) -> Step {
+    let action = match kind {
         Kind::Dir => Action::MkDir,
         Kind::File => Action::Transfer { delta: false },
         Kind::Symlink => Action::Symlink,
     };
-    if new.kind == Kind::Dir {
-        plan.dir_meta.push((idx, false));
+    if kind == Kind::Dir {
+        plan.dir_meta.push((idx as usize, false));
     }
-    plan.steps.push(Step {
+    Step {
         idx,
         action,
-        change: Change::created(new.kind),
-    });
+        change: Change::created(kind),
+    }
 }
 
 /// A source entry whose receiver entry has the same kind.
-fn plan_existing(plan: &mut Plan, idx: usize, new: &Entry, old: &Entry, opts: &PlanOptions) {
+fn plan_existing(plan: &mut Plan, idx: u32, new: &Entry, old: &Entry, opts: &PlanOptions) {
     let meta_differs =
         new.mode != old.mode || (opts.owners && (new.uid != old.uid || new.gid != old.gid));
     let step = |action: Action, how: How, checksum: bool| Step {
@@ -307,15 +400,15 @@ fn plan_existing(plan: &mut Plan, idx: usize, new: &Entry, old: &Entry, opts: &P
             if meta_differs {
                 plan.steps.push(step(Action::Meta, How::Meta, false));
             }
-            if meta_differs || new.mtime_ns != old.mtime_ns {
-                plan.dir_meta.push((idx, !meta_differs));
+            if meta_differs || new.mtime != old.mtime {
+                plan.dir_meta.push((idx as usize, !meta_differs));
             }
         }
         Kind::File => {
             let same = if opts.checksum {
                 new.size == old.size && new.hash.is_some() && new.hash == old.hash
             } else {
-                new.size == old.size && new.mtime_ns == old.mtime_ns
+                new.size == old.size && new.mtime == old.mtime
             };
             if !same {
                 // An old copy smaller than one block has nothing a delta could reuse
@@ -325,14 +418,14 @@ fn plan_existing(plan: &mut Plan, idx: usize, new: &Entry, old: &Entry, opts: &P
                     old.size >= crate::sync::delta::block_size_for(old.size) as u64 && new.size > 0;
                 plan.steps
                     .push(step(Action::Transfer { delta }, How::Sent, opts.checksum));
-            } else if meta_differs || new.mtime_ns != old.mtime_ns {
+            } else if meta_differs || new.mtime != old.mtime {
                 plan.steps.push(step(Action::Meta, How::Meta, false));
             }
         }
         Kind::Symlink => {
             if new.target != old.target {
                 plan.steps.push(step(Action::Symlink, How::Relinked, false));
-            } else if new.mtime_ns != old.mtime_ns
+            } else if new.mtime != old.mtime
                 || (opts.owners && (new.uid != old.uid || new.gid != old.gid))
             {
                 plan.steps.push(step(Action::Meta, How::Meta, false));
@@ -343,39 +436,39 @@ fn plan_existing(plan: &mut Plan, idx: usize, new: &Entry, old: &Entry, opts: &P
 
 /// Directories whose metadata is set last: those planned, plus those in which an
 /// entry is created, replaced or deleted (which changes their mtime), deepest first.
-fn plan_dir_meta(plan: &mut Plan, source: &[Entry]) {
+fn plan_dir_meta(plan: &mut Plan, source: &Entries) {
     // Creating, replacing or deleting an entry changes its directory's mtime:
     // those directories get their metadata re-applied at the end too.
-    let dir_index: HashMap<&RelPath, usize> = source
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.kind == Kind::Dir)
-        .map(|(i, e)| (&e.path, i))
+    let dir_index: HashMap<&[u8], usize> = (0..source.len())
+        .filter(|&i| source.kind(i) == Kind::Dir)
+        .map(|i| (source.path(i), i))
         .collect();
-    let mut touched: Vec<RelPath> = plan
-        .steps
-        .iter()
-        .filter(|s| s.action != Action::Meta)
-        .filter_map(|s| source[s.idx].path.split_last().map(|(p, _)| p))
-        .collect();
-    touched.extend(
-        plan.removals
-            .iter()
-            .chain(plan.deletions.iter())
-            .filter_map(|(p, _)| p.split_last().map(|(d, _)| d)),
-    );
+    let parent = |p: &[u8]| -> Option<usize> {
+        if p.is_empty() {
+            return None;
+        }
+        let dir = &p[..p.iter().rposition(|&b| b == b'/').unwrap_or(0)];
+        dir_index.get(dir).copied()
+    };
     let mut seen: HashSet<usize> = plan.dir_meta.iter().map(|&(i, _)| i).collect();
-    for d in touched {
-        if let Some(&i) = dir_index.get(&d)
-            && seen.insert(i)
-        {
+    let mut touched = Vec::new();
+    let steps = plan.steps.iter().filter(|s| s.action != Action::Meta);
+    let steps = steps.filter_map(|s| parent(source.path(s.idx as usize)));
+    let gone = plan.removals.iter().chain(plan.deletions.iter());
+    for i in steps.chain(gone.filter_map(|(p, _)| parent(p.as_bytes()))) {
+        if seen.insert(i) {
             // Not new and not planned: mode and owner match, only the mtime will differ.
-            plan.dir_meta.push((i, true));
+            touched.push((i, true));
         }
     }
+    plan.dir_meta.extend(touched);
     // Directory metadata deepest first, so setting a parent's mtime comes after its children changed.
+    let depth = |i: usize| {
+        let p = source.path(i);
+        p.iter().filter(|&&b| b == b'/').count() + usize::from(!p.is_empty())
+    };
     plan.dir_meta
-        .sort_by_key(|&(i, _)| std::cmp::Reverse(source[i].path.depth()));
+        .sort_by_key(|&(i, _)| std::cmp::Reverse(depth(i)));
 }
 
 #[cfg(test)]
@@ -387,7 +480,7 @@ mod tests {
             path: RelPath::from_wire(p.as_bytes()).unwrap(),
             kind,
             size,
-            mtime_ns: mtime,
+            mtime: crate::tree::manifest::Mtime::from_nanos(mtime),
             mode: if kind == Kind::Dir { 0o755 } else { 0o644 },
             uid: 0,
             gid: 0,

@@ -11,8 +11,9 @@
 //! than delete what it could not see.
 
 use crate::sync::fsops::{SafeRoot, TreeRoot, is_temp_name};
+use crate::tree::entries::Entries;
 pub use crate::tree::excludes::Excludes;
-use crate::tree::manifest::{Entry, Kind};
+use crate::tree::manifest::{Entry, Kind, Mtime};
 use crate::tree::path::RelPath;
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, RawDir, Stat, fstat, statat};
 use std::ffi::CStr;
@@ -24,7 +25,7 @@ use std::path::Path;
 /// What a scan found.
 #[derive(Default)]
 pub struct Scan {
-    pub entries: Vec<Entry>,
+    pub entries: Entries,
     /// Leftover temporary files of an earlier, killed run.
     pub stale_temps: Vec<RelPath>,
     /// Paths that could not be read, with the reason.
@@ -33,9 +34,92 @@ pub struct Scan {
     pub skipped: Vec<RelPath>,
 }
 
-/// Scan `root`. A missing root gives `Ok(None)`.
+/// What a scan found besides its entries (which went to the caller's sink).
+#[derive(Default)]
+pub struct ScanRest {
+    /// Leftover temporary files of an earlier, killed run.
+    pub stale_temps: Vec<RelPath>,
+    /// Paths that could not be read, with the reason.
+    pub errors: Vec<(String, String)>,
+    /// Special files (fifos, devices, sockets) that were skipped.
+    pub skipped: Vec<RelPath>,
+}
+
+/// Scan `root` into a compact [`Entries`]. A missing root gives `Ok(None)`.
 pub fn scan(root: &Path, excludes: &Excludes) -> std::io::Result<Option<Scan>> {
     scan_tree(&TreeRoot::Named(root.to_path_buf()), excludes, false)
+}
+
+/// Scan a session's root into a compact [`Entries`] (see [`scan_each`]).
+pub fn scan_tree(
+    root: &TreeRoot,
+    excludes: &Excludes,
+    one_file_system: bool,
+) -> std::io::Result<Option<Scan>> {
+    let mut entries = Entries::new();
+    let mut full = None;
+    let rest = scan_each(
+        root,
+        excludes,
+        one_file_system,
+        &mut |e| match entries.push(&e) {
+            Ok(()) => true,
+            Err(err) => {
+                full = Some(err);
+                false
+            }
+        },
+    )?;
+    if let Some(err) = full {
+        return Err(std::io::Error::other(format!(
+            "{}: {err}",
+            crate::tree::path::escape_bytes(root.path().as_os_str().as_encoded_bytes())
+        )));
+    }
+    Ok(rest.map(|r| Scan {
+        entries,
+        stale_temps: r.stale_temps,
+        errors: r.errors,
+        skipped: r.skipped,
+    }))
+}
+
+/// Scan `root`, handing each entry to `sink` in wire order (a receiver merges them
+/// with the manifest as they come, keeping none: see `plan::Planner`); `sink`
+/// returning false stops the walk. A missing root gives `Ok(None)`. With
+/// `one_file_system` (rsync's `-x`), a directory on another file system than the
+/// root's is listed but not entered. A confined root (a restricted serve's) is walked
+/// from its descriptor, never by its path.
+pub fn scan_each(
+    root: &TreeRoot,
+    excludes: &Excludes,
+    one_file_system: bool,
+    sink: &mut dyn FnMut(Entry) -> bool,
+) -> std::io::Result<Option<ScanRest>> {
+    let root = match root {
+        TreeRoot::Named(p) => match open_root(p)? {
+            Some(fd) => SafeRoot::from_fd(fd, p),
+            None => return Ok(None),
+        },
+        TreeRoot::Confined { dir: Some(d), .. } => d.clone(),
+        TreeRoot::Confined { dir: None, .. } => return Ok(None),
+    };
+    let st = fstat(root.fd())?;
+    let mut w = Walker {
+        root: &root,
+        excludes,
+        device: one_file_system.then_some(st.st_dev),
+        out: ScanRest::default(),
+        sink,
+        stopped: false,
+        buf: vec![MaybeUninit::uninit(); DIR_BUF],
+        names: Vec::new(),
+    };
+    w.emit(entry(RelPath::root(), Kind::Dir, &st, Vec::new()));
+    if !w.stopped {
+        w.walk(root.fd(), &RelPath::root(), 0);
+    }
+    Ok(Some(w.out))
 }
 
 /// Opens the directory at `root` (not a symlink); `None` when it is missing.
@@ -52,44 +136,6 @@ fn open_root(root: &Path) -> std::io::Result<Option<OwnedFd>> {
         Ok(_) => {}
     }
     open_dir(CWD, root).map(Some)
-}
-
-/// Scan a session's root. A missing root gives `Ok(None)`. With `one_file_system`
-/// (rsync's `-x`), a directory on another file system than the root's is listed but
-/// not entered.
-pub fn scan_tree(
-    root: &TreeRoot,
-    excludes: &Excludes,
-    one_file_system: bool,
-) -> std::io::Result<Option<Scan>> {
-    let opened = match root {
-        TreeRoot::Named(p) => match open_root(p)? {
-            Some(fd) => SafeRoot::from_fd(fd, p),
-            None => return Ok(None),
-        },
-        TreeRoot::Confined { dir: Some(d), .. } => d.clone(),
-        TreeRoot::Confined { dir: None, .. } => return Ok(None),
-    };
-    walk_root(&opened, excludes, one_file_system).map(Some)
-}
-
-/// Scan an opened root: a restricted serve's root is opened once, beneath its allowed
-/// directory, and never resolved by its path again ([`SafeRoot::open_confined`]).
-fn walk_root(root: &SafeRoot, excludes: &Excludes, one_fs: bool) -> std::io::Result<Scan> {
-    let st = fstat(root.fd())?;
-    let mut w = Walker {
-        root,
-        excludes,
-        device: one_fs.then_some(st.st_dev),
-        out: Scan::default(),
-        buf: vec![MaybeUninit::uninit(); DIR_BUF],
-        names: Vec::new(),
-    };
-    w.out
-        .entries
-        .push(entry(RelPath::root(), Kind::Dir, &st, Vec::new()));
-    w.walk(root.fd(), &RelPath::root(), 0);
-    Ok(w.out)
 }
 
 /// Bytes of directory entries read per `getdents64` call.
@@ -117,7 +163,7 @@ fn entry(path: RelPath, kind: Kind, st: &Stat, target: Vec<u8>) -> Entry {
         } else {
             0
         },
-        mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
+        mtime: Mtime::from_stat(st.st_mtime, st.st_mtime_nsec as i64),
         mode: st.st_mode & 0o7777,
         uid: st.st_uid,
         gid: st.st_gid,
@@ -142,13 +188,22 @@ struct Walker<'a> {
     excludes: &'a Excludes,
     /// With `-x`: the root's device; directories of another are not entered.
     device: Option<u64>,
-    out: Scan,
+    out: ScanRest,
+    sink: &'a mut dyn FnMut(Entry) -> bool,
+    /// The sink asked to stop.
+    stopped: bool,
     buf: Vec<MaybeUninit<u8>>,
     /// The current directory's child names, each followed by a NUL.
     names: Vec<u8>,
 }
 
 impl Walker<'_> {
+    fn emit(&mut self, e: Entry) {
+        if !self.stopped && !(self.sink)(e) {
+            self.stopped = true;
+        }
+    }
+
     /// A path for messages: the root joined with `rel`.
     fn shown(&self, rel: &RelPath) -> String {
         self.full_path(rel).display().to_string()
@@ -279,17 +334,20 @@ impl Walker<'_> {
             } else {
                 Vec::new()
             };
+            // A directory not entered (another file system under -x) is still listed.
             let enter = is_dir && self.device.is_none_or(|d| d == st.st_dev);
             children.push((entry(child, kind, &st, target), enter.then_some(i)));
         }
         for (e, sub) in children {
-            // A directory not entered (another file system under -x) is still listed.
+            if self.stopped {
+                break;
+            }
             let Some(i) = sub else {
-                self.out.entries.push(e);
+                self.emit(e);
                 continue;
             };
             let sub_rel = e.path.clone();
-            self.out.entries.push(e);
+            self.emit(e);
             let span = &spans[i];
             let opened = if depth < FD_DEPTH {
                 let cname = CStr::from_bytes_with_nul(&names[span.0..=span.0 + span.1])
@@ -377,15 +435,9 @@ mod tests {
         let s = scan(d.path(), &ex(&[])).unwrap().unwrap();
         assert!(s.errors.is_empty(), "{:?}", s.errors);
         assert_eq!(s.entries.len(), 1 + FD_DEPTH + 20 + 1 + 1);
-        crate::tree::manifest::validate(&s.entries).unwrap();
-        assert!(
-            s.entries
-                .last()
-                .unwrap()
-                .path
-                .as_bytes()
-                .ends_with(b"/leaf")
-        );
+        let entries: Vec<Entry> = s.entries.iter().collect();
+        crate::tree::manifest::validate(&entries).unwrap();
+        assert!(entries.last().unwrap().path.as_bytes().ends_with(b"/leaf"));
     }
 
     #[test]
@@ -417,8 +469,9 @@ mod tests {
         std::fs::write(d.path().join("a/file"), b"x").unwrap();
         std::os::unix::fs::symlink("/etc", d.path().join("link")).unwrap();
         let s = scan(d.path(), &ex(&[])).unwrap().unwrap();
-        crate::tree::manifest::validate(&s.entries).unwrap();
-        let link = s.entries.iter().find(|e| e.path == r("link")).unwrap();
+        let entries: Vec<Entry> = s.entries.iter().collect();
+        crate::tree::manifest::validate(&entries).unwrap();
+        let link = entries.iter().find(|e| e.path == r("link")).unwrap();
         assert_eq!(link.kind, Kind::Symlink);
         assert_eq!(link.target, b"/etc");
     }

@@ -12,9 +12,11 @@ use super::SyncError;
 use crate::sync::delta;
 use crate::sync::fsops::{SafeRoot, TreeRoot};
 use crate::sync::scan::{Excludes, hash_file, scan_tree};
-use crate::tree::manifest::{Entry, Kind};
+use crate::tree::entries::Entries;
+use crate::tree::manifest::{Entry, Kind, Mtime};
 use crate::tree::report::{Item, Reporter, Stats};
-use crate::wire::message::{MAX_DATA_CHUNK, tag};
+use crate::wire::manifest_wire::{Form, needs_clamp};
+use crate::wire::message::{MAX_DATA_CHUNK, MINOR_OWNER_NAMES, tag};
 use crate::wire::{FrameReader, FrameWriter, Msg, SessionOptions, recv, send};
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -75,19 +77,27 @@ pub fn send_tree<R: Read + Send, W: Write>(
         })
         .collect();
     if opts.checksum {
-        for e in entries.iter_mut().filter(|e| e.kind == Kind::File) {
-            match hash_file(&safe, &e.path) {
-                Ok(h) => e.hash = Some(h),
-                Err(err) => scan_errors.push(Item {
+        for i in 0..entries.len() {
+            if entries.kind(i) != Kind::File {
+                continue;
+            }
+            let path = entries.get(i).path;
+            let hashed = hash_file(&safe, &path)
+                .map_err(|e| format!("cannot read: {e}"))
+                .and_then(|h| entries.set_hash(i, h).map_err(|e| e.to_string()));
+            if let Err(why) = hashed {
+                scan_errors.push(Item {
                     code: "*error".into(),
-                    path: e.path.clone(),
+                    path,
                     target: Vec::new(),
-                    error: Some(format!("cannot read: {err}")),
-                }),
+                    error: Some(why),
+                });
             }
         }
     }
-    for item in &scan_errors {
+    let form = Form::for_minor(peer_minor);
+    let warnings = clamp_warnings(&entries, form, peer_minor);
+    for item in scan_errors.iter().chain(&warnings) {
         if is_client {
             rep.item(item);
         } else {
@@ -95,12 +105,12 @@ pub fn send_tree<R: Read + Send, W: Write>(
         }
     }
     phases.mark("scan");
-    let compact = peer_minor >= crate::wire::manifest_wire::MINOR_COMPACT_MANIFEST;
-    send_manifest(wr, &entries, scan_errors.len() as u64, compact)?;
+    let names = opts.owners && !opts.numeric_ids && peer_minor >= MINOR_OWNER_NAMES;
+    send_manifest(wr, &entries, scan_errors.len() as u64, form, names)?;
     wr.flush()
         .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))?;
     phases.mark("manifest");
-    let total: u64 = entries.iter().map(|e| e.size).sum();
+    let total: u64 = (0..entries.len()).map(|i| entries.size(i)).sum();
     rep.total(total);
 
     let rep = Mutex::new(rep);
@@ -124,6 +134,23 @@ pub fn send_tree<R: Read + Send, W: Write>(
     })
 }
 
+/// One warning per entry whose mtime the peer's protocol cannot carry (a peer
+/// older than 2.4 reads only 1677-2262): it gets the nearest time it can hold.
+fn clamp_warnings(entries: &Entries, form: Form, peer_minor: u16) -> Vec<Item> {
+    entries
+        .iter()
+        .filter(|e| needs_clamp(form, e.mtime))
+        .map(|e| {
+            Item::warning(format!(
+                "{}: mtime {} is outside what the peer's protocol 2.{peer_minor} can carry (1677-2262); it gets {} instead and will see the entry as changed on every run (upgrade the peer)",
+                e.path,
+                e.mtime,
+                e.mtime.clamped_to_nanos()
+            ))
+        })
+        .collect()
+}
+
 /// Send an error to the peer (best effort) and hand it back.
 pub(crate) fn fail<W: Write>(wr: &mut FrameWriter<W>, e: SyncError) -> SyncError {
     let _ = send(
@@ -139,27 +166,30 @@ pub(crate) fn fail<W: Write>(wr: &mut FrameWriter<W>, e: SyncError) -> SyncError
 
 fn send_manifest<W: Write>(
     wr: &mut FrameWriter<W>,
-    entries: &[Entry],
+    entries: &Entries,
     scan_errors: u64,
-    compact: bool,
+    form: Form,
+    owner_names: bool,
 ) -> Result<(), SyncError> {
-    let mut start = 0;
-    while start < entries.len() {
-        let mut end = start;
-        let mut bytes = 0;
-        while end < entries.len()
-            && end - start < crate::wire::message::MAX_BATCH
-            && bytes < BATCH_BYTES
+    // The names first: the receiver maps owners as the entries arrive.
+    if owner_names {
+        crate::sync::owners::send_tables(wr, entries)?;
+    }
+    let mut batch: Vec<Entry> = Vec::new();
+    let mut bytes = 0;
+    for i in 0..entries.len() {
+        let e = entries.get(i);
+        bytes += 64 + e.path.as_bytes().len() + e.target.len();
+        batch.push(e);
+        if batch.len() == crate::wire::message::MAX_BATCH
+            || bytes >= BATCH_BYTES
+            || i + 1 == entries.len()
         {
-            bytes += 64 + entries[end].path.as_bytes().len() + entries[end].target.len();
-            end += 1;
+            wr.write_frame(&crate::wire::manifest_wire::encode(&batch, form))
+                .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))?;
+            batch.clear();
+            bytes = 0;
         }
-        wr.write_frame(&crate::wire::manifest_wire::encode(
-            &entries[start..end],
-            compact,
-        ))
-        .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))?;
-        start = end;
     }
     send(
         wr,
@@ -230,7 +260,7 @@ fn read_loop<R: Read>(
 fn serve_wants<W: Write>(
     wr: &mut FrameWriter<W>,
     safe: &SafeRoot,
-    entries: &[Entry],
+    entries: &Entries,
     rx: mpsc::Receiver<Event>,
     rep: &Mutex<&mut dyn Reporter>,
     outstanding: &AtomicUsize,
@@ -258,7 +288,8 @@ fn serve_wants<W: Write>(
             Event::Want(w) => w,
         };
         outstanding.fetch_sub(1, Ordering::SeqCst);
-        let entry = match entries.get(want.idx as usize) {
+        let i = want.idx as usize;
+        let entry = match (i < entries.len()).then(|| entries.get(i)) {
             Some(e) if e.kind == Kind::File => e,
             _ => {
                 return Err(fail(
@@ -270,7 +301,7 @@ fn serve_wants<W: Write>(
                 ));
             }
         };
-        let sent = send_file(wr, safe, entry, want.idx, want.signature, &mut buf, rep);
+        let sent = send_file(wr, safe, &entry, want.idx, want.signature, &mut buf, rep);
         match sent {
             Ok(()) => {}
             Err(SendFailure::Abort(reason)) => {
@@ -316,8 +347,7 @@ fn send_file<W: Write>(
     let unchanged = |f: &std::fs::File| -> bool {
         f.metadata()
             .map(|m| {
-                m.len() == entry.size
-                    && m.mtime() * 1_000_000_000 + m.mtime_nsec() == entry.mtime_ns
+                m.len() == entry.size && Mtime::from_stat(m.mtime(), m.mtime_nsec()) == entry.mtime
             })
             .unwrap_or(false)
     };

@@ -42,8 +42,8 @@ pub struct Entry {
     pub kind: Kind,
     /// Size in bytes (files only; 0 otherwise).
     pub size: u64,
-    /// Modification time, nanoseconds since the Unix epoch.
-    pub mtime_ns: i64,
+    /// Modification time (any the file system can hold, see [`Mtime`]).
+    pub mtime: Mtime,
     /// Permission bits (07777).
     pub mode: u32,
     pub uid: u32,
@@ -52,6 +52,78 @@ pub struct Entry {
     pub target: Vec<u8>,
     /// BLAKE3 of the content, when the sender was asked for checksums.
     pub hash: Option<[u8; 32]>,
+}
+
+/// A modification time: whole seconds since the Unix epoch (any `i64`, as the
+/// kernel's `timespec` holds them) and nanoseconds within the second.
+///
+/// Not nanoseconds in one `i64`: that only reaches 1677-09-21 to 2262-04-11, and
+/// `secs * 1_000_000_000` on a file dated 2300 overflowed (a debug build panicked,
+/// a release build wrapped it to 1901). The derived order is chronological.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Mtime {
+    pub secs: i64,
+    /// Always below 1,000,000,000.
+    nanos: u32,
+}
+
+impl Mtime {
+    pub const NANOS_PER_SEC: u32 = 1_000_000_000;
+
+    /// A time from seconds and nanoseconds; `None` unless `0 <= nanos < 1e9`.
+    pub fn new(secs: i64, nanos: i64) -> Option<Mtime> {
+        let nanos = u32::try_from(nanos).ok()?;
+        (nanos < Self::NANOS_PER_SEC).then_some(Mtime { secs, nanos })
+    }
+
+    /// A `stat` result's `st_mtime` and `st_mtime_nsec` (the kernel keeps the
+    /// nanoseconds in range; anything else is clamped into it).
+    pub fn from_stat(secs: i64, nsec: i64) -> Mtime {
+        Mtime {
+            secs,
+            nanos: nsec.clamp(0, i64::from(Self::NANOS_PER_SEC) - 1) as u32,
+        }
+    }
+
+    /// The time of a nanosecond count (the fixed-width wire form of protocol < 2.2).
+    pub fn from_nanos(ns: i64) -> Mtime {
+        let per = i64::from(Self::NANOS_PER_SEC);
+        Mtime {
+            secs: ns.div_euclid(per),
+            nanos: ns.rem_euclid(per) as u32,
+        }
+    }
+
+    pub fn nanos(self) -> u32 {
+        self.nanos
+    }
+
+    /// Nanoseconds since the epoch, if they fit an `i64` (1677-09-21 to 2262-04-11).
+    pub fn as_nanos(self) -> Option<i64> {
+        // In i128: near i64::MIN the floor seconds times 1e9 passes the bound before
+        // the nanoseconds bring the sum back in range.
+        let ns = i128::from(self.secs) * i128::from(Self::NANOS_PER_SEC) + i128::from(self.nanos);
+        i64::try_from(ns).ok()
+    }
+
+    /// The nearest time that [`Mtime::as_nanos`] can express: what a peer of a
+    /// protocol older than 2.4 is sent (with a warning) for a time outside its range.
+    pub fn clamped_to_nanos(self) -> Mtime {
+        Mtime::from_nanos(self.as_nanos().unwrap_or(if self.secs < 0 {
+            i64::MIN
+        } else {
+            i64::MAX
+        }))
+    }
+}
+
+impl std::fmt::Display for Mtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match chrono::DateTime::from_timestamp(self.secs, self.nanos) {
+            Some(t) => write!(f, "{}", t.format("%Y-%m-%dT%H:%M:%S%.fZ")),
+            None => write!(f, "{}.{:09} s since 1970", self.secs, self.nanos),
+        }
+    }
 }
 
 /// Why a manifest from the peer was refused.
@@ -80,18 +152,36 @@ pub fn wire_order(a: &RelPath, b: &RelPath) -> std::cmp::Ordering {
 }
 
 /// Check a received manifest (see the module docs).
+pub fn validate(entries: &[Entry]) -> Result<(), ManifestError> {
+    if entries.is_empty() {
+        return Err(ManifestError::NoRoot);
+    }
+    let mut v = Validator::default();
+    entries.iter().try_for_each(|e| v.check(e))
+}
+
+/// [`validate`] one entry at a time, as a manifest arrives.
 ///
 /// In wire order a directory's subtree is contiguous, so an entry's parent, if
 /// present, is on the stack of the entries enclosing it: one pass, no map.
-pub fn validate(entries: &[Entry]) -> Result<(), ManifestError> {
-    let first = entries.first().ok_or(ManifestError::NoRoot)?;
-    if !first.path.is_root() || first.kind != Kind::Dir {
-        return Err(ManifestError::NoRoot);
-    }
-    // The entries enclosing the current one, outermost first.
-    let mut stack: Vec<(&[u8], Kind)> = vec![(first.path.as_bytes(), first.kind)];
-    let mut prev = &first.path;
-    for e in &entries[1..] {
+#[derive(Default)]
+pub struct Validator {
+    /// The entries enclosing the current one, outermost first.
+    stack: Vec<(Vec<u8>, Kind)>,
+    prev: Option<RelPath>,
+}
+
+impl Validator {
+    /// Check the next entry of the manifest.
+    pub fn check(&mut self, e: &Entry) -> Result<(), ManifestError> {
+        let Some(prev) = &self.prev else {
+            if !e.path.is_root() || e.kind != Kind::Dir {
+                return Err(ManifestError::NoRoot);
+            }
+            self.stack.push((Vec::new(), Kind::Dir));
+            self.prev = Some(e.path.clone());
+            return Ok(());
+        };
         if wire_order(prev, &e.path) != std::cmp::Ordering::Less {
             return Err(ManifestError::Order(e.path.clone()));
         }
@@ -106,22 +196,22 @@ pub fn validate(entries: &[Entry]) -> Result<(), ManifestError> {
             Some(i) => &path[..i],
             None => &path[..0],
         };
-        while let Some(&(top, _)) = stack.last()
+        while let Some((top, _)) = self.stack.last()
             && !encloses(top, parent)
         {
-            stack.pop();
+            self.stack.pop();
         }
-        match stack.last() {
-            Some(&(top, Kind::Dir)) if top == parent => {}
-            Some(&(top, _)) if top == parent => {
+        match self.stack.last() {
+            Some((top, Kind::Dir)) if top == parent => {}
+            Some((top, _)) if top == parent => {
                 return Err(ManifestError::BeneathNonDir(e.path.clone()));
             }
             _ => return Err(ManifestError::NoParent(e.path.clone())),
         }
-        stack.push((path, e.kind));
-        prev = &e.path;
+        self.stack.push((path.to_vec(), e.kind));
+        self.prev = Some(e.path.clone());
+        Ok(())
     }
-    Ok(())
 }
 
 /// Whether `outer` is `inner` or one of its ancestors (the root encloses all).
@@ -140,7 +230,7 @@ mod tests {
             path: RelPath::from_wire(p.as_bytes()).unwrap(),
             kind,
             size: 0,
-            mtime_ns: 0,
+            mtime: Mtime::default(),
             mode: 0o644,
             uid: 0,
             gid: 0,

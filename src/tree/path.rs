@@ -70,6 +70,13 @@ impl RelPath {
         Ok(RelPath(bytes.to_vec()))
     }
 
+    /// Bytes that were a `RelPath` before (kept in a [`crate::tree::entries::Entries`]
+    /// arena), without checking them again.
+    pub(crate) fn from_stored(bytes: &[u8]) -> Self {
+        debug_assert!(RelPath::from_wire(bytes).is_ok());
+        RelPath(bytes.to_vec())
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }

@@ -11,13 +11,21 @@
 //! shared  uvar    bytes of the path shared with the previous entry's path
 //! suffix  uvar n, then n bytes: the rest of the path
 //! size    uvar
-//! secs    uvar    zigzag of (mtime seconds - previous entry's mtime seconds)
+//! secs    uvar    zigzag of (mtime seconds - previous entry's mtime seconds), the
+//!                 difference taken modulo 2^64 (so any two i64 seconds code exactly)
 //! nanos   u32     only with flag 6 (else 0)
 //! mode    uvar    only without flag 2
 //! uid gid uvar x2 only without flag 3
 //! target  uvar n, then n bytes, only with flag 4
 //! hash    32 bytes, only with flag 5
 //! ```
+//!
+//! Since 2.4 the seconds are any `i64`, as the file system holds them. A 2.2/2.3
+//! decoder turned them into nanoseconds in an `i64` and refuses a time outside
+//! 1677-2262, so such a peer is sent the nearest time it can hold
+//! ([`Form::CompactNs`], [`Mtime::clamped_to_nanos`]); the sender warns about each
+//! such entry ([`needs_clamp`]), it is never silent. The fixed-width form carries
+//! nanoseconds in an `i64` and is clamped the same way.
 //!
 //! A file in a typical tree costs about 20 bytes plus its name's new part, against
 //! 38 plus its whole path in the fixed-width `MANIFEST` of protocol 2.0/2.1, which
@@ -27,11 +35,51 @@
 
 use super::frame::{Dec, Enc, ProtocolError, malformed};
 use super::message::tag;
-use crate::tree::manifest::{Entry, Kind};
+use crate::tree::manifest::{Entry, Kind, Mtime};
 use crate::tree::path::{MAX_PATH, RelPath, escape_bytes};
 
 /// The first protocol minor version that understands `MANIFEST_COMPACT`.
 pub const MINOR_COMPACT_MANIFEST: u16 = 2;
+/// The first protocol minor version that reads any `i64` seconds of an mtime
+/// (older ones only 1677-2262, the range of nanoseconds in an `i64`).
+pub const MINOR_FAR_MTIME: u16 = 4;
+
+/// The manifest encoding a peer reads, by its protocol minor version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// Protocol 2.0/2.1: fixed width, mtimes as `i64` nanoseconds (clamped).
+    Fixed,
+    /// Protocol 2.2/2.3: compact, mtimes clamped to the `i64` nanosecond range.
+    CompactNs,
+    /// Protocol 2.4 on: compact, any mtime.
+    Compact,
+}
+
+impl Form {
+    pub fn for_minor(minor: u16) -> Form {
+        if minor >= MINOR_FAR_MTIME {
+            Form::Compact
+        } else if minor >= MINOR_COMPACT_MANIFEST {
+            Form::CompactNs
+        } else {
+            Form::Fixed
+        }
+    }
+
+    /// The mtime this form carries for `m`.
+    fn mtime(self, m: Mtime) -> Mtime {
+        match self {
+            Form::Compact => m,
+            Form::Fixed | Form::CompactNs => m.clamped_to_nanos(),
+        }
+    }
+}
+
+/// Whether `form` cannot carry `m` exactly (the sender then warns: the peer gets
+/// the nearest time it can hold and the file will look changed on every run).
+pub fn needs_clamp(form: Form, m: Mtime) -> bool {
+    form.mtime(m) != m
+}
 
 const SAME_MODE: u8 = 1 << 2;
 const SAME_OWNER: u8 = 1 << 3;
@@ -39,7 +87,6 @@ const HAS_TARGET: u8 = 1 << 4;
 const HAS_HASH: u8 = 1 << 5;
 const HAS_NANOS: u8 = 1 << 6;
 const KIND_MASK: u8 = 0b11;
-const NANOS: i64 = 1_000_000_000;
 
 /// Smallest compact entry: flags, shared, suffix length, size, seconds.
 pub const COMPACT_ENTRY_MIN: usize = 5;
@@ -48,7 +95,8 @@ pub const COMPACT_ENTRY_MIN: usize = 5;
 pub const ENTRY_MIN: usize = 4 + 1 + 8 + 8 + 4 + 4 + 4 + 4 + 1;
 
 /// The frame payload of one manifest batch, compact when the peer understands it.
-pub fn encode(entries: &[Entry], compact: bool) -> Vec<u8> {
+pub fn encode(entries: &[Entry], form: Form) -> Vec<u8> {
+    let compact = form != Form::Fixed;
     let per_entry = if compact { 16 } else { 48 };
     let size: usize = entries
         .iter()
@@ -59,13 +107,13 @@ pub fn encode(entries: &[Entry], compact: bool) -> Vec<u8> {
         e.u8(tag::MANIFEST_COMPACT).u32(entries.len() as u32);
         let mut prev: Option<&Entry> = None;
         for x in entries {
-            encode_compact(&mut e, x, prev);
+            encode_compact(&mut e, x, prev, form);
             prev = Some(x);
         }
     } else {
         e.u8(tag::MANIFEST).u32(entries.len() as u32);
         for x in entries {
-            encode_fixed(&mut e, x);
+            encode_fixed(&mut e, x, form);
         }
     }
     e.0
@@ -74,22 +122,39 @@ pub fn encode(entries: &[Entry], compact: bool) -> Vec<u8> {
 /// Decodes the entries of a `MANIFEST` (`compact` false) or `MANIFEST_COMPACT`
 /// frame; the tag has been read.
 pub fn decode(d: &mut Dec, compact: bool, max: usize) -> Result<Vec<Entry>, ProtocolError> {
+    let mut v: Vec<Entry> = Vec::new();
+    decode_each(d, compact, max, |e| {
+        v.push(e.clone());
+        Ok::<(), ProtocolError>(())
+    })?;
+    Ok(v)
+}
+
+/// [`decode`] without a vector of the batch: each entry goes to `each` as it is
+/// decoded (a receiver stores it compactly at once).
+pub fn decode_each<E: From<ProtocolError>>(
+    d: &mut Dec,
+    compact: bool,
+    max: usize,
+    mut each: impl FnMut(&Entry) -> Result<(), E>,
+) -> Result<(), E> {
     let min = if compact {
         COMPACT_ENTRY_MIN
     } else {
         ENTRY_MIN
     };
     let n = d.count(max, min, "manifest entries")?;
-    let mut v: Vec<Entry> = Vec::with_capacity(n);
+    let mut prev: Option<Entry> = None;
     for _ in 0..n {
         let x = if compact {
-            decode_compact(d, v.last())?
+            decode_compact(d, prev.as_ref())?
         } else {
             decode_fixed(d)?
         };
-        v.push(x);
+        each(&x)?;
+        prev = Some(x);
     }
-    Ok(v)
+    Ok(())
 }
 
 fn zigzag(v: i64) -> u64 {
@@ -104,12 +169,13 @@ fn shared_prefix(a: &[u8], b: &[u8]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-fn encode_compact(e: &mut Enc, x: &Entry, prev: Option<&Entry>) {
+fn encode_compact(e: &mut Enc, x: &Entry, prev: Option<&Entry>, form: Form) {
     let (prev_path, prev_secs) = prev.map_or((&[][..], 0), |p| {
-        (p.path.as_bytes(), p.mtime_ns.div_euclid(NANOS))
+        (p.path.as_bytes(), form.mtime(p.mtime).secs)
     });
     let path = x.path.as_bytes();
-    let (secs, nanos) = (x.mtime_ns.div_euclid(NANOS), x.mtime_ns.rem_euclid(NANOS));
+    let mtime = form.mtime(x.mtime);
+    let (secs, nanos) = (mtime.secs, mtime.nanos());
     let mut flags = x.kind.code();
     if prev.is_some_and(|p| p.mode == x.mode) {
         flags |= SAME_MODE;
@@ -131,10 +197,11 @@ fn encode_compact(e: &mut Enc, x: &Entry, prev: Option<&Entry>) {
         .uvar(shared as u64)
         .uvar((path.len() - shared) as u64);
     e.0.extend_from_slice(&path[shared..]);
-    // The difference of two i64 seconds (each within +-9.3e9) cannot overflow.
-    e.uvar(x.size).uvar(zigzag(secs - prev_secs));
+    // Modulo 2^64: exact for any two i64 (the decoder adds it back the same way);
+    // for times within +-9.3e9 s (all a 2.2/2.3 peer gets) it never wraps.
+    e.uvar(x.size).uvar(zigzag(secs.wrapping_sub(prev_secs)));
     if nanos != 0 {
-        e.u32(nanos as u32);
+        e.u32(nanos);
     }
     if flags & SAME_MODE == 0 {
         e.uvar(u64::from(x.mode));
@@ -178,21 +245,14 @@ fn decode_compact(d: &mut Dec, prev: Option<&Entry>) -> Result<Entry, ProtocolEr
     let path = RelPath::from_wire(&raw)
         .map_err(|e| malformed(format!("entry path {}: {e}", escape_bytes(&raw))))?;
     let size = d.uvar("size")?;
-    let prev_secs = prev.map_or(0, |p| p.mtime_ns.div_euclid(NANOS));
-    let secs = prev_secs.checked_add(unzigzag(d.uvar("mtime")?));
-    let nanos = if flags & HAS_NANOS != 0 {
-        match d.u32("mtime nanoseconds")? {
-            n if i64::from(n) < NANOS => i64::from(n),
-            n => return Err(malformed(format!("mtime nanoseconds {n} out of range"))),
-        }
-    } else {
-        0
+    let prev_secs = prev.map_or(0, |p| p.mtime.secs);
+    let secs = prev_secs.wrapping_add(unzigzag(d.uvar("mtime")?));
+    let nanos = match flags & HAS_NANOS != 0 {
+        true => d.u32("mtime nanoseconds")?,
+        false => 0,
     };
-    // In i128: floor seconds times 1e9 may pass i64::MIN before the nanoseconds
-    // bring the sum back in range.
-    let mtime_ns = secs
-        .and_then(|s| i64::try_from(i128::from(s) * i128::from(NANOS) + i128::from(nanos)).ok())
-        .ok_or_else(|| malformed("mtime out of range"))?;
+    let mtime = Mtime::new(secs, nanos.into())
+        .ok_or_else(|| malformed(format!("mtime nanoseconds {nanos} out of range")))?;
     let u32_field =
         |d: &mut Dec, what: &str| bounded(d, u64::from(u32::MAX), what).map(|v| v as u32);
     let mode = match prev {
@@ -218,7 +278,7 @@ fn decode_compact(d: &mut Dec, prev: Option<&Entry>) -> Result<Entry, ProtocolEr
         path,
         kind,
         size,
-        mtime_ns,
+        mtime,
         mode,
         uid,
         gid,
@@ -227,11 +287,15 @@ fn decode_compact(d: &mut Dec, prev: Option<&Entry>) -> Result<Entry, ProtocolEr
     })
 }
 
-fn encode_fixed(e: &mut Enc, x: &Entry) {
+fn encode_fixed(e: &mut Enc, x: &Entry, form: Form) {
+    let ns = form
+        .mtime(x.mtime)
+        .as_nanos()
+        .expect("clamped to i64 nanoseconds");
     e.bytes(x.path.as_bytes())
         .u8(x.kind.code())
         .u64(x.size)
-        .i64(x.mtime_ns)
+        .i64(ns)
         .u32(x.mode)
         .u32(x.uid)
         .u32(x.gid);
@@ -248,7 +312,7 @@ fn decode_fixed(d: &mut Dec) -> Result<Entry, ProtocolError> {
         .map_err(|e| malformed(format!("entry path {}: {e}", escape_bytes(raw))))?;
     let kind = Kind::from_code(d.u8("kind")?).ok_or_else(|| malformed("bad entry kind"))?;
     let size = d.u64("size")?;
-    let mtime_ns = d.i64("mtime")?;
+    let mtime = Mtime::from_nanos(d.i64("mtime")?);
     let mode = d.u32("mode")?;
     let uid = d.u32("uid")?;
     let gid = d.u32("gid")?;
@@ -262,7 +326,7 @@ fn decode_fixed(d: &mut Dec) -> Result<Entry, ProtocolError> {
         path,
         kind,
         size,
-        mtime_ns,
+        mtime,
         mode,
         uid,
         gid,
@@ -276,11 +340,12 @@ mod tests {
     use super::*;
 
     fn entry(path: &str, kind: Kind, mtime_ns: i64, mode: u32, uid: u32) -> Entry {
+        let mtime = Mtime::from_nanos(mtime_ns);
         Entry {
             path: RelPath::from_wire(path.as_bytes()).unwrap(),
             kind,
             size: path.len() as u64 * 1000,
-            mtime_ns,
+            mtime,
             mode,
             uid,
             gid: uid + 1,
@@ -312,8 +377,9 @@ mod tests {
         ]
     }
 
-    fn roundtrip(entries: &[Entry], compact: bool) -> usize {
-        let bytes = encode(entries, compact);
+    fn roundtrip(entries: &[Entry], form: Form) -> usize {
+        let bytes = encode(entries, form);
+        let compact = form != Form::Fixed;
         let mut d = Dec::new(&bytes[1..]);
         assert_eq!(decode(&mut d, compact, 1000).unwrap(), entries);
         d.end("manifest").unwrap();
@@ -328,8 +394,9 @@ mod tests {
     #[test]
     fn both_encodings_round_trip_including_extreme_times_and_owners() {
         let s = sample();
-        let compact = roundtrip(&s, true);
-        let fixed = roundtrip(&s, false);
+        let compact = roundtrip(&s, Form::Compact);
+        roundtrip(&s, Form::CompactNs);
+        let fixed = roundtrip(&s, Form::Fixed);
         assert!(
             compact * 3 < fixed * 2,
             "compact {compact} vs fixed {fixed}"
@@ -351,7 +418,7 @@ mod tests {
                 x
             })
             .collect();
-        let per = encode(&entries, true).len() / entries.len();
+        let per = encode(&entries, Form::Compact).len() / entries.len();
         assert!(per <= 20, "{per} bytes per entry");
     }
 
@@ -387,7 +454,7 @@ mod tests {
         });
         assert!(r.is_err());
         // "same mode" with no previous entry; nanoseconds of a second or more;
-        // a mode wider than 32 bits; an unknown flag; seconds that overflow.
+        // a mode wider than 32 bits; an unknown flag.
         for f in [
             &(|e: &mut Enc| {
                 e.u32(1).u8(SAME_MODE).uvar(0).uvar(1).u8(b'a');
@@ -405,12 +472,73 @@ mod tests {
                 e.u32(1).u8(0x80).uvar(0).uvar(1).u8(b'a');
                 e.uvar(0).uvar(0).uvar(0).uvar(0).uvar(0);
             },
-            &|e| {
-                e.u32(1).u8(0).uvar(0).uvar(1).u8(b'a');
-                e.uvar(0).uvar(zigzag(i64::MAX)).uvar(0).uvar(0).uvar(0);
-            },
         ] {
             assert!(frame(f).is_err());
         }
+    }
+}
+
+#[cfg(test)]
+mod far_mtimes {
+    use super::*;
+
+    fn at(path: &str, secs: i64, nanos: i64) -> Entry {
+        Entry {
+            path: RelPath::from_wire(path.as_bytes()).unwrap(),
+            kind: Kind::File,
+            size: 1,
+            mtime: Mtime::new(secs, nanos).unwrap(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            target: Vec::new(),
+            hash: None,
+        }
+    }
+
+    fn decoded(bytes: &[u8]) -> Vec<Entry> {
+        let mut d = Dec::new(&bytes[1..]);
+        let v = decode(&mut d, bytes[0] == tag::MANIFEST_COMPACT, 1000).unwrap();
+        d.end("manifest").unwrap();
+        v
+    }
+
+    /// 1901, 1938, 2100, 2300, the ends of i64 seconds, next to each other (the
+    /// seconds are coded as differences: i64::MIN after i64::MAX wraps).
+    #[test]
+    fn any_i64_seconds_round_trip_exactly_from_2_4() {
+        let entries = vec![
+            at("a", -2_147_385_600, 1),
+            at("b", -1_009_843_200, 999_999_999),
+            at("c", 4_102_444_800, 0),
+            at("d", 10_413_792_000, 123_456_789),
+            at("e", i64::MAX, 999_999_999),
+            at("f", i64::MIN, 0),
+            at("g", i64::MAX, 0),
+        ];
+        assert_eq!(decoded(&encode(&entries, Form::Compact)), entries);
+    }
+
+    /// A 2.2/2.3 or 2.0/2.1 peer gets the nearest time it can hold, never a wrapped one.
+    #[test]
+    fn older_forms_clamp_and_say_so() {
+        let e2300 = at("d", 10_413_792_000, 5);
+        let e1600 = at("e", -11_676_096_000, 0);
+        let e2000 = at("f", 946_684_800, 7);
+        for form in [Form::CompactNs, Form::Fixed] {
+            let got = decoded(&encode(
+                &[e2300.clone(), e1600.clone(), e2000.clone()],
+                form,
+            ));
+            assert_eq!(got[0].mtime.as_nanos(), Some(i64::MAX), "{form:?}");
+            assert_eq!(got[1].mtime.as_nanos(), Some(i64::MIN), "{form:?}");
+            assert_eq!(got[2], e2000, "{form:?}");
+            assert!(needs_clamp(form, e2300.mtime) && needs_clamp(form, e1600.mtime));
+            assert!(!needs_clamp(form, e2000.mtime));
+        }
+        assert!(!needs_clamp(Form::Compact, e2300.mtime));
+        assert_eq!(Form::for_minor(3), Form::CompactNs);
+        assert_eq!(Form::for_minor(4), Form::Compact);
+        assert_eq!(Form::for_minor(1), Form::Fixed);
     }
 }

@@ -15,8 +15,10 @@ use crate::tree::report::{Item, Stats};
 pub const PROTO_MAJOR: u16 = 2;
 /// Minor version: additions that older peers of the same major can ignore.
 /// 2.1: DB patch messages; 2.2: the compact manifest; 2.3: DB source identity,
-/// verification and drift (`DbReplayExt`, `DbCheck`); 2.4: `Open`'s optional
-/// `one_file_system` flag (sent only when set: an older serve refuses trailing bytes).
+/// verification and drift (`DbReplayExt`, `DbCheck`); 2.4: mtimes of any `i64`
+/// seconds in the compact manifest, the owner names table (`OwnerNames`), and `Open`'s
+/// optional `one_file_system` flag (sent only when set: an older serve refuses trailing
+/// bytes).
 pub const PROTO_MINOR: u16 = 4;
 /// The first minor version whose serve understands the DB patch messages.
 pub const MINOR_DB_PATCH: u16 = 1;
@@ -32,6 +34,12 @@ pub const MAX_BATCH: usize = 65_536;
 pub const MAX_EXCLUDES: usize = 10_000;
 /// Longest message string (errors, patterns).
 pub const MAX_STR: usize = 64 * 1024;
+/// Most (id, name) pairs in one `OwnerNames` message.
+pub const MAX_NAMES_BATCH: usize = 65_536;
+/// Longest user or group name carried.
+pub const MAX_OWNER_NAME: usize = 255;
+/// The first minor version whose receiver reads `OwnerNames`.
+pub const MINOR_OWNER_NAMES: u16 = 4;
 /// Largest data chunk in one frame.
 pub const MAX_DATA_CHUNK: usize = 1024 * 1024;
 
@@ -57,6 +65,10 @@ pub struct SessionOptions {
     pub excludes: Vec<String>,
     /// Do not descend into directories of other file systems (rsync's `-x`).
     pub one_file_system: bool,
+    /// Owners by number only (`--numeric-ids`): never on the wire, since only the
+    /// client's own side acts on it (as sender it sends no `OwnerNames`, as receiver
+    /// it ignores them).
+    pub numeric_ids: bool,
 }
 
 /// A request to open a session on the server.
@@ -108,6 +120,13 @@ pub enum Msg {
     ManifestEnd {
         count: u64,
         scan_errors: u64,
+    },
+    /// Names of the uids (`groups` false) or gids (true) that the manifest's entries
+    /// use, sent once per session between the manifest batches and `ManifestEnd`
+    /// (2.4 receivers; see `sync::owners`). Ids without a name are left out.
+    OwnerNames {
+        groups: bool,
+        names: Vec<(u32, Vec<u8>)>,
     },
     Want(Want),
     WantsEnd,
@@ -180,6 +199,8 @@ pub(crate) mod tag {
     pub const MANIFEST_END: u8 = 11;
     /// The manifest in its compact encoding (protocol 2.2, see `manifest_wire`).
     pub const MANIFEST_COMPACT: u8 = 14;
+    /// The names of the manifest's owners (protocol 2.4).
+    pub const OWNER_NAMES: u8 = 15;
     pub const WANT: u8 = 12;
     pub const WANTS_END: u8 = 13;
     pub const FILE_BEGIN: u8 = 20;
@@ -213,6 +234,7 @@ impl Msg {
             Msg::Error { .. } => "Error",
             Msg::Manifest(_) => "Manifest",
             Msg::ManifestEnd { .. } => "ManifestEnd",
+            Msg::OwnerNames { .. } => "OwnerNames",
             Msg::Want(_) => "Want",
             Msg::WantsEnd => "WantsEnd",
             Msg::FileBegin { .. } => "FileBegin",
@@ -285,10 +307,19 @@ impl Msg {
                 e = Enc::tag(tag::ERROR);
                 e.u8(*code).str(message);
             }
-            Msg::Manifest(entries) => return super::manifest_wire::encode(entries, true),
+            Msg::Manifest(entries) => {
+                return super::manifest_wire::encode(entries, super::manifest_wire::Form::Compact);
+            }
             Msg::ManifestEnd { count, scan_errors } => {
                 e = Enc::tag(tag::MANIFEST_END);
                 e.u64(*count).u64(*scan_errors);
+            }
+            Msg::OwnerNames { groups, names } => {
+                e = Enc::tag(tag::OWNER_NAMES);
+                e.bool(*groups).u32(names.len() as u32);
+                for (id, name) in names {
+                    e.u32(*id).bytes(name);
+                }
             }
             Msg::Want(w) => {
                 e = Enc::tag(tag::WANT);
@@ -422,6 +453,7 @@ impl Msg {
                 count: d.u64("count")?,
                 scan_errors: d.u64("scan errors")?,
             },
+            tag::OWNER_NAMES => decode_owner_names(&mut d)?,
             tag::WANT => {
                 let idx = d.u32("index")?;
                 let signature = if d.bool("has signature")? {
@@ -516,6 +548,26 @@ impl Msg {
     }
 }
 
+/// The body of an `OwnerNames` message: each name non-empty, without NUL, '/' or
+/// ':', at most [`MAX_OWNER_NAME`] bytes.
+fn decode_owner_names(d: &mut Dec) -> Result<Msg, ProtocolError> {
+    let groups = d.bool("owner table")?;
+    let n = d.count(MAX_NAMES_BATCH, 4 + 4 + 1, "owner names")?;
+    let mut names = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = d.u32("owner id")?;
+        let name = d.bytes(MAX_OWNER_NAME, "owner name")?;
+        if name.is_empty() || name.iter().any(|b| matches!(b, 0 | b'/' | b':' | b'\n')) {
+            return Err(malformed(format!(
+                "owner name {} of id {id} is empty or has a NUL, '/', ':' or newline",
+                crate::tree::path::escape_bytes(name)
+            )));
+        }
+        names.push((id, name.to_vec()));
+    }
+    Ok(Msg::OwnerNames { groups, names })
+}
+
 /// The body of an `Open` message (after its tag).
 fn decode_open(d: &mut Dec) -> Result<Msg, ProtocolError> {
     let role = match d.u8("role")? {
@@ -549,6 +601,7 @@ fn decode_open(d: &mut Dec) -> Result<Msg, ProtocolError> {
             max_delete: has_max.then_some(max),
             excludes,
             one_file_system,
+            numeric_ids: false,
         },
     }))
 }
@@ -596,13 +649,24 @@ mod tests {
             path: RelPath::from_wire(b"a/b").unwrap(),
             kind: Kind::Symlink,
             size: 0,
-            mtime_ns: -5,
+            mtime: crate::tree::manifest::Mtime::from_nanos(-5),
             mode: 0o777,
             uid: 1,
             gid: 2,
             target: b"../x".to_vec(),
             hash: Some([7; 32]),
         }]));
+        roundtrip(Msg::OwnerNames {
+            groups: true,
+            names: vec![(0, b"root".to_vec()), (998, b"wazo-auth".to_vec())],
+        });
+        for bad in [&b""[..], b"a/b", b"a:b", b"a\0"] {
+            let m = Msg::OwnerNames {
+                groups: false,
+                names: vec![(5, bad.to_vec())],
+            };
+            assert!(Msg::decode(&m.encode()).is_err(), "{bad:?} accepted");
+        }
         roundtrip(Msg::Want(Want {
             idx: 3,
             signature: Some(vec![1, 2, 3]),

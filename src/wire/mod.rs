@@ -25,6 +25,26 @@ pub fn recv<R: Read>(r: &mut FrameReader<R>) -> Result<Msg, ProtocolError> {
     }
 }
 
+/// Like [`recv`], but the entries of a manifest batch go one by one to `each`
+/// as they are decoded (no vector of up to 65,536 entries): `None` for a batch.
+pub fn recv_entries<R: Read, E: From<ProtocolError>>(
+    r: &mut FrameReader<R>,
+    each: impl FnMut(&crate::tree::manifest::Entry) -> Result<(), E>,
+) -> Result<Option<Msg>, E> {
+    use message::tag::{MANIFEST, MANIFEST_COMPACT};
+    match r.read_frame_or_body(message::tag::DATA, message::MAX_DATA_CHUNK)? {
+        frame::Frame::Payload(p) if matches!(p.first(), Some(&(MANIFEST | MANIFEST_COMPACT))) => {
+            let mut d = frame::Dec::new(&p[1..]);
+            let compact = p[0] == MANIFEST_COMPACT;
+            manifest_wire::decode_each(&mut d, compact, message::MAX_BATCH, each)?;
+            d.end("Manifest")?;
+            Ok(None)
+        }
+        frame::Frame::Payload(p) => Ok(Some(Msg::decode(p)?)),
+        frame::Frame::Body(b) => Ok(Some(Msg::Data(b))),
+    }
+}
+
 /// Encode and write one message (not flushed).
 pub fn send<W: Write>(w: &mut FrameWriter<W>, m: &Msg) -> Result<(), ProtocolError> {
     w.write_frame(&m.encode())?;

@@ -88,7 +88,7 @@ fn mirrored(src: &Path, dst: &Path) -> bool {
 }
 
 /// Path, is a directory, size, mode, mtime, content.
-type Entry = (PathBuf, bool, u64, u32, i64, Vec<u8>);
+type Entry = (PathBuf, bool, u64, u32, (i64, i64), Vec<u8>);
 
 /// (path, kind, size, mode, mtime, content) of every entry, or `None` if any of them
 /// changed under our feet.
@@ -108,7 +108,7 @@ fn quiet_snapshot(root: &Path) -> Option<Vec<Entry>> {
             md.is_dir(),
             if md.is_file() { md.len() } else { 0 },
             md.mode(),
-            md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            (md.mtime(), md.mtime_nsec()),
             data,
         ));
     }

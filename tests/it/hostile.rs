@@ -4,7 +4,7 @@
 //! outside the served root, and old files left intact.
 
 use crate::util::*;
-use hasync::tree::manifest::{Entry, Kind};
+use hasync::tree::manifest::{Entry, Kind, Mtime};
 use hasync::tree::path::RelPath;
 use hasync::wire::frame::Enc;
 use hasync::wire::{FrameReader, FrameWriter, Msg, Open, ServerRole, SessionOptions, Want};
@@ -125,7 +125,7 @@ fn root_entry() -> Entry {
         path: RelPath::root(),
         kind: Kind::Dir,
         size: 0,
-        mtime_ns: 0,
+        mtime: Mtime::from_nanos(0),
         mode: 0o755,
         uid: 0,
         gid: 0,
@@ -139,7 +139,7 @@ fn file_entry(p: &str, size: u64) -> Entry {
         path: RelPath::from_wire(p.as_bytes()).unwrap(),
         kind: Kind::File,
         size,
-        mtime_ns: 5,
+        mtime: Mtime::from_nanos(5),
         mode: 0o644,
         uid: 0,
         gid: 0,

@@ -20,6 +20,7 @@ mod master_cli;
 mod mounts;
 mod netns;
 mod output_hygiene;
+mod owners;
 mod pg;
 mod profiles;
 mod races;

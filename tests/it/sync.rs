@@ -28,6 +28,8 @@ matrix!(
     guards_refuse_to_wipe_the_mirror,
     checksum_finds_same_size_same_mtime_changes,
     a_non_empty_directory_is_replaced_only_with_delete,
+    far_mtimes_round_trip_exactly_on_ext4,
+    far_mtimes_round_trip_exactly_on_tmpfs,
 );
 
 fn sample(root: &Path) -> Tree {
@@ -472,4 +474,82 @@ fn a_non_empty_directory_is_replaced_only_with_delete(t: Target) {
     let j = json(&t.push(&src, &dst, &["--delete", "--json"]));
     assert_eq!(j["files_deleted"], 7, "{j}");
     assert_mirror(&src, &dst);
+}
+
+/// Sets the mtime of `p` (file, directory or the symlink itself) to `secs.nanos`,
+/// any `i64` seconds, with coreutils' `touch`.
+fn touch_at(p: &Path, secs: i64, nanos: u32) {
+    let st = std::process::Command::new("touch")
+        .arg("-h")
+        .arg("-d")
+        .arg(match (secs, nanos) {
+            // touch reads "@-5.25" as -(5.25): write secs + nanos/1e9 that way.
+            (s, n) if s < 0 && n > 0 => format!("@-{}.{:09}", -(s + 1), 1_000_000_000 - n),
+            (s, n) => format!("@{s}.{n:09}"),
+        })
+        .arg(p)
+        .status()
+        .unwrap();
+    assert!(st.success(), "touch {}", p.display());
+    let md = p.symlink_metadata().unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (md.mtime(), md.mtime_nsec()),
+        (secs, i64::from(nanos)),
+        "the file system of {} does not hold this time",
+        p.display()
+    );
+}
+
+/// Issue 17 point 2: files, a directory and a symlink dated 1901, 1938, 2100 and 2300
+/// (and, on tmpfs, which holds any i64 seconds, years 5138 and -1199): mirrored to the
+/// nanosecond, push and pull, and a second run sends nothing. Before the fix the
+/// serve side panicked (debug build: `secs * 1_000_000_000` overflowed in the scan).
+fn far_mtimes(t: Target, base: &Path, times: &[(i64, u32)]) {
+    let (src, dst, back) = (base.join("src"), base.join("dst"), base.join("back"));
+    let s = Tree::new(&src);
+    for (i, &(secs, nanos)) in times.iter().enumerate() {
+        s.file(format!("f{i}"), format!("file {i}").as_bytes())
+            .link(format!("l{i}"), "f0")
+            .file(format!("d{i}/inner"), b"x");
+        touch_at(&s.p(format!("f{i}")), secs, nanos);
+        touch_at(&s.p(format!("l{i}")), secs, nanos);
+        touch_at(&s.p(format!("d{i}/inner")), secs, nanos);
+        touch_at(&s.p(format!("d{i}")), secs, nanos);
+    }
+    touch_at(&src, times[0].0, times[0].1);
+    ok(t.push(&src, &dst, &["--delete"]));
+    assert_mirror(&src, &dst);
+    let j = json(&t.push(&src, &dst, &["--delete", "--json"]));
+    assert_eq!(j["files_transferred"], 0, "{j}");
+    assert_eq!(j["meta_updated"], 0, "{j}");
+    assert_eq!(j["other_created"], 0, "{j}");
+    ok(t.pull(&dst, &back, &["--delete"]));
+    assert_mirror(&src, &back);
+    let j = json(&t.pull(&dst, &back, &["--delete", "--json"]));
+    assert_eq!(j["files_transferred"], 0, "{j}");
+    assert_eq!(j["meta_updated"], 0, "{j}");
+}
+
+/// 1901-12-15, 1938-01-01, 2100-01-01, 2300-01-01: inside ext4's range (1901-12-13 to
+/// 2446-05-10 with 256-byte inodes; the tests' /tmp is ext4), outside i64 nanoseconds
+/// for 1901 and 2300.
+const FAR_TIMES: [(i64, u32); 4] = [
+    (-2_147_385_600, 1),
+    (-1_009_843_200, 999_999_999),
+    (4_102_444_800, 0),
+    (10_413_792_000, 123_456_789),
+];
+
+fn far_mtimes_round_trip_exactly_on_ext4(t: Target) {
+    let d = tempfile::tempdir().unwrap();
+    far_mtimes(t, d.path(), &FAR_TIMES);
+}
+
+fn far_mtimes_round_trip_exactly_on_tmpfs(t: Target) {
+    let d = tempfile::tempdir().unwrap();
+    let _fs = TmpFs::mount(d.path(), "16m");
+    let mut times = FAR_TIMES.to_vec();
+    times.extend([(100_000_000_000, 7), (-100_000_000_000, 0)]);
+    far_mtimes(t, d.path(), &times);
 }

@@ -116,7 +116,8 @@ pub struct Node {
     pub kind: char,
     pub size: u64,
     pub mode: u32,
-    pub mtime_ns: i64,
+    /// Seconds and nanoseconds (any time the file system holds: no overflow).
+    pub mtime: (i64, i64),
     pub target: Vec<u8>,
     pub hash: String,
 }
@@ -159,7 +160,7 @@ pub fn snapshot(root: &Path) -> Snapshot {
                 kind,
                 size: if kind == 'f' { md.len() } else { 0 },
                 mode: md.mode() & 0o7777,
-                mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+                mtime: (md.mtime(), md.mtime_nsec()),
                 target,
                 hash,
             },

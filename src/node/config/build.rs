@@ -59,6 +59,7 @@ struct RawSync {
     schedule: Option<String>,
     allow_empty_source: Option<bool>,
     one_file_system: Option<bool>,
+    numeric_ids: Option<bool>,
     jitter: Option<String>,
     safety_pass: Option<String>,
 }

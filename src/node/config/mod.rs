@@ -151,6 +151,8 @@ pub struct SyncJob {
     /// Do not cross file system boundaries (rsync's `-x`): a mount point inside the
     /// tree is mirrored as a directory, what is mounted there is not (nor deleted).
     pub one_file_system: bool,
+    /// Mirror owners by number, not by name (default `false`: by name, like `rsync -a`).
+    pub numeric_ids: bool,
     /// `jitter = "30s"`: each timed run starts up to this much later, at random
     /// (default 0; ignored by `watch` runs, which follow changes).
     pub jitter: Duration,

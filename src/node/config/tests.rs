@@ -231,7 +231,7 @@ fn defaults_of_each_table() {
 fn every_optional_value_is_read() {
     let c = ok(&format!(
         "{NODE}[[sync]]\nname = \"b.1-x_y\"\npaths = [\"/srv/b\"]\ndirection = \"pull\"\ndelete = false\n\
-         checksum = true\nmax_delete = 10\nschedule = \"*/5 * * * MON-FRI\"\nallow_empty_source = true\n\
+         checksum = true\nmax_delete = 10\nschedule = \"*/5 * * * MON-FRI\"\nallow_empty_source = true\nnumeric_ids = true\n\
          [db]\nkind = \"postgres\"\ndatabase = \"x\"\nexclude_tables = [\"s.t\", \"_u$\"]\nwith_schema = true\nschedule = \"minutely\"\n\
          [services]\nstart = [\"a\", \"b\"]\nstop = [\"c\"]\nstatus = \"d\"\ntimeout = \"1m30s\"\n\
          [check_master]\naddress = \"m\"\ntimeout = \"500ms\"\nhold_down = \"1h\"\nmode = \"any\"\n"
@@ -242,7 +242,8 @@ fn every_optional_value_is_read() {
         (Direction::Pull, false, true, Some(10))
     );
     assert_eq!(j.schedule, Schedule::Cron("*/5 * * * MON-FRI".into()));
-    assert!(j.allow_empty_source);
+    assert!(j.allow_empty_source && j.numeric_ids);
+    assert!(!ok(&format!("{NODE}[[sync]]\nname = \"a\"\npaths = [\"/a\"]\n")).sync[0].numeric_ids);
     let db = c.db.unwrap();
     assert_eq!(
         (db.exclude_tables.len(), db.with_schema, db.schedule),

@@ -522,7 +522,7 @@ pub fn set_dir_mtime(
     match entry.path.split_last() {
         Some((parent, name)) => {
             let dir = dirs.get(root, &parent)?;
-            fsops::set_mtime_at(&dir, name, meta.mtime_ns)
+            fsops::set_mtime_at(&dir, name, meta.mtime)
         }
         None => set_meta(root, dirs, entry, meta),
     }

@@ -42,23 +42,28 @@ mod transfers;
 
 use crate::sync::SyncError;
 use crate::sync::fsops::{DirCache, Meta, SafeRoot, TreeRoot};
-use crate::sync::plan::{Action, Change, Plan, PlanOptions, make_plan};
-use crate::sync::scan::{Excludes, Scan, hash_file, scan_tree};
+use crate::sync::owners;
+use crate::sync::plan::{Action, Change, Plan, PlanOptions, Planner};
+use crate::sync::scan::{Excludes, ScanRest, hash_file, scan_each};
 use crate::sync::send::fail;
+use crate::tree::entries::Entries;
 use crate::tree::manifest::{self, Entry, Kind};
 use crate::tree::path::RelPath;
 use crate::tree::report::{Item, Reporter, Stats};
-use crate::wire::{FrameReader, FrameWriter, Msg, SessionOptions, recv, send};
+use crate::wire::{FrameReader, FrameWriter, Msg, SessionOptions, recv_entries, send};
 use commit::Committer;
 use release::Releaser;
-use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::sync::Mutex;
+use std::sync::{Mutex, mpsc};
 
 /// Files in flight at once (requested, not yet verified).
 pub const FILES_IN_FLIGHT: usize = 128;
 /// Most manifest entries accepted (bounds memory against a hostile sender).
-pub const MAX_ENTRIES: usize = 20_000_000;
+pub use crate::tree::entries::{MAX_ARENA, MAX_ENTRIES};
+/// Entries per batch from our scan thread to the planner, and batches queued: the
+/// scan runs at most this far ahead of the manifest (a bound on what it holds).
+const SCAN_BATCH: usize = 1024;
+const SCAN_QUEUE: usize = 4;
 
 /// Receiver settings that are not part of the wire options.
 #[derive(Debug, Clone, Copy)]
@@ -134,8 +139,9 @@ fn item(change: &Change, e: &Entry) -> Item {
 
 /// What phase 1 found: the validated source, our scan, our root, the plan.
 struct Planned {
-    source: Vec<Entry>,
-    dest: Scan,
+    source: Entries,
+    /// Leftover temp files of a killed run in our tree.
+    stale_temps: Vec<RelPath>,
     safe: Option<SafeRoot>,
     owners: bool,
     plan: Plan,
@@ -160,13 +166,15 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
         wr: &wr,
         stats: Stats {
             files_total: planned.source.len() as u64,
-            bytes_total: planned.source.iter().map(|e| e.size).sum(),
+            bytes_total: (0..planned.source.len())
+                .map(|i| planned.source.size(i))
+                .sum(),
             ..Default::default()
         },
     };
     let Planned {
         source,
-        dest,
+        stale_temps,
         safe,
         owners,
         plan,
@@ -183,16 +191,12 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
         source: &source,
         owners,
     };
-    local.remove_stale(&dest.stale_temps);
+    local.remove_stale(&stale_temps);
     local.removals(&mut out, &plan.removals)?;
     let to_transfer = local.changes(&mut out, &plan.steps)?;
     phases.mark("local changes");
     let mut installers = Installers::start(cfg.fsync).map_err(|e| out.fail(e))?;
-    let changes: HashMap<u32, &Change> = plan
-        .steps
-        .iter()
-        .map(|s| (s.idx as u32, &s.change))
-        .collect();
+    let changes = Changes(&plan.steps);
     let committer = &mut installers.committer;
     transfers::run(rd, &mut out, &local, &to_transfer, &changes, committer)
         .map_err(|e| out.fail(e))?;
@@ -211,9 +215,11 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
     finish(&wr, out.stats)
 }
 
-/// Phase 1: the manifest (while a thread scans our own tree: the two scans, the
-/// sender's before its manifest and ours, overlap instead of adding up, which is
-/// most of a no-change run), its validation, our root, the plan.
+/// Phase 1: the manifest, merged into the plan as it arrives with our own scan
+/// (a thread walks our tree meanwhile: the two scans, the sender's before its
+/// manifest and ours, overlap instead of adding up, which is most of a no-change
+/// run). Each entry is validated as it comes; nothing of our tree is kept but what
+/// the plan lists, and the source only compactly ([`Entries`]).
 #[allow(clippy::too_many_arguments)]
 fn plan_phase<R: Read + Send, W: Write>(
     rd: &mut FrameReader<R>,
@@ -226,50 +232,12 @@ fn plan_phase<R: Read + Send, W: Write>(
 ) -> Result<Planned, SyncError> {
     let excludes = Excludes::new(&opts.excludes);
     let exists = root.exists();
-    let (manifest, early_scan) = std::thread::scope(|s| {
-        let scanner = match (&excludes, exists) {
-            (Ok(ex), true) => Some(s.spawn(move || scan_tree(root, ex, opts.one_file_system))),
-            _ => None,
-        };
-        let m = read_manifest(rd, rep, is_client);
-        let d = scanner.map(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("the scan thread panicked")))
-        });
-        (m, d)
-    });
-    phases.mark("manifest+scan");
-    let (source, scan_errors) = manifest?;
-    if let Err(e) = manifest::validate(&source) {
-        let why = format!("protocol error: invalid manifest from the sender: {e}");
-        return Err(fail(wr, SyncError::Peer(why)));
-    }
-    let excludes = excludes.map_err(|e| fail(wr, SyncError::Usage(e)))?;
     let io = |what: &'static str, e: std::io::Error| SyncError::file(what, root.path(), e);
-    if !exists && !opts.dry_run {
-        root.create()
-            .map_err(|e| fail(wr, io("create the destination", e)))?;
-    }
-    let scanned = match early_scan {
-        Some(r) => r,
-        None if !opts.dry_run => scan_tree(root, &excludes, opts.one_file_system),
-        None => Ok(None),
-    };
-    let mut dest = scanned
-        .map_err(|e| fail(wr, io("scan the destination", e)))?
-        .unwrap_or_default();
-    let safe = match exists || !opts.dry_run {
+    // Open first when it exists: `--checksum` hashes our files during the merge.
+    let early_safe = match exists {
         true => Some(root.open().map_err(|e| fail(wr, io("open", e)))?),
         false => None,
     };
-    if opts.checksum {
-        let sizes: HashMap<_, _> = source.iter().map(|e| (&e.path, e.size)).collect();
-        for d in dest.entries.iter_mut().filter(|d| d.kind == Kind::File) {
-            if sizes.get(&d.path) == Some(&d.size) {
-                d.hash = safe.as_ref().and_then(|s| hash_file(s, &d.path).ok());
-            }
-        }
-    }
     let owners = opts.owners && crate::sync::fsops::is_root();
     let plan_opts = PlanOptions {
         delete: opts.delete,
@@ -277,19 +245,97 @@ fn plan_phase<R: Read + Send, W: Write>(
         owners,
         max_delete: opts.max_delete,
         allow_empty_source: opts.allow_empty_source,
-        sender_scan_errors: scan_errors,
+        sender_scan_errors: 0,
     };
-    phases.mark("validate");
-    let plan = make_plan(&source, &dest.entries, &plan_opts)
-        .map_err(|g| fail(wr, SyncError::Guard(g.0)))?;
-    phases.mark("plan");
+    let (tx, rx) = mpsc::sync_channel::<Vec<Entry>>(SCAN_QUEUE);
+    let (manifest, rest) = std::thread::scope(|s| {
+        let scanner = match (&excludes, exists) {
+            (Ok(ex), true) => Some(s.spawn(move || scan_to(root, ex, opts.one_file_system, tx))),
+            _ => {
+                drop(tx);
+                None
+            }
+        };
+        let hash = |p: &RelPath| early_safe.as_ref().and_then(|s| hash_file(s, p).ok());
+        let planner = Planner::new(&plan_opts, rx.into_iter().flatten(), hash);
+        let names = owners && !opts.numeric_ids;
+        // On an error the planner (our end of the scan queue) is dropped: the scan stops.
+        let m = receive_manifest(rd, wr, rep, is_client, planner, names);
+        let rest = scanner.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the scan thread panicked")))
+        });
+        (m, rest)
+    });
+    phases.mark("manifest+scan+plan");
+    let (source, plan) = manifest?;
+    let excludes = excludes.map_err(|e| fail(wr, SyncError::Usage(e)))?;
+    let _ = excludes;
+    let stale_temps = match rest {
+        Some(r) => {
+            r.map_err(|e| fail(wr, io("scan the destination", e)))?
+                .unwrap_or_default()
+                .stale_temps
+        }
+        None => Vec::new(),
+    };
+    if !exists && !opts.dry_run {
+        root.create()
+            .map_err(|e| fail(wr, io("create the destination", e)))?;
+    }
+    let safe = match (early_safe, opts.dry_run) {
+        (Some(s), _) => Some(s),
+        (None, false) => Some(root.open().map_err(|e| fail(wr, io("open", e)))?),
+        (None, true) => None,
+    };
+    tracing::debug!(
+        "receiver: {} source entries in {} KiB",
+        source.len(),
+        source.heap_bytes() >> 10
+    );
     Ok(Planned {
         source,
-        dest,
+        stale_temps,
         safe,
         owners,
         plan,
     })
+}
+
+/// Our scan, in batches of [`SCAN_BATCH`] entries, into the planner's queue; stops
+/// when the planner is gone (the session failed).
+fn scan_to(
+    root: &TreeRoot,
+    ex: &Excludes,
+    one_file_system: bool,
+    tx: mpsc::SyncSender<Vec<Entry>>,
+) -> std::io::Result<Option<ScanRest>> {
+    let mut batch = Vec::with_capacity(SCAN_BATCH);
+    let r = scan_each(root, ex, one_file_system, &mut |e| {
+        batch.push(e);
+        batch.len() < SCAN_BATCH
+            || tx
+                .send(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(SCAN_BATCH),
+                ))
+                .is_ok()
+    });
+    if !batch.is_empty() {
+        let _ = tx.send(batch);
+    }
+    r
+}
+
+/// The change planned for each source entry, by its index: the steps are in
+/// manifest order, so a binary search (no map of every entry).
+pub(super) struct Changes<'p>(&'p [crate::sync::plan::Step]);
+
+impl Changes<'_> {
+    pub fn get(&self, idx: u32) -> Option<&Change> {
+        let i = self.0.binary_search_by_key(&idx, |s| s.idx).ok()?;
+        Some(&self.0[i].change)
+    }
 }
 
 /// The plan's warnings: deletions skipped, and entries refused because a non-empty
@@ -297,13 +343,13 @@ fn plan_phase<R: Read + Send, W: Write>(
 fn report_refusals<W: Write>(
     out: &mut Out<W>,
     plan: &Plan,
-    source: &[Entry],
+    source: &Entries,
 ) -> Result<(), SyncError> {
     if let Some(why) = &plan.deletions_skipped {
         out.item(Item::warning(why.clone()))?;
     }
     for (idx, why) in &plan.refused {
-        let e = &source[*idx];
+        let e = &source.get(*idx);
         let mut it = item(&Change::created(e.kind), e);
         it.error = Some(why.clone());
         out.outcome(it)?;
@@ -312,12 +358,12 @@ fn report_refusals<W: Write>(
 }
 
 /// `--dry-run`: every item the run would report, in the order it would apply them.
-fn dry_run<W: Write>(out: &mut Out<W>, plan: &Plan, source: &[Entry]) -> Result<(), SyncError> {
+fn dry_run<W: Write>(out: &mut Out<W>, plan: &Plan, source: &Entries) -> Result<(), SyncError> {
     for (p, _) in &plan.removals {
         out.deleted(p, Ok(()))?;
     }
     for step in &plan.steps {
-        out.item(item(&step.change, &source[step.idx]))?;
+        out.item(item(&step.change, &source.get(step.idx as usize)))?;
         if matches!(step.action, Action::Transfer { .. }) {
             out.stats.files_transferred += 1;
         }
@@ -332,7 +378,7 @@ fn dry_run<W: Write>(out: &mut Out<W>, plan: &Plan, source: &[Entry]) -> Result<
 struct Local<'l> {
     safe: &'l SafeRoot,
     dirs: DirCache,
-    source: &'l [Entry],
+    source: &'l Entries,
     owners: bool,
 }
 
@@ -340,7 +386,7 @@ impl Local<'_> {
     fn meta_of(&self, e: &Entry) -> Meta {
         Meta {
             mode: e.mode,
-            mtime_ns: e.mtime_ns,
+            mtime: e.mtime,
             owner: self.owners.then_some((e.uid, e.gid)),
         }
     }
@@ -375,13 +421,14 @@ impl Local<'_> {
     ) -> Result<Vec<(u32, bool)>, SyncError> {
         let mut transfers = Vec::new();
         for step in steps {
-            let e = &self.source[step.idx];
+            if let Action::Transfer { delta } = step.action {
+                transfers.push((step.idx, delta));
+                continue;
+            }
+            let e = &self.source.get(step.idx as usize);
             let meta = self.meta_of(e);
             let res = match step.action {
-                Action::Transfer { delta } => {
-                    transfers.push((step.idx as u32, delta));
-                    continue;
-                }
+                Action::Transfer { .. } => unreachable!("handled above"),
                 Action::MkDir => apply::make_dir(self.safe, &mut self.dirs, &e.path),
                 Action::Symlink => apply::make_symlink(self.safe, &mut self.dirs, e, &meta),
                 Action::Meta if e.kind == Kind::Dir => Ok(()), // applied with the directory pass
@@ -423,7 +470,7 @@ impl Local<'_> {
         dir_meta: &[(usize, bool)],
     ) -> Result<(), SyncError> {
         for &(idx, mtime_only) in dir_meta {
-            let e = &self.source[idx];
+            let e = &self.source.get(idx);
             let meta = self.meta_of(e);
             let res = match mtime_only {
                 true => apply::set_dir_mtime(self.safe, &mut self.dirs, e, &meta),
@@ -470,29 +517,69 @@ fn finish<W: Write>(wr: &Mutex<&mut FrameWriter<W>>, stats: Stats) -> Result<Sta
     Ok(stats)
 }
 
-fn read_manifest<R: Read>(
+/// The source's manifest, validated, owners mapped and planned entry by entry as
+/// it arrives (names come before the entries: see `sync::owners`).
+fn receive_manifest<R: Read, W: Write, D, H>(
     rd: &mut FrameReader<R>,
+    wr: &mut FrameWriter<W>,
     rep: &mut dyn Reporter,
     is_client: bool,
-) -> Result<(Vec<Entry>, u64), SyncError> {
-    let mut entries: Vec<Entry> = Vec::new();
+    mut planner: Planner<'_, D, H>,
+    map_names: bool,
+) -> Result<(Entries, Plan), SyncError>
+where
+    D: Iterator<Item = Entry>,
+    H: FnMut(&RelPath) -> Option<[u8; 32]>,
+{
+    let mut source = Entries::new();
+    let mut check = manifest::Validator::default();
+    let mut names = owners::Received::default();
+    let mut mapping: Option<owners::Mapping> = None;
+    let invalid = |e: manifest::ManifestError| {
+        SyncError::Peer(format!(
+            "protocol error: invalid manifest from the sender: {e}"
+        ))
+    };
     loop {
-        match recv(rd)? {
-            Msg::Manifest(batch) => {
-                if entries.len() + batch.len() > MAX_ENTRIES {
-                    return Err(SyncError::Peer(format!(
-                        "protocol error: manifest has more than {MAX_ENTRIES} entries"
-                    )));
+        let mut each = |e: &Entry| -> Result<(), SyncError> {
+            let m = mapping.get_or_insert_with(|| match map_names {
+                true => names.mapping(),
+                false => owners::Mapping::default(),
+            });
+            check.check(e).map_err(|e| fail(wr, invalid(e)))?;
+            let mapped;
+            let e = match m.is_empty() {
+                true => e,
+                false => {
+                    mapped = m.apply(e.clone());
+                    &mapped
                 }
-                entries.extend(batch);
+            };
+            planner.source(source.len() as u32, e);
+            source
+                .push(e)
+                .map_err(|e| fail(wr, SyncError::Peer(format!("protocol error: {e}"))))
+        };
+        let Some(msg) = recv_entries(rd, &mut each)? else {
+            continue;
+        };
+        match msg {
+            Msg::OwnerNames { groups, names: n } if mapping.is_none() => {
+                names.add(groups, n).map_err(SyncError::Peer)?;
             }
             Msg::ManifestEnd { count, scan_errors } => {
-                if count != entries.len() as u64 {
+                if count != source.len() as u64 {
                     return Err(SyncError::Peer(
                         "protocol error: manifest count does not match".into(),
                     ));
                 }
-                return Ok((entries, scan_errors));
+                if source.is_empty() {
+                    return Err(fail(wr, invalid(manifest::ManifestError::NoRoot)));
+                }
+                let plan = planner
+                    .finish(&source, scan_errors)
+                    .map_err(|g| fail(wr, SyncError::Guard(g.0)))?;
+                return Ok((source, plan));
             }
             Msg::Item(it) if is_client => rep.item(&it),
             Msg::Item(_) => {}

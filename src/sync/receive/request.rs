@@ -18,7 +18,7 @@ use super::SyncError;
 use super::apply::Prepared;
 use crate::sync::delta;
 use crate::sync::fsops::{DirCache, SafeRoot};
-use crate::tree::manifest::Entry;
+use crate::tree::entries::Entries;
 use crate::wire::{FrameWriter, Msg, Want, send};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -29,7 +29,7 @@ use std::sync::{Mutex, mpsc};
 #[derive(Clone, Copy)]
 pub(super) struct Ahead<'a> {
     pub safe: &'a SafeRoot,
-    pub source: &'a [Entry],
+    pub source: &'a Entries,
     /// Whether a file is written as an anonymous temp file.
     pub anonymous: &'a (dyn Fn(u32) -> bool + Sync),
     /// The files requested with a signature: only those may come back as deltas.
@@ -38,34 +38,45 @@ pub(super) struct Ahead<'a> {
 }
 
 /// Temp files prepared ahead, and the files the receiving thread already took.
-#[derive(Default)]
 pub(super) struct PrepQueue {
     inner: Mutex<PrepState>,
 }
 
-#[derive(Default)]
 struct PrepState {
     ready: HashMap<u32, Prepared>,
-    taken: HashSet<u32>,
+    /// By source index: one byte per manifest entry, not a set of every file.
+    taken: Vec<bool>,
 }
 
 impl PrepQueue {
+    /// A queue for the files of a manifest of `entries` entries.
+    pub fn new(entries: usize) -> PrepQueue {
+        PrepQueue {
+            inner: Mutex::new(PrepState {
+                ready: HashMap::new(),
+                taken: vec![false; entries],
+            }),
+        }
+    }
+
     /// What was prepared for `idx`, if anything; either way the file is taken.
     pub fn take(&self, idx: u32) -> Option<Prepared> {
         let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        st.taken.insert(idx);
+        if let Some(t) = st.taken.get_mut(idx as usize) {
+            *t = true;
+        }
         st.ready.remove(&idx)
     }
 
     fn is_taken(&self, idx: u32) -> bool {
         let st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        st.taken.contains(&idx)
+        st.taken.get(idx as usize).copied().unwrap_or(true)
     }
 
     /// Offer a prepared file; dropped (its temp file removed) if already taken.
     fn offer(&self, idx: u32, p: Prepared) {
         let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if !st.taken.contains(&idx) {
+        if !st.taken.get(idx as usize).copied().unwrap_or(true) {
             st.ready.insert(idx, p);
         }
     }
@@ -106,7 +117,7 @@ fn request_loop<W: Write>(
             }
             Err(mpsc::TrySendError::Disconnected(())) => return Ok(()),
         }
-        let e = &ahead.source[idx as usize];
+        let e = &ahead.source.get(idx as usize);
         let mut base = None;
         let signature = if delta {
             // No usable old copy (vanished, unreadable): fall back to sending it whole.
@@ -147,7 +158,7 @@ fn prepare_all(ahead: Ahead, jobs: mpsc::Receiver<(u32, Option<(File, u64)>)>) {
         if ahead.prepared.is_taken(idx) {
             continue;
         }
-        let e = &ahead.source[idx as usize];
+        let e = &ahead.source.get(idx as usize);
         // If this fails, the receiving thread tries again and reports why.
         if let Ok(p) = Prepared::new(ahead.safe, &mut dirs, e, base, (ahead.anonymous)(idx)) {
             ahead.prepared.offer(idx, p);

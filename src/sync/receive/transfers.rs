@@ -9,14 +9,14 @@
 use super::apply::{Rebuild, RebuildError};
 use super::commit::Committer;
 use super::request::{Ahead, PrepQueue, request_all};
-use super::{FILES_IN_FLIGHT, Local, Out, item};
+use super::{Changes, FILES_IN_FLIGHT, Local, Out, item};
 use crate::sync::SyncError;
 use crate::sync::fsops::{DirCache, SafeRoot};
 use crate::sync::plan::{Change, How};
 use crate::tree::manifest::Kind;
 use crate::tree::path::RelPath;
 use crate::wire::{FrameReader, Msg, Want, recv, send};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::sync::{Mutex, mpsc};
 
@@ -30,7 +30,7 @@ pub(super) fn run<R: Read, W: Write + Send>(
     out: &mut Out<W>,
     local: &Local,
     files: &[(u32, bool)],
-    changes: &HashMap<u32, &Change>,
+    changes: &Changes,
     committer: &mut Committer,
 ) -> Result<(), SyncError> {
     if files.is_empty() {
@@ -42,15 +42,17 @@ pub(super) fn run<R: Read, W: Write + Send>(
     // (up to the installer's queue): only with room for that many descriptors, and
     // where linking them works (tried with the first new file, in its directory,
     // whose mtime is set again at the end).
-    let is_new = |idx: u32| changes.get(&idx).is_some_and(|c| c.is_new());
+    let is_new = |idx: u32| changes.get(idx).is_some_and(|c| c.is_new());
     let anonymous_ok = crate::sync::fsops::raise_fd_limit(ANONYMOUS_FD_LIMIT) >= ANONYMOUS_FD_LIMIT
         && files
             .iter()
             .find(|&&(idx, _)| is_new(idx))
-            .is_some_and(|&(idx, _)| probe_anonymous(safe, &mut dirs, &source[idx as usize].path));
+            .is_some_and(|&(idx, _)| {
+                probe_anonymous(safe, &mut dirs, &source.get(idx as usize).path)
+            });
     let anonymous = |idx: u32| anonymous_ok && is_new(idx);
     let signed: Mutex<HashSet<u32>> = Mutex::default();
-    let prepared = PrepQueue::default();
+    let prepared = PrepQueue::new(source.len());
     let (slot_tx, slot_rx) = mpsc::sync_channel::<()>(FILES_IN_FLIGHT);
     let wr = out.wr;
     std::thread::scope(|s| {
@@ -66,7 +68,7 @@ pub(super) fn run<R: Read, W: Write + Send>(
             out,
             local,
             changes,
-            pending: files.iter().map(|&(i, _)| (i, false)).collect(),
+            pending: Pending::new(source.len(), files),
             slots: slot_rx,
             current: None,
             dirs,
@@ -91,9 +93,9 @@ pub(super) fn run<R: Read, W: Write + Send>(
 struct Transfers<'t, 'o, 'a, 'w, 'm, W: Write> {
     out: &'t mut Out<'a, 'w, 'm, W>,
     local: &'t Local<'o>,
-    changes: &'t HashMap<u32, &'t Change>,
+    changes: &'t Changes<'t>,
     /// Files that may still arrive, each with whether it was already retried whole.
-    pending: HashMap<u32, bool>,
+    pending: Pending,
     /// The window: one slot per file in flight, freed by [`Transfers::finish`].
     slots: mpsc::Receiver<()>,
     /// The file being rebuilt.
@@ -147,17 +149,17 @@ impl<W: Write> Transfers<'_, '_, '_, '_, '_, W> {
     /// pending set and free its window slot.
     fn finish(&mut self, idx: u32, failure: Option<String>) -> Result<(), SyncError> {
         if let Some(why) = failure {
-            let e = &self.local.source[idx as usize];
+            let e = &self.local.source.get(idx as usize);
             let sent = Change {
                 kind: Kind::File,
                 how: How::Sent,
                 diff: Default::default(),
             };
-            let mut it = item(self.changes.get(&idx).copied().unwrap_or(&sent), e);
+            let mut it = item(self.changes.get(idx).unwrap_or(&sent), e);
             it.error = Some(why);
             self.out.outcome(it)?;
         }
-        self.pending.remove(&idx);
+        self.pending.remove(idx);
         let _ = self.slots.try_recv();
         Ok(())
     }
@@ -173,7 +175,7 @@ impl<W: Write> Transfers<'_, '_, '_, '_, '_, W> {
                 "protocol error: file started before the previous one ended".into(),
             ));
         }
-        let Some(&retried_whole) = self.pending.get(&idx) else {
+        let Some(retried_whole) = self.pending.get(idx) else {
             return Err(SyncError::Peer(format!(
                 "protocol error: unrequested file {idx}"
             )));
@@ -185,7 +187,7 @@ impl<W: Write> Transfers<'_, '_, '_, '_, '_, W> {
             )));
         }
         drop(signed);
-        let e = &self.local.source[idx as usize];
+        let e = &self.local.source.get(idx as usize);
         let fsync = self.committer.fsync;
         let started = match self.prepared.take(idx) {
             Some(p) => Rebuild::with(p, e, idx, delta, fsync),
@@ -233,7 +235,7 @@ impl<W: Write> Transfers<'_, '_, '_, '_, '_, W> {
             .take()
             .ok_or_else(|| SyncError::Peer("protocol error: file end outside a file".into()))?;
         let idx = r.idx;
-        let e = &self.local.source[idx as usize];
+        let e = &self.local.source.get(idx as usize);
         let (was_delta, literal, matched) = (r.delta, r.literal, r.matched);
         let failure = match r.finish(size, hash, &self.local.meta_of(e)) {
             Ok(temp) => {
@@ -242,7 +244,7 @@ impl<W: Write> Transfers<'_, '_, '_, '_, '_, W> {
                 stats.bytes_literal += literal;
                 stats.bytes_matched += matched;
                 self.out.rep.progress(size);
-                let change = self.changes[&idx];
+                let change = self.changes.get(idx).expect("a planned transfer");
                 let replaces = !change.is_new(); // an old inode to free
                 for done in self
                     .committer
@@ -252,7 +254,7 @@ impl<W: Write> Transfers<'_, '_, '_, '_, '_, W> {
                 }
                 None
             }
-            Err(RebuildError::Verify(why)) if was_delta && !self.pending[&idx] => {
+            Err(RebuildError::Verify(why)) if was_delta && self.pending.get(idx) == Some(false) => {
                 // A false block match (80-bit block check) or a base that changed: retry whole.
                 tracing::debug!("{}: {why}; retrying whole", e.path);
                 return self.retry_whole(idx);
@@ -268,7 +270,7 @@ impl<W: Write> Transfers<'_, '_, '_, '_, '_, W> {
 
     /// Ask again for file `idx`, whole this time; it stays pending.
     fn retry_whole(&mut self, idx: u32) -> Result<(), SyncError> {
-        self.pending.insert(idx, true);
+        self.pending.retried(idx);
         let mut w = self.out.wr.lock().unwrap_or_else(|e| e.into_inner());
         let want = Want {
             idx,
@@ -287,12 +289,59 @@ impl<W: Write> Transfers<'_, '_, '_, '_, '_, W> {
             }
             r.discard();
         }
-        if !self.pending.contains_key(&idx) {
+        if self.pending.get(idx).is_none() {
             return Err(SyncError::Peer(format!(
                 "protocol error: abort of unrequested file {idx}"
             )));
         }
         self.finish(idx, Some(reason))
+    }
+}
+
+/// The files not done yet, by source index: one byte per manifest entry (a map of
+/// a million files cost 18 bytes each). 0: not pending, 1: pending, 2: pending,
+/// asked again whole after a failed delta.
+struct Pending {
+    state: Vec<u8>,
+    left: usize,
+}
+
+impl Pending {
+    fn new(entries: usize, files: &[(u32, bool)]) -> Pending {
+        let mut state = vec![0u8; entries];
+        for &(i, _) in files {
+            state[i as usize] = 1;
+        }
+        Pending {
+            state,
+            left: files.len(),
+        }
+    }
+
+    /// `Some(retried whole)` for a pending file.
+    fn get(&self, idx: u32) -> Option<bool> {
+        match self.state.get(idx as usize) {
+            Some(1) => Some(false),
+            Some(2) => Some(true),
+            _ => None,
+        }
+    }
+
+    fn retried(&mut self, idx: u32) {
+        if let Some(s @ 1..=2) = self.state.get_mut(idx as usize) {
+            *s = 2;
+        }
+    }
+
+    fn remove(&mut self, idx: u32) {
+        if let Some(s @ 1..=2) = self.state.get_mut(idx as usize) {
+            *s = 0;
+            self.left -= 1;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.left == 0
     }
 }
 

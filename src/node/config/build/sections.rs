@@ -274,6 +274,7 @@ pub(super) fn build_sync(ctx: &Ctx, raws: Vec<RawSync>) -> Res<Vec<SyncJob>> {
             schedule,
             allow_empty_source: raw.allow_empty_source.unwrap_or(false),
             one_file_system: raw.one_file_system.unwrap_or(false),
+            numeric_ids: raw.numeric_ids.unwrap_or(false),
             jitter,
             safety_pass,
         });
