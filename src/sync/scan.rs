@@ -32,6 +32,8 @@ pub struct Scan {
     pub errors: Vec<(String, String)>,
     /// Special files (fifos, devices, sockets) that were skipped.
     pub skipped: Vec<RelPath>,
+    /// Regular files with more than one name (each is mirrored as a file of its own).
+    pub hard_links: Vec<RelPath>,
 }
 
 /// What a scan found besides its entries (which went to the caller's sink).
@@ -43,6 +45,8 @@ pub struct ScanRest {
     pub errors: Vec<(String, String)>,
     /// Special files (fifos, devices, sockets) that were skipped.
     pub skipped: Vec<RelPath>,
+    /// Regular files with more than one name (each is mirrored as a file of its own).
+    pub hard_links: Vec<RelPath>,
 }
 
 /// Scan `root` into a compact [`Entries`]. A missing root gives `Ok(None)`.
@@ -81,6 +85,7 @@ pub fn scan_tree(
         stale_temps: r.stale_temps,
         errors: r.errors,
         skipped: r.skipped,
+        hard_links: r.hard_links,
     }))
 }
 
@@ -321,6 +326,9 @@ impl Walker<'_> {
                 continue;
             };
             let is_dir = kind == Kind::Dir;
+            if kind == Kind::File && st.st_nlink > 1 {
+                self.out.hard_links.push(child.clone());
+            }
             let target = if kind == Kind::Symlink {
                 match rustix::fs::readlinkat(dir, cname, Vec::new()) {
                     Ok(t) => t.into_bytes(),

@@ -14,6 +14,7 @@ use crate::sync::fsops::{SafeRoot, TreeRoot};
 use crate::sync::scan::{Excludes, hash_file, scan_tree};
 use crate::tree::entries::Entries;
 use crate::tree::manifest::{Entry, Kind, Mtime};
+use crate::tree::path::RelPath;
 use crate::tree::report::{Item, Reporter, Stats};
 use crate::wire::manifest_wire::{Form, needs_clamp};
 use crate::wire::message::{MAX_DATA_CHUNK, MINOR_OWNER_NAMES, tag};
@@ -96,7 +97,8 @@ pub fn send_tree<R: Read + Send, W: Write>(
         }
     }
     let form = Form::for_minor(peer_minor);
-    let warnings = clamp_warnings(&entries, form, peer_minor);
+    let mut warnings = not_mirrored(&found.skipped, &found.hard_links);
+    warnings.extend(clamp_warnings(&entries, form, peer_minor));
     for item in scan_errors.iter().chain(&warnings) {
         if is_client {
             rep.item(item);
@@ -136,6 +138,22 @@ pub fn send_tree<R: Read + Send, W: Write>(
 
 /// One warning per entry whose mtime the peer's protocol cannot carry (a peer
 /// older than 2.4 reads only 1677-2262): it gets the nearest time it can hold.
+/// A warning for each thing of the source that hasync does not mirror as it is: special
+/// files (skipped) and hard links (each name becomes a file of its own).
+fn not_mirrored(skipped: &[RelPath], hard_links: &[RelPath]) -> Vec<Item> {
+    let special = skipped.iter().map(|p| {
+        Item::warning(format!(
+            "{p}: a device, FIFO or socket: not mirrored (hasync mirrors files, directories and symlinks)"
+        ))
+    });
+    let linked = hard_links.iter().map(|p| {
+        Item::warning(format!(
+            "{p}: a hard link: mirrored as a separate file (links between names are not kept)"
+        ))
+    });
+    special.chain(linked).collect()
+}
+
 fn clamp_warnings(entries: &Entries, form: Form, peer_minor: u16) -> Vec<Item> {
     entries
         .iter()

@@ -173,3 +173,32 @@ fn every_profile_parses() {
     }
     assert!(n >= 1);
 }
+
+/// What hasync does not mirror is never silent: a warning per special file and per
+/// hard-linked file (README "What is not mirrored"); the run still succeeds.
+#[test]
+fn special_files_and_hard_links_are_each_warned_about() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    Tree::new(&src).file("a", b"a").file("sub/b", b"b");
+    std::fs::hard_link(src.join("a"), src.join("sub/a-again")).unwrap();
+    let fifo = src.join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let dest = d.path().join("dest");
+    let o = hasync().arg("push").arg(&src).arg(&dest).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("pipe: a device, FIFO or socket: not mirrored"),
+        "{err}"
+    );
+    for p in ["a: a hard link", "sub/a-again: a hard link"] {
+        assert!(err.contains(p), "{p}: {err}");
+    }
+    assert!(!dest.join("pipe").exists());
+    assert_eq!(std::fs::read(dest.join("sub/a-again")).unwrap(), b"a");
+}
