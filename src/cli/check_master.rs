@@ -34,7 +34,8 @@ impl From<MasterError> for CliError {
 
 pub fn run(cli: &Cli, args: &CheckMasterArgs) -> Result<i32, CliError> {
     let cfg = super::load_config(cli)?;
-    let mut mc = MasterCheck::new(&cfg)?;
+    let mut mc =
+        MasterCheck::new(&cfg)?.with_copy_back(hasync::scheduler::jobs::copy_back_connector(&cfg));
     if args.once {
         let ev = mc.step()?;
         if args.json {

@@ -77,7 +77,7 @@ pub fn run(cli: &Cli, args: &DbArgs) -> Result<i32, CliError> {
     }
     let mut connect = || -> Result<Client, SyncError> {
         let transport = hasync::scheduler::jobs::peer_transport(&cfg)?;
-        Client::connect(transport.as_ref(), &[]).map_err(|e| match e {
+        Client::connect_as(transport.as_ref(), &[], Some(&cfg)).map_err(|e| match e {
             e if e.is_peer() => {
                 SyncError::Peer(format!("cannot reach the peer {}: {e}", cfg.node.peer))
             }

@@ -142,6 +142,7 @@ pub fn run(cli: &Cli, args: &PushArgs, dir: Direction) -> Result<i32, CliError> 
         excludes: args.exclude.clone(),
         one_file_system: args.one_file_system,
         numeric_ids: args.numeric_ids,
+        copy_back: false,
     };
     let local = || -> Result<Box<dyn Transport>, CliError> {
         Ok(Box::new(

@@ -105,6 +105,8 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, CliError> {
     let path = super::config_path(cli);
     let loaded = (!args.no_config && path.exists()).then(|| hasync::node::config::load(&path));
     let db = db_policy(loaded.as_ref(), restricted);
+    // The role fence needs this node's own config (see hasync::node::role).
+    policy.node = loaded.as_ref().and_then(|c| c.as_ref().ok()).cloned();
     // Where this node records what it received (the standby's lag, issue 21).
     let record_dir = match &loaded {
         Some(Ok(cfg)) => Some(cfg.node.state_dir.clone()),
@@ -194,6 +196,7 @@ fn db_policy(
         Some(Ok(cfg)) => {
             db.staging = cfg.node.state_dir.join(hasync::db::STAGING_DIR);
             db.own = cfg.db.as_ref().map(hasync::db::PgConn::from_job);
+            db.node_state = Some(cfg.node.state_dir.clone());
         }
         Some(Err(e)) => db.refusal = Some(format!("this peer's config cannot be used: {e}")),
         None => {}

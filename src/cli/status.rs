@@ -124,7 +124,12 @@ fn print_db(now: DateTime<Utc>, db: &DbStatus) {
 
 fn print_text(r: &StatusReport) {
     let now = r.now;
-    outln!("role: {}   peer: {}", r.role, r.peer);
+    outln!(
+        "role: {}   epoch: {}   peer: {}",
+        r.role,
+        r.role_epoch,
+        r.peer
+    );
     match r.daemon_pid {
         Some(pid) => outln!("daemon: running (pid {pid})"),
         None => outln!("daemon: not running"),

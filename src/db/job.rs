@@ -238,6 +238,7 @@ fn run_inner(
             source,
             master_chooses: job.master_chooses_slave_db,
             tables: summary.tables.iter().map(|t| t.0.clone()).collect(),
+            overwrite_failover_writes: job.discard_failover_writes,
         },
         digests: super::digest::of_summary(&summary),
     };
@@ -289,7 +290,29 @@ fn run_inner(
     let closed = client.close();
     res?;
     closed.map_err(DbError::Peer)?;
+    record_equal(cfg, &script, rep);
     Ok(true)
+}
+
+/// After a verified replay, this node's data equals its peer's: recorded like a replay
+/// received, so that, should this node later be a slave that served as master, its
+/// failback guard knows what the other node already holds (see `db::serve`).
+fn record_equal(cfg: &Config, script: &Script, rep: &DbReport) {
+    if !rep.verify.as_ref().is_some_and(|v| v.ok) {
+        return;
+    }
+    let staging = cfg.node.state_dir.join(super::STAGING_DIR);
+    let rec = super::digest::Replica {
+        replayed_hash: rep.hash.clone(),
+        replayed_unix: state::now_unix(),
+        tables: script.digests.clone(),
+    };
+    if let Err(e) = super::digest::save(&staging, &rec) {
+        tracing::warn!(
+            "cannot record the replicated tables in {}: {e}",
+            super::digest::record_path(&staging).display()
+        );
+    }
 }
 
 /// The replay script: the header (which needs the table list), the `body` made from

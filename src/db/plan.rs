@@ -156,6 +156,7 @@ mod tests {
             run_as: None,
             bin_dir: None,
             master_chooses_slave_db: false,
+            discard_failover_writes: false,
         }
     }
 

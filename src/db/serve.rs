@@ -5,6 +5,10 @@
 //! come from this node's own `[db]` section when it has one; under `serve --restrict`
 //! they must (the master never chooses what the slave's psql connects to). A failed
 //! replay is answered with psql's own message and leaves the connection usable.
+//! The failback guard: a slave that served as master after a failover holds rows its
+//! master lacks; while its replicated tables differ from the last time both nodes were
+//! known equal, a replay (which would discard them) is refused unless the master's
+//! operator asks for it ([`failover_guard`]).
 //! It also applies row-level patches to a staged script (`DbPatchBegin`, see
 //! [`super::patch`]): into a temp file, checked, then renamed over the staged one.
 
@@ -29,6 +33,11 @@ pub struct DbServe {
     pub restricted: bool,
     /// Why DB requests are refused outright (e.g. this node's config is unreadable).
     pub refusal: Option<String>,
+    /// Set for one request by the role fence of `serve` (this node is, or serves as,
+    /// the master): refused with the peer code (exit 3).
+    pub fenced: Option<String>,
+    /// This node's `state_dir` (its master check's record, for [`failover_guard`]).
+    pub node_state: Option<PathBuf>,
 }
 
 fn error(c: u8, message: String) -> Msg {
@@ -48,6 +57,9 @@ fn refused(db: Option<&DbServe>) -> Option<Msg> {
                 .into(),
         ));
     };
+    if let Some(r) = &db.fenced {
+        return Some(error(code::FENCED, r.clone()));
+    }
     if let Some(r) = &db.refusal {
         return Some(error(code::USAGE, r.clone()));
     }
@@ -194,6 +206,9 @@ fn replay(db: &DbServe, r: &DbReplay) -> Msg {
     if let Err(m) = check_identity(&conn, r) {
         return *m;
     }
+    if let Err(m) = failover_guard(db, &conn, r) {
+        return *m;
+    }
     match conn.replay(file) {
         Ok(()) => match record_replay(db, &conn, r) {
             Ok(verify) => Msg::DbReplayed {
@@ -212,6 +227,54 @@ fn replay(db: &DbServe, r: &DbReplay) -> Msg {
             ),
         ),
     }
+}
+
+/// Refuses a replay into a slave that served as master (its master check failed over)
+/// after the last time its data and the master's were known equal (its last replay, or
+/// its last replay into its peer while it was master), when its replicated tables
+/// changed since: the master's dump would discard what it wrote. Nothing is replayed;
+/// the message says how to keep the rows or discard them. Older masters (no table
+/// list) are not guarded.
+fn failover_guard(db: &DbServe, conn: &PgConn, r: &DbReplay) -> Result<(), Box<Msg>> {
+    let (Some(dir), Some(x)) = (&db.node_state, &r.ext) else {
+        return Ok(());
+    };
+    let served_ms = crate::node::role::last_transition_ms(dir);
+    let rec = super::digest::load(&db.staging).unwrap_or_default();
+    if x.overwrite_failover_writes || served_ms == 0 || served_ms / 1000 < rec.replayed_unix {
+        return Ok(());
+    }
+    let now = super::digest::of_database(conn, &x.tables).map_err(|e| {
+        boxed(
+            code::PARTIAL,
+            format!(
+                "cannot read the replicated tables of {} (to tell whether it was written during a failover), nothing was replayed: {}",
+                conn.describe(),
+                clip(&e.to_string())
+            ),
+        )
+    })?;
+    let changed = super::digest::differences(&rec.tables, &now);
+    if changed.is_empty() && !rec.replayed_hash.is_empty() {
+        return Ok(());
+    }
+    let list = if changed.is_empty() {
+        "no replay recorded since".to_string()
+    } else {
+        let more = changed.len().saturating_sub(5);
+        let mut l = changed.into_iter().take(5).collect::<Vec<_>>().join(", ");
+        if more > 0 {
+            l.push_str(&format!(" and {more} more"));
+        }
+        format!("changed since the last replay: {l}")
+    };
+    Err(boxed(
+        code::GUARD,
+        format!(
+            "refused: the database {} on this slave was written while it served as master after a failover ({list}); replaying the master's dump would discard those rows, so nothing was replayed. To keep them, make this node the master until its DB job has replayed them into the other node (`hasync promote` here, `hasync demote` there; docs/master-check.md, failback); to discard them, run `hasync db-replicate --discard-failover-writes` on the master",
+            conn.describe()
+        ),
+    ))
 }
 
 /// After a replay (for a 2.3 master): the replicated tables as they now are, recorded
@@ -368,7 +431,7 @@ mod tests {
                 ..Default::default()
             }),
             restricted,
-            refusal: None,
+            ..Default::default()
         }
     }
 

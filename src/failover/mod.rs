@@ -70,7 +70,19 @@ pub struct MasterFile {
     /// The last failed action (services or hook), if the last transition had one.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// A failback's copy-back of the `copy_back` paths to the master has not succeeded
+    /// yet: retried at each check that sees the master up; meanwhile this node's role
+    /// fence still refuses pushes (it holds files the master lacks).
+    #[serde(default)]
+    pub copy_back_pending: bool,
 }
+
+/// Makes the transport to the peer, for the failback's copy-back (given by the caller:
+/// the daemon or `hasync check-master`, which own the node's transports).
+pub type PeerConnector = Box<
+    dyn Fn() -> Result<std::sync::Arc<dyn crate::transport::Transport + Send + Sync>, String>
+        + Send,
+>;
 
 pub fn master_file(cfg: &Config) -> PathBuf {
     cfg.node.state_dir.join("master.json")
@@ -131,6 +143,8 @@ pub struct MasterCheck {
     cfg: Config,
     cm: CheckMaster,
     file: MasterFile,
+    /// For the failback's copy-back; `None`: no copy-back on failback.
+    connector: Option<PeerConnector>,
 }
 
 impl MasterCheck {
@@ -151,6 +165,7 @@ impl MasterCheck {
             state: MachineState::default(),
             last_check: None,
             last_error: None,
+            copy_back_pending: false,
         });
         file.format = MASTER_FORMAT.into();
         file.address = cm.address.clone();
@@ -158,7 +173,59 @@ impl MasterCheck {
             cfg: cfg.clone(),
             cm,
             file,
+            connector: None,
         })
+    }
+
+    /// Copy the `[check_master] copy_back` paths to the master at failback (before the
+    /// services stop), over transports made by `connector`.
+    pub fn with_copy_back(mut self, connector: PeerConnector) -> MasterCheck {
+        self.connector = Some(connector);
+        self
+    }
+
+    /// The failback's copy-back: pushes the `copy_back` paths to the master (a merge that
+    /// never deletes). A failure is logged and leaves `copy_back_pending` set (retried at
+    /// the next check that sees the master up); the services stop anyway, since the
+    /// master is back. Returns the error, if any.
+    fn copy_back_to_master(&mut self) -> Option<String> {
+        let paths_set = self
+            .cfg
+            .check_master
+            .as_ref()
+            .is_some_and(|c| !c.copy_back.is_empty());
+        let connector = self.connector.as_ref()?;
+        if !paths_set {
+            return None;
+        }
+        let res = connector().and_then(|t| {
+            switch::copy_back(
+                &self.cfg,
+                t.as_ref(),
+                switch::CopyBack::Push,
+                &mut crate::tree::report::Silent,
+            )
+            .map_err(|e| e.to_string())
+        });
+        match res {
+            Ok((stats, _)) => {
+                tracing::warn!(
+                    "failback: copied {} files ({} bytes) of the copy_back paths to the master",
+                    stats.files_transferred,
+                    stats.bytes_literal
+                );
+                self.file.copy_back_pending = false;
+                None
+            }
+            Err(e) => {
+                let msg = format!(
+                    "failback: copy-back to the master failed, retried at the next check (this node keeps refusing pushes meanwhile): {e}"
+                );
+                tracing::error!("{msg}");
+                self.file.copy_back_pending = true;
+                Some(msg)
+            }
+        }
     }
 
     pub fn interval(&self) -> Duration {
@@ -206,6 +273,7 @@ impl MasterCheck {
         if let Some(f) = read_json::<MasterFile>(&master_file(&self.cfg))? {
             self.file.state = f.state;
             self.file.last_error = f.last_error;
+            self.file.copy_back_pending = f.copy_back_pending;
         }
         let report = check::run(&self.cm);
         self.apply(report, now_ms())
@@ -257,6 +325,12 @@ impl MasterCheck {
             }
         }
         let mut error = None;
+        if self.file.copy_back_pending
+            && report.verdict == Verdict::Up
+            && decision == Decision::Stay
+        {
+            error = self.copy_back_to_master();
+        }
         match decision {
             // The last transition's action failed: try it again while the verdict still
             // calls for it (start and stop are idempotent). No hooks: they ran already.
@@ -304,6 +378,11 @@ impl MasterCheck {
                         "stopping"
                     }
                 );
+                let copy_error = if decision == Decision::Failback {
+                    self.copy_back_to_master()
+                } else {
+                    None
+                };
                 match &self.cfg.services {
                     Some(svc) => {
                         let r = services::run(svc, action);
@@ -312,6 +391,7 @@ impl MasterCheck {
                     }
                     None => tracing::warn!("{event}: no [services] configured, only hooks run"),
                 }
+                error = error.or(copy_error);
                 run_hook(&self.cfg, event, error.as_deref());
                 if let Some(e) = &error {
                     run_hook(&self.cfg, "failure", Some(e));

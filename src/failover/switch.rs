@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::MasterError;
 use crate::node::config::{Config, Role};
 use crate::node::role::record_role;
+use crate::sync::SyncError;
 use crate::sync::client::Client;
 use crate::transport::Transport;
 use crate::tree::report::{Reporter, Stats};
@@ -27,14 +28,16 @@ pub enum CopyBack {
     Pull,
 }
 
-/// Copies the `copy_back` paths over `transport`, merging (no deletion). A path missing
-/// on the sending side is skipped. Returns the summed stats.
+/// Copies the `copy_back` paths over `transport`, merging (no deletion; sessions
+/// flagged `copy_back`, which the peer's role fence lets through as merges). A path
+/// missing on the sending side is skipped. Returns the summed stats and the peer's role
+/// epoch (a 2.5 peer).
 pub fn copy_back(
     cfg: &Config,
     transport: &dyn Transport,
     way: CopyBack,
     rep: &mut dyn Reporter,
-) -> Result<Stats, MasterError> {
+) -> Result<(Stats, Option<u64>), MasterError> {
     let paths = cfg
         .check_master
         .as_ref()
@@ -42,7 +45,7 @@ pub fn copy_back(
         .unwrap_or_default();
     let mut total = Stats::default();
     if paths.is_empty() {
-        return Ok(total);
+        return Ok((total, None));
     }
     let opts = SessionOptions {
         delete: false,
@@ -54,11 +57,17 @@ pub fn copy_back(
         excludes: vec![],
         one_file_system: false,
         numeric_ids: false,
+        copy_back: true,
     };
-    let mut client = Client::connect(transport, &[]).map_err(|e| MasterError::CopyBack {
-        path: PathBuf::new(),
-        reason: format!("cannot reach the peer {}: {e}", cfg.node.peer),
-    })?;
+    let mut client =
+        Client::connect_as(transport, &[], Some(cfg)).map_err(|e| MasterError::CopyBack {
+            path: PathBuf::new(),
+            reason: match e {
+                SyncError::Fenced(_) => e.to_string(),
+                e => format!("cannot reach the peer {}: {e}", cfg.node.peer),
+            },
+        })?;
+    let peer_epoch = client.peer_role().map(|r| r.epoch);
     for p in &paths {
         let (local, peer) = (cfg.local_path(p), cfg.peer_path(p));
         if way == CopyBack::Push && !local.exists() {
@@ -99,7 +108,7 @@ pub fn copy_back(
             reason: format!("{} files could not be copied", total.files_failed),
         });
     }
-    Ok(total)
+    Ok((total, peer_epoch))
 }
 
 /// What promote or demote did.
@@ -111,6 +120,8 @@ pub struct RoleChange {
     pub services: Option<super::services::ServicesReport>,
     /// Copy-back stats, when asked for.
     pub copied: Option<Stats>,
+    /// The role epoch this node now holds (promote raises it).
+    pub epoch: u64,
 }
 
 impl RoleChange {
@@ -155,9 +166,23 @@ fn change(
         Role::Master => (CopyBack::Pull, super::services::Action::Start, "promote"),
         _ => (CopyBack::Push, super::services::Action::Stop, "demote"),
     };
-    let copied = match copy_back_over {
-        Some(t) => Some(copy_back(cfg, t, way, rep)?),
-        None => None,
+    let (copied, peer_epoch) = match copy_back_over {
+        Some(t) => {
+            let (s, e) = copy_back(cfg, t, way, rep)?;
+            (Some(s), e)
+        }
+        None => (None, None),
+    };
+    // Promote raises the epoch above every one this node (and, when it was reached for
+    // the copy-back, its peer) has seen: a master that was master before is now stale.
+    let own = crate::node::role::epoch(cfg)?;
+    let epoch = match role {
+        Role::Master => {
+            let e = own.max(peer_epoch.unwrap_or(0)) + 1;
+            crate::node::role::observe_epoch(cfg, e, by)?;
+            e
+        }
+        _ => own,
     };
     let services = cfg.services.as_ref().map(|svc| {
         let r = super::services::run(svc, action);
@@ -170,13 +195,14 @@ fn change(
         }
         None => None,
     };
-    record_role(cfg, role, by)?;
+    record_role(cfg, role, by, epoch)?;
     super::reset_check_state(cfg, false)?;
-    tracing::warn!("{by}: this node is now {role}");
+    tracing::warn!("{by}: this node is now {role} (role epoch {epoch})");
     Ok(RoleChange {
         role,
         services,
         copied,
+        epoch,
     })
 }
 

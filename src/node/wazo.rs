@@ -55,6 +55,28 @@ pub fn role(cfg: &Config) -> Result<Option<Role>, NodeError> {
     }
 }
 
+/// Sets ha.conf's `node_type` to `role` (every other key, `remote_address` first, kept),
+/// atomically, as Wazo's HA endpoint does on a role change. Nothing to do (`Ok(false)`)
+/// when the node has no ha.conf: HA is not set up in Wazo, the sentinels then decide.
+pub fn write_node_type(cfg: &Config, role: Role) -> Result<bool, NodeError> {
+    let path = ha_conf_path(cfg);
+    let Some(mut obj) = super::store::read_json_or::<serde_json::Map<String, serde_json::Value>>(
+        &path,
+        |e| {
+            format!(
+                "is not Wazo's HA settings ({e}): fix it with Wazo's HA setup before switching roles"
+            )
+        },
+    )?
+    else {
+        return Ok(false);
+    };
+    obj.insert("node_type".into(), role.as_str().into());
+    super::store::write_json(&path, &obj)?;
+    tracing::info!("{}: node_type is now {role}", path.display());
+    Ok(true)
+}
+
 /// `remote_address` of ha.conf: the peer of a Wazo node. Errors (naming the file) when
 /// ha.conf is missing, malformed, or has no `remote_address`.
 pub fn remote_address(cfg: &Config) -> Result<String, NodeError> {

@@ -183,11 +183,45 @@ impl Daemon {
         Some(plus(t, jitter(s.job.jitter())))
     }
 
+    /// Re-reads this node's role for every job (promote, demote, ha.conf and the
+    /// sentinels take effect within a second, not at the next reload): a job that may
+    /// no longer run is skipped from now on; one that may run again starts its watch (a
+    /// watch job runs at once, to deliver what changed meanwhile).
+    fn recheck_roles(&mut self, now: DateTime<Utc>) {
+        let mut rewatch = false;
+        for s in &mut self.slots {
+            let skipped = s.job.skip_reason();
+            if skipped == s.skipped {
+                continue;
+            }
+            match &skipped {
+                Some(why) => {
+                    tracing::warn!("job {}: not run on this node now ({why})", s.job.name())
+                }
+                None => tracing::warn!("job {}: runs on this node now", s.job.name()),
+            }
+            if s.watch {
+                rewatch = true;
+                if skipped.is_none() {
+                    s.dirty = true;
+                    s.pending_since = Some(now);
+                    s.watch_due = Some(now);
+                }
+            }
+            s.skipped = skipped;
+        }
+        if rewatch {
+            self.start_watcher();
+        }
+    }
+
     /// Starts every run that is due; returns how long to sleep at most.
     fn start_due(&mut self) -> Duration {
         let now = Utc::now();
-        // Wake at least this often to notice re-created watched roots and clock jumps.
-        let mut wake = now + chrono::Duration::seconds(5);
+        self.recheck_roles(now);
+        // Wake at least this often to notice a role change, re-created watched roots
+        // and clock jumps.
+        let mut wake = now + chrono::Duration::seconds(1);
         for i in 0..self.slots.len() {
             let s = &self.slots[i];
             if s.skipped.is_some() || s.running.is_some() {

@@ -233,6 +233,12 @@ pub fn peer_transport(cfg: &Config) -> Result<SharedTransport, SyncError> {
     }
 }
 
+/// What the master check uses to reach the master for a failback's copy-back.
+pub fn copy_back_connector(cfg: &Config) -> crate::failover::PeerConnector {
+    let cfg = cfg.clone();
+    Box::new(move || peer_transport(&cfg).map_err(|e| e.to_string()))
+}
+
 /// Whether this node runs `job` given its role; `Some(reason)` when it does not.
 pub fn skip_reason(cfg: &Config, job: &SyncJob) -> Option<String> {
     // The role file written by promote/demote (then ha.conf, sentinels) overrides the config's role.
@@ -268,19 +274,29 @@ pub fn run_sync_paths(
         excludes: job.exclude.clone(),
         one_file_system: job.one_file_system,
         numeric_ids: job.numeric_ids,
+        copy_back: false,
     };
     let mut total = Stats::default();
     let mut errors = Vec::new();
     let mut worst = 0;
     for p in &job.paths {
         let (local, peer) = (cfg.local_path(p), cfg.peer_path(p));
+        // The role now, before each path: a demote in the middle of a run stops it.
+        if let Some(why) = skip_reason(cfg, job) {
+            errors.push(format!("stopped before {}: {why}", p.display()));
+            worst = worst.max(crate::node::exit::ExitCode::Peer.code());
+            break;
+        }
         rep.path(&job.name, &local, &peer);
         if client.is_none() {
-            match Client::connect(transport, &[]) {
+            match Client::connect_as(transport, &[], Some(cfg)) {
                 Ok(c) => *client = Some(c),
                 Err(e) => {
                     worst = worst.max(e.exit_code().code());
-                    errors.push(format!("cannot reach the peer {}: {e}", cfg.node.peer));
+                    errors.push(match e {
+                        SyncError::Fenced(_) => e.to_string(),
+                        e => format!("cannot reach the peer {}: {e}", cfg.node.peer),
+                    });
                     break;
                 }
             }
@@ -295,6 +311,10 @@ pub fn run_sync_paths(
             Err(e) => {
                 worst = worst.max(e.exit_code().code());
                 errors.push(format!("{}: {e}", p.display()));
+                if let SyncError::Fenced(_) = e {
+                    let _ = client.take();
+                    break; // every other path would be refused the same way
+                }
                 // The peer ends the connection after an error: reconnect for the next path.
                 if let Some(c) = client.take() {
                     let _ = c.close();

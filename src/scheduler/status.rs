@@ -17,7 +17,12 @@ use crate::scheduler::state::{self, DaemonState, Run};
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
     pub now: DateTime<Utc>,
+    /// The effective role now and where it came from ("slave (from role.json ...)").
     pub role: String,
+    /// Where the role came from: role_file, config, ha_conf, sentinels, default.
+    pub role_source: Option<crate::node::role::RoleSource>,
+    /// The highest role epoch this node has seen (promote raises it; see docs/master-check.md).
+    pub role_epoch: u64,
     pub peer: String,
     pub config: String,
     /// The pid of the running daemon, if one runs with this state_dir.
@@ -230,13 +235,12 @@ pub fn report(
     StatusReport {
         now,
         // The role and peer now: role_from / peer_from ("wazo") are read at run time.
-        role: match &cfg.node.role_from {
-            Some(src) => match crate::node::role::effective_role(cfg) {
-                Ok(r) => format!("{r} (from {src})"),
-                Err(e) => format!("unknown (from {src}: {e})"),
-            },
-            None => cfg.node.role.to_string(),
+        role: match crate::node::role::effective(cfg) {
+            Ok((r, src)) => format!("{r} (from {})", src.as_str()),
+            Err(e) => format!("unknown ({e})"),
         },
+        role_source: crate::node::role::effective(cfg).ok().map(|(_, s)| s),
+        role_epoch: crate::node::role::epoch(cfg).unwrap_or(0),
         peer: match crate::node::wazo::effective_peer(cfg) {
             Ok(p) => p.to_string(),
             Err(e) => format!("unknown ({e})"),
@@ -305,6 +309,11 @@ fn node_metrics(out: &mut String, r: &StatusReport) {
         let on = u8::from(r.role_now == line);
         let _ = writeln!(out, "hasync_role{{role=\"{label}\"}} {on}");
     }
+    let _ = writeln!(
+        out,
+        "# HELP hasync_role_epoch The highest role epoch this node has seen (promote raises it).\n# TYPE hasync_role_epoch gauge\nhasync_role_epoch {}",
+        r.role_epoch
+    );
     let _ = writeln!(
         out,
         "# HELP hasync_services_active 1 while this node's slave services run because of a failover.\n# TYPE hasync_services_active gauge\nhasync_services_active {}",
@@ -520,6 +529,8 @@ mod tests {
         let r = StatusReport {
             now: Utc::now(),
             role: "master".into(),
+            role_source: None,
+            role_epoch: 3,
             peer: "local".into(),
             config: "/x".into(),
             daemon_pid: Some(1),
@@ -538,6 +549,7 @@ mod tests {
         assert!(text.contains("hasync_up 1\n"));
         assert!(text.contains("hasync_role{role=\"serving\"} 1\n"), "{text}");
         assert!(text.contains("hasync_role{role=\"master\"} 0\n"));
+        assert!(text.contains("\nhasync_role_epoch 3\n"), "{text}");
         assert!(text.contains("hasync_services_active 1\n"));
         assert!(
             text.contains("hasync_last_success_timestamp_seconds{job=\"a\\\"b\"} 1800000000.5\n")

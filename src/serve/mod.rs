@@ -2,8 +2,14 @@
 //! stdin/stdout and serves sessions until `Bye` or end of input. It owns the root
 //! policy (`--restrict` / `--allow`: which roots a peer may open) and the dispatcher
 //! that routes each request: `Open` to the sync engine's sender or receiver, the
-//! `Db*` messages to the DB job's slave side ([`crate::db::serve`]).
+//! `Db*` messages to the DB job's slave side ([`crate::db::serve`]). It also enforces
+//! the role fence ([`crate::node::role`]): with its own node's config, it answers the
+//! client's `Role`, refuses a stale master, and checks every request against this
+//! node's role as it is at that moment (no push or DB replay into a master, no pull
+//! from a slave; a copy-back merge passes).
 
+use crate::node::config::{Config, Role};
+use crate::node::role::{self, NodeRole, Request};
 use crate::sync::SyncError;
 use crate::sync::fsops::{SafeRoot, TreeRoot};
 use crate::sync::receive::{ReceiverConfig, receive_tree};
@@ -29,6 +35,9 @@ pub struct ServePolicy {
     /// [`RECEIVED_TREE`] is or-ed in after each tree received without error,
     /// [`RECEIVED_REPLAY`] after each successful DB replay.
     pub received: Option<std::sync::Arc<std::sync::atomic::AtomicU8>>,
+    /// This node's own config: its role and epoch for the fence. `None` (a serve
+    /// without a config): the role is unknown and only the peer's side fences.
+    pub node: Option<Config>,
 }
 
 /// See [`ServePolicy::received`].
@@ -41,6 +50,42 @@ impl ServePolicy {
         if let Some(r) = &self.received {
             r.fetch_or(what, std::sync::atomic::Ordering::SeqCst);
         }
+    }
+
+    /// This node for the fence, as it is now (promote/demote take effect at once).
+    fn me(&self) -> Result<NodeRole, String> {
+        match &self.node {
+            None => Ok(role::unknown_node()),
+            Some(cfg) => role::node_role(cfg).map_err(|e| {
+                format!("refused: this node cannot tell its own role ({e}); nothing was done")
+            }),
+        }
+    }
+
+    /// The answer to the client's `Role`: this node's, after refusing a stale master on
+    /// either side and remembering a higher epoch (when this node is not the master).
+    fn answer_role(&self, peer: &NodeRole) -> Result<NodeRole, String> {
+        let mut me = self.me()?;
+        role::check_peer(&me, peer)?;
+        if let Some(cfg) = &self.node
+            && me.role != Some(Role::Master)
+            && peer.epoch > me.epoch
+        {
+            if let Err(e) = role::observe_epoch(cfg, peer.epoch, &peer.node) {
+                return Err(format!("refused: cannot record the peer's role epoch: {e}"));
+            }
+            me.epoch = peer.epoch;
+        }
+        Ok(me)
+    }
+
+    /// The fence for one request ([`role::check_request`]), logged when it refuses.
+    fn fence(&self, peer: &NodeRole, req: Request) -> Result<(), String> {
+        let res = self.me().and_then(|me| role::check_request(&me, peer, req));
+        if let Err(e) = &res {
+            tracing::warn!("{e}");
+        }
+        res
     }
 
     /// The root a peer asked to open, checked against the policy. A restricted serve
@@ -140,13 +185,37 @@ pub fn serve<R: Read + Send, W: Write + Send>(
     if let Some(done) = &policy.handshake_done {
         done.store(true, std::sync::atomic::Ordering::SeqCst);
     }
+    // Until a 2.5 client says otherwise (its `Role`), the peer's role is unknown.
+    let mut peer = NodeRole {
+        node: "the peer".into(),
+        ..role::unknown_node()
+    };
     loop {
-        let open = match recv(&mut rd) {
+        let mut open = match recv(&mut rd) {
             Ok(Msg::Open(o)) => o,
             Ok(Msg::Bye) | Err(wire::ProtocolError::Closed) => return Ok(()),
+            Ok(Msg::Role(p)) => {
+                let ans = match policy.answer_role(&p) {
+                    Ok(me) => Msg::Role(me),
+                    Err(message) => {
+                        tracing::warn!("{message}");
+                        return Err(fail(&mut wr, SyncError::Fenced(message)));
+                    }
+                };
+                peer = p;
+                send(&mut wr, &ans)?;
+                flush(&mut wr)?;
+                continue;
+            }
             Ok(m @ (Msg::DbStage | Msg::DbReplay(_) | Msg::DbCheck(_))) => {
                 // Answered in place; a failed replay does not end the connection.
-                let ans = crate::db::serve::answer(m, policy.db.as_ref());
+                let ans = match policy.fence(&peer, Request::Db) {
+                    Ok(()) => crate::db::serve::answer(m, policy.db.as_ref()),
+                    Err(message) => Msg::Error {
+                        code: wire::message::code::FENCED,
+                        message,
+                    },
+                };
                 if matches!(ans, Msg::DbReplayed { .. }) {
                     policy.mark_received(RECEIVED_REPLAY);
                 }
@@ -155,7 +224,12 @@ pub fn serve<R: Read + Send, W: Write + Send>(
                 continue;
             }
             Ok(Msg::DbPatchBegin(b)) => {
-                let ans = crate::db::serve::patch(b, policy.db.as_ref(), &mut || recv(&mut rd));
+                let fenced = policy.fence(&peer, Request::Db).err();
+                let db = policy.db.clone().map(|d| crate::db::serve::DbServe {
+                    fenced: fenced.clone(),
+                    ..d
+                });
+                let ans = crate::db::serve::patch(b, db.as_ref(), &mut || recv(&mut rd));
                 match ans {
                     Ok(m) => {
                         send(&mut wr, &m)?;
@@ -173,6 +247,19 @@ pub fn serve<R: Read + Send, W: Write + Send>(
             }
             Err(e) => return Err(fail(&mut wr, e.into())),
         };
+        let req = match open.role {
+            _ if open.options.copy_back => Request::CopyBack,
+            ServerRole::Receive => Request::Push,
+            ServerRole::Send => Request::Pull,
+        };
+        if let Err(message) = policy.fence(&peer, req) {
+            return Err(fail(&mut wr, SyncError::Fenced(message)));
+        }
+        if open.options.copy_back {
+            // A copy-back passed the fence as a merge: it never deletes.
+            open.options.delete = false;
+            open.options.max_delete = Some(0);
+        }
         let create = open.role == ServerRole::Receive && !open.options.dry_run;
         let root = match policy.check_root(&open.root, create) {
             Ok(r) => r,

@@ -1,17 +1,20 @@
 //! The client side of a connection (push, pull, the DB job, copy-back).
 //!
 //! The client starts the peer through a [`Transport`], exchanges
-//! `Hello`/`HelloOk`, then runs one session per directory pair over the same
-//! connection (`Open` ... `Done`), and ends with `Bye`. The peer side is
-//! [`crate::serve`].
+//! `Hello`/`HelloOk`, then (protocol 2.5) the role fence: each side sends its `Role`
+//! (role, epoch, failover state; [`crate::node::role`]) and refuses a stale master.
+//! Then it runs one session per directory pair over the same connection (`Open` ...
+//! `Done`), and ends with `Bye`. The peer side is [`crate::serve`].
 
 use super::SyncError;
 use super::fsops::TreeRoot;
 use super::receive::{ReceiverConfig, receive_tree};
 use super::send::send_tree;
+use crate::node::config::{Config, Role};
+use crate::node::role::{self, NodeRole};
 use crate::transport::{Closer, Transport};
 use crate::tree::report::{Reporter, Stats};
-use crate::wire::message::{MINOR_ONE_FILE_SYSTEM, PROTO_MAJOR, PROTO_MINOR};
+use crate::wire::message::{MINOR_ONE_FILE_SYSTEM, MINOR_ROLES, PROTO_MAJOR, PROTO_MINOR};
 use crate::wire::{
     self, FrameReader, FrameWriter, Msg, Open, ServerRole, SessionOptions, recv, send,
 };
@@ -31,12 +34,25 @@ pub struct Client {
     peer: String,
     /// The peer's protocol minor version (what optional messages it understands).
     peer_minor: u16,
+    /// The peer's `Role` (2.5 peers); `None`: an older peer.
+    peer_role: Option<NodeRole>,
     pub cfg: ReceiverConfig,
 }
 
 impl Client {
-    /// Start the peer and shake hands.
+    /// Start the peer and shake hands, as a node of unknown role (ad hoc `push`/`pull`
+    /// without a config): the peer's own fence still applies.
     pub fn connect(transport: &dyn Transport, serve_args: &[String]) -> Result<Client, SyncError> {
+        Client::connect_as(transport, serve_args, None)
+    }
+
+    /// Start the peer and shake hands as the node of `me` (its role and epoch travel
+    /// in `Role`; a stale master is refused here or by the peer, exit 3).
+    pub fn connect_as(
+        transport: &dyn Transport,
+        serve_args: &[String],
+        me: Option<&Config>,
+    ) -> Result<Client, SyncError> {
         let conn = transport.connect(serve_args)?;
         let mut client = Client {
             rd: FrameReader::new(BufReader::with_capacity(256 * 1024, conn.reader)),
@@ -44,6 +60,7 @@ impl Client {
             closer: Some(conn.closer),
             peer: transport.describe(),
             peer_minor: 0,
+            peer_role: None,
             cfg: ReceiverConfig::default(),
         };
         let hello = Msg::Hello {
@@ -65,7 +82,7 @@ impl Client {
                 } => {
                     wire::check_version(major, &software).map_err(SyncError::Peer)?;
                     client.peer_minor = minor;
-                    Ok(())
+                    client.exchange_roles(me)
                 }
                 Msg::Error { code, message } => Err(SyncError::from_wire(code, message).into()),
                 m => Err(SyncError::Peer(format!(
@@ -85,6 +102,52 @@ impl Client {
             }
             Err(HandshakeError::Other(e)) => Err(client.explain(e)),
         }
+    }
+
+    /// The role fence of protocol 2.5: sends this node's `Role`, reads the peer's (or
+    /// its refusal), refuses a stale master on either side ([`role::check_peer`]) and
+    /// remembers a higher epoch when this node is not the master.
+    fn exchange_roles(&mut self, me_cfg: Option<&Config>) -> Result<(), HandshakeError> {
+        if self.peer_minor < MINOR_ROLES {
+            return Ok(());
+        }
+        let me = match me_cfg {
+            Some(c) => role::node_role(c)
+                .map_err(|e| SyncError::Usage(format!("cannot tell this node's role: {e}")))?,
+            None => role::unknown_node(),
+        };
+        send(&mut self.wr, &Msg::Role(me.clone())).map_err(SyncError::from)?;
+        self.wr
+            .flush()
+            .map_err(|e| SyncError::Peer(e.to_string()))?;
+        let peer = match self.recv_hello()? {
+            Msg::Role(p) => p,
+            Msg::Error { code, message } => {
+                return Err(SyncError::from_wire(code, message).into());
+            }
+            m => {
+                return Err(SyncError::Peer(format!(
+                    "protocol error: the peer answered {} to Role",
+                    m.name()
+                ))
+                .into());
+            }
+        };
+        role::check_peer(&me, &peer).map_err(SyncError::Fenced)?;
+        if let Some(c) = me_cfg
+            && me.role != Some(Role::Master)
+            && peer.epoch > me.epoch
+            && let Err(e) = role::observe_epoch(c, peer.epoch, &peer.node)
+        {
+            tracing::warn!("cannot remember the peer's role epoch {}: {e}", peer.epoch);
+        }
+        self.peer_role = Some(peer);
+        Ok(())
+    }
+
+    /// The peer's role, epoch and failover state (a 2.5 peer), as it said at connect.
+    pub fn peer_role(&self) -> Option<&NodeRole> {
+        self.peer_role.as_ref()
     }
 
     /// Read the answer to Hello, giving up after [`handshake_timeout`]: a peer that
@@ -155,7 +218,11 @@ impl Client {
             &Msg::Open(Open {
                 role,
                 root: root.to_vec(),
-                options: opts.clone(),
+                options: SessionOptions {
+                    // An older serve has no fence to pass, and would refuse the flag.
+                    copy_back: opts.copy_back && self.peer_minor >= MINOR_ROLES,
+                    ..opts.clone()
+                },
             }),
         )?;
         self.wr

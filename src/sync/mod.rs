@@ -58,6 +58,10 @@ pub enum SyncError {
     /// The peer, the transport or the protocol failed (exit 3).
     #[error("{0}")]
     Peer(String),
+    /// The role fence refused the session or request (a stale master, a push into a
+    /// master, a pull from a slave: [`crate::node::role`]); nothing was written (exit 3).
+    #[error("{0}")]
+    Fenced(String),
     /// A safety guard refused the run before anything changed (exit 4).
     #[error("{0}")]
     Guard(String),
@@ -86,15 +90,19 @@ impl SyncError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             SyncError::Usage(_) => ExitCode::Usage,
-            SyncError::Peer(_) | SyncError::Protocol(_) | SyncError::Transport(_) => ExitCode::Peer,
+            SyncError::Peer(_)
+            | SyncError::Fenced(_)
+            | SyncError::Protocol(_)
+            | SyncError::Transport(_) => ExitCode::Peer,
             SyncError::Guard(_) => ExitCode::Guard,
             SyncError::Io(_) | SyncError::File { .. } => ExitCode::Failed,
         }
     }
 
-    /// Whether the peer, the transport or the protocol failed (exit 3).
+    /// Whether the peer, the transport or the protocol failed (exit 3; not a refusal
+    /// by the role fence, which is an answer, not a failure to reach the peer).
     pub fn is_peer(&self) -> bool {
-        matches!(self.exit_code(), ExitCode::Peer)
+        matches!(self.exit_code(), ExitCode::Peer) && !matches!(self, SyncError::Fenced(_))
     }
 
     /// A failed file system call on `root` (shown escaped).
@@ -108,6 +116,9 @@ impl SyncError {
 
     /// The wire code carried in an `Error` message.
     pub fn wire_code(&self) -> u8 {
+        if let SyncError::Fenced(_) = self {
+            return code::FENCED;
+        }
         match self.exit_code() {
             ExitCode::Usage => code::USAGE,
             ExitCode::Guard => code::GUARD,
@@ -129,6 +140,7 @@ impl SyncError {
             code::USAGE => SyncError::Usage(message),
             code::GUARD => SyncError::Guard(message),
             code::PARTIAL => SyncError::Io(message),
+            code::FENCED => SyncError::Fenced(message),
             _ => SyncError::Peer(message),
         }
     }

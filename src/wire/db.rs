@@ -76,6 +76,9 @@ pub struct DbReplayExt {
     pub master_chooses: bool,
     /// The replicated tables, qualified as in the script: checked after the replay.
     pub tables: Vec<String>,
+    /// `db-replicate --discard-failover-writes` (2.5, sent only when set): replay even
+    /// though the slave's data changed while it served as master after a failover.
+    pub overwrite_failover_writes: bool,
 }
 
 impl DbReplayExt {
@@ -86,6 +89,9 @@ impl DbReplayExt {
         for t in &self.tables {
             e.str(t);
         }
+        if self.overwrite_failover_writes {
+            e.bool(true);
+        }
     }
     pub(crate) fn decode(d: &mut Dec) -> Result<DbReplayExt, ProtocolError> {
         let source = DbSource::decode(d)?;
@@ -95,10 +101,12 @@ impl DbReplayExt {
         for _ in 0..n {
             tables.push(d.string(MAX_TABLE, "table")?);
         }
+        let overwrite_failover_writes = !d.at_end() && d.bool("overwrite failover writes")?;
         Ok(DbReplayExt {
             source,
             master_chooses,
             tables,
+            overwrite_failover_writes,
         })
     }
 }

@@ -18,8 +18,11 @@ pub const PROTO_MAJOR: u16 = 2;
 /// verification and drift (`DbReplayExt`, `DbCheck`); 2.4: mtimes of any `i64`
 /// seconds in the compact manifest, the owner names table (`OwnerNames`), and `Open`'s
 /// optional `one_file_system` flag (sent only when set: an older serve refuses trailing
-/// bytes).
-pub const PROTO_MINOR: u16 = 4;
+/// bytes); 2.5: the role fence (`Role` after the handshake: each side's role, epoch and
+/// failover state) and `Open`'s optional `copy_back` flag.
+pub const PROTO_MINOR: u16 = 5;
+/// The first minor version that exchanges `Role` after `HelloOk` and reads `copy_back`.
+pub const MINOR_ROLES: u16 = 5;
 /// The first minor version whose serve understands the DB patch messages.
 pub const MINOR_DB_PATCH: u16 = 1;
 /// The first minor version whose serve understands `DbReplayExt` and `DbCheck`.
@@ -69,6 +72,10 @@ pub struct SessionOptions {
     /// client's own side acts on it (as sender it sends no `OwnerNames`, as receiver
     /// it ignores them).
     pub numeric_ids: bool,
+    /// A copy-back (`promote`/`demote --copy-back`, failback): a merge that never
+    /// deletes. A serve lets it through its role fence, and forces `delete` off and
+    /// `max_delete` to 0 (protocol 2.5; sent only when set).
+    pub copy_back: bool,
 }
 
 /// A request to open a session on the server.
@@ -95,6 +102,8 @@ pub mod code {
     pub const USAGE: u8 = 2;
     pub const PEER: u8 = 3;
     pub const GUARD: u8 = 4;
+    /// The role fence refused (2.5; an older peer reads it as a peer error, exit 3 too).
+    pub const FENCED: u8 = 5;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +120,9 @@ pub enum Msg {
     },
     Open(Open),
     OpenOk,
+    /// The role fence (2.5): sent by the client right after `HelloOk`, answered by the
+    /// serve with its own (or `Error` when it refuses the client).
+    Role(crate::node::role::NodeRole),
     /// A fatal error on the peer: the session (or connection) ends.
     Error {
         code: u8,
@@ -194,6 +206,8 @@ pub(crate) mod tag {
     pub const HELLO_OK: u8 = 2;
     pub const OPEN: u8 = 3;
     pub const OPEN_OK: u8 = 4;
+    /// The role fence (protocol 2.5).
+    pub const ROLE: u8 = 60;
     pub const ERROR: u8 = 5;
     pub const MANIFEST: u8 = 10;
     pub const MANIFEST_END: u8 = 11;
@@ -231,6 +245,7 @@ impl Msg {
             Msg::HelloOk { .. } => "HelloOk",
             Msg::Open(_) => "Open",
             Msg::OpenOk => "OpenOk",
+            Msg::Role(_) => "Role",
             Msg::Error { .. } => "Error",
             Msg::Manifest(_) => "Manifest",
             Msg::ManifestEnd { .. } => "ManifestEnd",
@@ -298,11 +313,18 @@ impl Msg {
                 for x in &s.excludes {
                     e.str(x);
                 }
-                if s.one_file_system {
+                if s.one_file_system || s.copy_back {
+                    e.bool(s.one_file_system);
+                }
+                if s.copy_back {
                     e.bool(true);
                 }
             }
             Msg::OpenOk => e = Enc::tag(tag::OPEN_OK),
+            Msg::Role(r) => {
+                e = Enc::tag(tag::ROLE);
+                encode_role(&mut e, r);
+            }
             Msg::Error { code, message } => {
                 e = Enc::tag(tag::ERROR);
                 e.u8(*code).str(message);
@@ -440,6 +462,7 @@ impl Msg {
             }
             tag::OPEN => decode_open(&mut d)?,
             tag::OPEN_OK => Msg::OpenOk,
+            tag::ROLE => Msg::Role(decode_role(&mut d)?),
             tag::ERROR => Msg::Error {
                 code: d.u8("code")?,
                 message: d.string(MAX_STR, "error")?,
@@ -589,6 +612,7 @@ fn decode_open(d: &mut Dec) -> Result<Msg, ProtocolError> {
         excludes.push(d.string(4096, "exclude")?);
     }
     let one_file_system = !d.at_end() && d.bool("one_file_system")?;
+    let copy_back = !d.at_end() && d.bool("copy_back")?;
     Ok(Msg::Open(Open {
         role,
         root,
@@ -602,8 +626,57 @@ fn decode_open(d: &mut Dec) -> Result<Msg, ProtocolError> {
             excludes,
             one_file_system,
             numeric_ids: false,
+            copy_back,
         },
     }))
+}
+
+fn encode_role(e: &mut Enc, r: &crate::node::role::NodeRole) {
+    use crate::node::config::Role;
+    use crate::node::role::RoleSource as S;
+    e.u8(match r.role {
+        None => 0,
+        Some(Role::Master) => 1,
+        Some(Role::Slave) => 2,
+        Some(Role::Disabled) => 3,
+    });
+    e.u8(match r.source {
+        None => 0,
+        Some(S::RoleFile) => 1,
+        Some(S::Config) => 2,
+        Some(S::HaConf) => 3,
+        Some(S::Sentinels) => 4,
+        Some(S::Default) => 5,
+    });
+    e.bool(r.failed_over).u64(r.epoch).str(&r.node);
+}
+
+fn decode_role(d: &mut Dec) -> Result<crate::node::role::NodeRole, ProtocolError> {
+    use crate::node::config::Role;
+    use crate::node::role::RoleSource as S;
+    let role = match d.u8("role")? {
+        0 => None,
+        1 => Some(Role::Master),
+        2 => Some(Role::Slave),
+        3 => Some(Role::Disabled),
+        r => return Err(malformed(format!("bad node role {r}"))),
+    };
+    let source = match d.u8("role source")? {
+        0 => None,
+        1 => Some(S::RoleFile),
+        2 => Some(S::Config),
+        3 => Some(S::HaConf),
+        4 => Some(S::Sentinels),
+        5 => Some(S::Default),
+        r => return Err(malformed(format!("bad role source {r}"))),
+    };
+    Ok(crate::node::role::NodeRole {
+        role,
+        source,
+        failed_over: d.bool("failed_over")?,
+        epoch: d.u64("epoch")?,
+        node: d.string(256, "node name")?,
+    })
 }
 
 #[cfg(test)]
@@ -645,6 +718,22 @@ mod tests {
                 ..Default::default()
             },
         }));
+        roundtrip(Msg::Open(Open {
+            role: ServerRole::Receive,
+            root: b"/srv/x".to_vec(),
+            options: SessionOptions {
+                copy_back: true,
+                ..Default::default()
+            },
+        }));
+        roundtrip(Msg::Role(crate::node::role::NodeRole {
+            role: Some(crate::node::config::Role::Master),
+            source: Some(crate::node::role::RoleSource::HaConf),
+            failed_over: true,
+            epoch: 7,
+            node: "node-a".into(),
+        }));
+        roundtrip(Msg::Role(crate::node::role::unknown_node()));
         roundtrip(Msg::Manifest(vec![Entry {
             path: RelPath::from_wire(b"a/b").unwrap(),
             kind: Kind::Symlink,
@@ -707,6 +796,7 @@ mod tests {
             },
             master_chooses: true,
             tables: vec!["public.users".into()],
+            overwrite_failover_writes: true,
         };
         roundtrip(Msg::DbCheck(DbReplay {
             file: "asterisk.sql".into(),

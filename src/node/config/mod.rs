@@ -105,6 +105,12 @@ impl Role {
     }
 }
 
+impl serde::Serialize for Role {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -220,6 +226,9 @@ pub struct DbJob {
     /// A slave without a `[db]` section of its own may replay into the database this
     /// section names (on the slave); default `false`: such a slave refuses.
     pub master_chooses_slave_db: bool,
+    /// Not a config key: `hasync db-replicate --discard-failover-writes` sets it for one
+    /// run (the slave then replays even though it was written while it served as master).
+    pub discard_failover_writes: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -25,7 +25,7 @@ pub fn spawn(cfg: &Config, stop: Arc<AtomicBool>) -> Option<JoinHandle<()>> {
 
 fn run(cfg: Config, stop: Arc<AtomicBool>) {
     let mut check = match MasterCheck::new(&cfg) {
-        Ok(c) => c,
+        Ok(c) => c.with_copy_back(crate::scheduler::jobs::copy_back_connector(&cfg)),
         Err(e) => {
             tracing::error!("master check: cannot start: {e}");
             return;

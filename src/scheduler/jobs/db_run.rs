@@ -51,7 +51,8 @@ impl Job for DbJobRun {
         }
     }
     fn run(&self, transport: &dyn Transport, _rep: &mut dyn JobReporter) -> Outcome {
-        let mut connect = || -> Result<Client, SyncError> { Client::connect(transport, &[]) };
+        let mut connect =
+            || -> Result<Client, SyncError> { Client::connect_as(transport, &[], Some(&self.cfg)) };
         let (rep, res) = crate::db::job::run(&self.cfg, self.db(), false, &mut connect);
         tracing::info!(
             "job {DB_JOB_NAME}: {} ({} dump bytes, {} on the wire)",

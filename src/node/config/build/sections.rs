@@ -381,6 +381,7 @@ pub(super) fn build_db(ctx: &Ctx, raw: RawDb) -> Res<DbJob> {
         run_as: raw.run_as,
         bin_dir: raw.bin_dir,
         master_chooses_slave_db: raw.master_chooses_slave_db.unwrap_or(false),
+        discard_failover_writes: false,
     })
 }
 
