@@ -253,7 +253,7 @@ _hasync() {
             return 0
             ;;
         hasync__subcmd__db__subcmd__replicate)
-            opts="-n -c -v -q -h --dry-run --json --force --config --verbose --quiet --peer-address --help"
+            opts="-n -c -v -q -h --dry-run --json --force --discard-failover-writes --config --verbose --quiet --peer-address --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

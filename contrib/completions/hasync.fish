@@ -98,6 +98,7 @@ complete -c hasync -n "__fish_hasync_using_subcommand db-replicate" -l peer-addr
 complete -c hasync -n "__fish_hasync_using_subcommand db-replicate" -s n -l dry-run -d 'Show what would be replicated (tables, sizes, row estimates), change nothing'
 complete -c hasync -n "__fish_hasync_using_subcommand db-replicate" -l json -d 'Print one JSON object with the run\'s stats on stdout at the end'
 complete -c hasync -n "__fish_hasync_using_subcommand db-replicate" -l force -d 'Ship and replay even when the dump equals the last one replayed'
+complete -c hasync -n "__fish_hasync_using_subcommand db-replicate" -l discard-failover-writes -d 'Replay even into a slave whose database was written while it served as master after a failover: those rows are discarded (the slave refuses otherwise; see docs/master-check.md, failback)'
 complete -c hasync -n "__fish_hasync_using_subcommand db-replicate" -s v -l verbose -d 'More output (repeat for debug logs)'
 complete -c hasync -n "__fish_hasync_using_subcommand db-replicate" -s q -l quiet -d 'Only errors'
 complete -c hasync -n "__fish_hasync_using_subcommand db-replicate" -s h -l help -d 'Print help'

@@ -22,21 +22,29 @@ pub struct DbArgs {
     /// Ship and replay even when the dump equals the last one replayed
     #[arg(long)]
     pub force: bool,
+    /// Replay even into a slave whose database was written while it served as master
+    /// after a failover: those rows are discarded (the slave refuses otherwise; see
+    /// docs/master-check.md, failback)
+    #[arg(long)]
+    pub discard_failover_writes: bool,
 }
 
 pub const DB_HELP: &str = "\
 Exit codes: 0 replayed or unchanged (or skipped: not the master); 1 pg_dump or the slave's
 replay failed (the slave's database is left exactly as it was); 2 usage or config error;
-3 peer or transport failure.";
+3 peer or transport failure, or the role fence refused (this node is a stale master, or
+the peer is or serves as master); 4 the slave refused to discard what it wrote while it
+served as master after a failover (see --discard-failover-writes).";
 
 pub fn run(cli: &Cli, args: &DbArgs) -> Result<i32, CliError> {
     let cfg = super::load_config(cli)?;
-    let Some(db) = cfg.db.clone() else {
+    let Some(mut db) = cfg.db.clone() else {
         return Err(CliError::usage(format!(
             "{} has no [db] section (add kind, database, user, ...; see docs/db.md)",
             cfg.path.display()
         )));
     };
+    db.discard_failover_writes = args.discard_failover_writes;
     let text = !args.json && !cli.quiet;
     // The role now: promote/demote and role_from (Wazo's ha.conf) win over [node] role.
     let role =

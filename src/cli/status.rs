@@ -124,8 +124,12 @@ fn print_db(now: DateTime<Utc>, db: &DbStatus) {
 
 fn print_text(r: &StatusReport) {
     let now = r.now;
+    let from = r
+        .role_source
+        .map(|s| format!(" (from {})", s.as_str()))
+        .unwrap_or_default();
     outln!(
-        "role: {}   epoch: {}   peer: {}",
+        "role: {}{from}   epoch: {}   peer: {}",
         r.role,
         r.role_epoch,
         r.peer

@@ -17,7 +17,7 @@ use crate::scheduler::state::{self, DaemonState, Run};
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
     pub now: DateTime<Utc>,
-    /// The effective role now and where it came from ("slave (from role.json ...)").
+    /// The effective role now ("master", "slave", "disabled"; "unknown (why)").
     pub role: String,
     /// Where the role came from: role_file, config, ha_conf, sentinels, default.
     pub role_source: Option<crate::node::role::RoleSource>,
@@ -236,7 +236,7 @@ pub fn report(
         now,
         // The role and peer now: role_from / peer_from ("wazo") are read at run time.
         role: match crate::node::role::effective(cfg) {
-            Ok((r, src)) => format!("{r} (from {})", src.as_str()),
+            Ok((r, _)) => r.to_string(),
             Err(e) => format!("unknown ({e})"),
         },
         role_source: crate::node::role::effective(cfg).ok().map(|(_, s)| s),

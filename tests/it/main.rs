@@ -10,6 +10,7 @@ mod db_watch;
 mod db_wazo;
 mod excludes_git;
 mod faults;
+mod fencing;
 mod fuzz_regressions;
 mod hostile;
 mod hostile_receiver;

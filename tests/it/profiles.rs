@@ -310,7 +310,7 @@ fn profiles_wazo_syncs_exactly_wazos_directories_and_new_tenants() {
     w.ha_conf("master");
     let o = w.run(&["status"]);
     assert!(
-        text(&o).contains("role: master (from wazo)"),
+        text(&o).contains("role: master (from ha.conf node_type)"),
         "{}",
         text(&o)
     );
