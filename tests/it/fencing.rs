@@ -370,4 +370,27 @@ fn fence_failback_loses_nothing_with_two_postgres_servers_and_copy_back() {
             .table(&c.db, "tenant")
             .contains("added during failover")
     );
+
+    // The other way out: a second failover, rows written on b, and the operator
+    // discards them from the master (`--discard-failover-writes`).
+    std::fs::remove_file(&alive).unwrap();
+    let o = p.run("b", &["check-master", "--once"]);
+    assert!(c.dir.path().join("b-up").exists(), "{}", text(&o));
+    c.slave.sql(
+        &c.db,
+        "INSERT INTO tenant (id, name) VALUES (101, 'discarded')",
+    );
+    std::fs::write(&alive, b"").unwrap();
+    let o = p.run("b", &["check-master", "--once"]);
+    assert!(!c.dir.path().join("b-up").exists(), "{}", text(&o));
+    let o = p.run("a", &["db-replicate", "--force"]);
+    assert_code(&o, 4, &["written while it served as master"]);
+    assert!(c.slave.table(&c.db, "tenant").contains("discarded"));
+    let o = p.run(
+        "a",
+        &["db-replicate", "--force", "--discard-failover-writes"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!c.slave.table(&c.db, "tenant").contains("discarded"));
+    c.assert_replicated();
 }

@@ -689,3 +689,42 @@ fn profiles_wazo_ip_argument_replaces_the_ssh_peer_host() {
     let o = w.run(&["--peer-address", "not a host", "sync"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
+
+/// On a Wazo node ha.conf is the truth: demote and promote rewrite its `node_type`
+/// (keeping `remote_address`) and the sentinels, as Wazo's HA endpoint does, and the
+/// jobs follow at once; a role.json left by promote never overrides a later ha.conf.
+#[test]
+fn profiles_wazo_promote_and_demote_rewrite_ha_conf_and_the_sentinels() {
+    let w = Wazo::new();
+    w.ha_conf("master");
+    let ha = w.root().join("etc/xivo/ha.conf");
+    let sentinels = w.root().join("var/lib/wazo");
+    let node_type = || {
+        let v: serde_json::Value = serde_json::from_str(&read(&ha)).unwrap();
+        assert_eq!(v["remote_address"], "10.9.9.9", "{v}");
+        v["node_type"].as_str().unwrap().to_string()
+    };
+    let o = w.run(&["demote"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(node_type(), "slave");
+    assert!(sentinels.join("is-secondary").exists() && !sentinels.join("is-primary").exists());
+    let o = w.run(&["status", "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (&st["role"], &st["role_source"]),
+        (&"slave".into(), &"ha_conf".into()),
+        "{st}"
+    );
+    let o = w.run(&["sync"]);
+    assert!(text(&o).contains("skipped"), "{}", text(&o));
+
+    let o = w.run(&["promote"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(node_type(), "master");
+    assert!(sentinels.join("is-primary").exists() && !sentinels.join("is-secondary").exists());
+    // Wazo's own tools change ha.conf later: hasync follows ha.conf, not its role.json.
+    w.ha_conf("slave");
+    let o = w.run(&["status", "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(st["role"], "slave", "{st}");
+}
