@@ -248,6 +248,14 @@ pub fn skip_reason(cfg: &Config, job: &SyncJob) -> Option<String> {
     };
     match (role, job.direction) {
         (Role::Disabled, _) => Some("this node's role is disabled".into()),
+        // A pull now would mirror the master's data over what this node wrote while
+        // it served (with --delete); the failback copies that back first.
+        (Role::Slave, Direction::Pull) if crate::node::role::failed_over(&cfg.node.state_dir) => {
+            Some(
+                "this node serves as master after a failover: pull jobs wait for the failback"
+                    .into(),
+            )
+        }
         (Role::Master, Direction::Push) | (Role::Slave, Direction::Pull) => None,
         (Role::Master, Direction::Pull) => Some("pull jobs run on the slave".into()),
         (Role::Slave, Direction::Push) => Some("push jobs run on the master".into()),

@@ -394,3 +394,43 @@ fn fence_failback_loses_nothing_with_two_postgres_servers_and_copy_back() {
     assert!(!c.slave.table(&c.db, "tenant").contains("discarded"));
     c.assert_replicated();
 }
+
+/// In pull mode the slave's own jobs are the danger: a slave that failed over and wrote
+/// must not pull the returning master's tree over its writes. Its pull jobs wait for the
+/// failback, which copies the `copy_back` paths to the master first.
+#[test]
+fn fence_a_failed_over_slave_does_not_pull_until_it_failed_back() {
+    let t = tempfile::tempdir().unwrap();
+    let p = Pair::new(t.path());
+    let pull = PUSH_JOB.replace("delete = true", "delete = true\ndirection = \"pull\"");
+    p.node("a", "master", &pull, None);
+    p.node("b", "slave", &pull, None);
+    let alive = t.path().join("a-alive");
+    std::fs::write(p.root("a").join("spool/m1"), b"from a").unwrap();
+    let o = p.run("b", &["sync"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(p.root("b").join("spool/m1").exists());
+
+    // a is down: b fails over and records a message.
+    let o = p.run("b", &["check-master", "--once"]);
+    assert!(t.path().join("b-up").exists(), "{}", text(&o));
+    std::fs::write(p.root("b").join("spool/b-fo"), b"from b").unwrap();
+    // a is back, but b still serves: its pull is skipped, its message stays.
+    std::fs::write(&alive, b"").unwrap();
+    let o = p.run("b", &["sync"]);
+    assert_code(&o, 0, &["skipped", "wait for the failback"]);
+    assert!(p.root("b").join("spool/b-fo").exists());
+    // The failback copies it to a; then b's pull keeps it (a has it too).
+    let o = p.run("b", &["check-master", "--once"]);
+    assert!(!t.path().join("b-up").exists(), "{}", text(&o));
+    let o = p.run("b", &["sync"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(p.root("b").join("spool/b-fo")).unwrap(),
+        b"from b"
+    );
+    assert_eq!(
+        std::fs::read(p.root("a").join("spool/b-fo")).unwrap(),
+        b"from b"
+    );
+}
