@@ -434,3 +434,57 @@ fn fence_a_failed_over_slave_does_not_pull_until_it_failed_back() {
         b"from b"
     );
 }
+
+/// Over SSH, as on a real pair: the peer's key runs `hasync --config b.toml serve
+/// --restrict` through the test's sshd, and that serve fences with b's own role.
+#[test]
+fn fence_over_ssh_uses_the_peers_own_config() {
+    let sshd = crate::sshd::Sshd::start();
+    let key = sshd.dir.path().join("fence_key");
+    let pub_line = crate::sshd::keygen(&key);
+    let kh = sshd.dir.path().join("known_hosts");
+    sshd.write_known_hosts(&kh);
+    let t = tempfile::tempdir().unwrap();
+    let p = Pair::new(t.path());
+    let bin = crate::util::bin();
+    sshd.authorize(&format!(
+        "command=\"{} --config {} serve --restrict\",no-pty,no-port-forwarding {pub_line}",
+        bin.display(),
+        p.cfg("b").display()
+    ));
+    let over_ssh = |role: &str| {
+        let cfg = p.node("a", role, PUSH_JOB, None);
+        let text = std::fs::read_to_string(&cfg).unwrap().replace(
+            "peer = \"local\"\npeer_config = \"b.toml\"\n",
+            &format!(
+                "peer = \"root@127.0.0.1:{}\"\nidentity = \"{}\"\nknown_hosts = \"{}\"\nremote_path = \"{}\"\n",
+                sshd.port,
+                key.display(),
+                kh.display(),
+                bin.display()
+            ),
+        );
+        let text = text.replace(
+            "peer_root = \"b-root\"",
+            &format!("peer_root = \"{}\"", p.root("b").display()),
+        );
+        std::fs::write(&cfg, text).unwrap();
+    };
+    over_ssh("master");
+    std::fs::write(p.root("a").join("spool/m1"), b"from a").unwrap();
+    p.node("b", "master", PUSH_JOB, None);
+    let before = snapshot(&p.root("b"));
+    let o = p.run("a", &["sync"]);
+    assert_code(&o, 3, &["refused a push", "hasync demote"]);
+    assert_eq!(snapshot(&p.root("b")), before);
+    p.node("b", "slave", PUSH_JOB, None);
+    let o = p.run("a", &["sync"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(p.root("b").join("spool/m1").exists());
+    // b is promoted (epoch 1): a, still master by its config, is stale.
+    let o = p.run("b", &["promote"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    p.node("b", "slave", PUSH_JOB, None); // its config says slave; role.json says master
+    let o = p.run("a", &["sync"]);
+    assert_code(&o, 3, &["stale master"]);
+}
