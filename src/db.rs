@@ -11,6 +11,7 @@
 
 pub mod digest;
 pub mod identity;
+pub mod incremental;
 pub mod job;
 pub mod patch;
 pub mod pg;

@@ -88,6 +88,17 @@ pub struct Replica {
     pub replayed_unix: u64,
     /// The tables right after that replay.
     pub tables: Vec<TableDigest>,
+    /// The cluster's commit token (`pg_current_snapshot()`) right after that replay.
+    #[serde(default)]
+    pub token: String,
+    /// The tables read back equal the script's rows, and the script is kept
+    /// (`db-replayed.sql`): the next replay may send only the changed rows.
+    #[serde(default)]
+    pub equal_to_script: bool,
+    /// How that replay went: `rows`, `script`, or `script (the incremental replay was
+    /// rolled back: why)`.
+    #[serde(default)]
+    pub replayed_as: String,
 }
 
 /// `state_dir/db-replica.json`, next to the staging directory (which the master's

@@ -51,6 +51,12 @@ pub struct DbReport {
     pub shipped_as: String,
     /// Why it was replayed: the master changed, `--force`, or the slave drifted.
     pub reason: String,
+    /// How the slave replayed: `rows` (only the changed rows, see
+    /// [`super::incremental`]), `script` (the whole script), or empty (not replayed).
+    pub replayed_as: String,
+    /// With `replayed_as = "rows"`: rows deleted and inserted on the slave.
+    pub rows_deleted: u64,
+    pub rows_inserted: u64,
     /// After a replay: the slave's tables against the dump's (2.3 peers).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<Verify>,
@@ -306,6 +312,7 @@ fn record_equal(cfg: &Config, script: &Script, rep: &DbReport) {
         replayed_hash: rep.hash.clone(),
         replayed_unix: state::now_unix(),
         tables: script.digests.clone(),
+        ..Default::default()
     };
     if let Err(e) = super::digest::save(&staging, &rec) {
         tracing::warn!(
@@ -585,7 +592,22 @@ fn ship_and_replay(
     let res = client.request(&req);
     rep.replay_ms = ms(t);
     match res {
-        Ok(Msg::DbReplayed { verify: v, .. }) => verify(script, v, rep),
+        Ok(Msg::DbReplayed {
+            verify: v,
+            rows_only,
+            ..
+        }) => {
+            rep.replayed_as = if rows_only.is_some() {
+                "rows"
+            } else {
+                "script"
+            }
+            .into();
+            if let Some((d, i)) = rows_only {
+                (rep.rows_deleted, rep.rows_inserted) = (d, i);
+            }
+            verify(script, v, rep)
+        }
         Ok(m) => Err(unexpected(&m, "DbReplay")),
         // The slave answered with its psql's failure: a replay error, not a transport one.
         Err(SyncError::Io(msg)) => Err(DbError::Replay(msg)),

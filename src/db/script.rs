@@ -44,7 +44,7 @@ impl DumpSummary {
 }
 
 /// The table of a `COPY <table> [(cols)] FROM stdin;` line, as written (quoted identifiers kept).
-fn copy_table(l: &[u8]) -> Option<String> {
+pub(crate) fn copy_table(l: &[u8]) -> Option<String> {
     let rest = l.strip_prefix(b"COPY ")?;
     if !l.ends_with(b" FROM stdin;") {
         return None;
@@ -236,7 +236,7 @@ impl Rows {
 
 /// A row's sort key: its first column's value if that is a non-negative integer below
 /// `u64::MAX` (at most 19 digits), else `u64::MAX` (sorted after, bytewise).
-fn numeric_key(row: &[u8]) -> u64 {
+pub(crate) fn numeric_key(row: &[u8]) -> u64 {
     let field = row
         .split(|&b| b == b'\t' || b == b'\n')
         .next()

@@ -38,6 +38,8 @@ pub struct DbServe {
     pub fenced: Option<String>,
     /// This node's `state_dir` (its master check's record, for [`failover_guard`]).
     pub node_state: Option<PathBuf>,
+    /// The master's protocol minor (what it can read in the answers).
+    pub peer_minor: u16,
 }
 
 fn error(c: u8, message: String) -> Msg {
@@ -180,14 +182,14 @@ fn replay(db: &DbServe, r: &DbReplay) -> Msg {
             );
         }
     }
-    let mut h = blake3::Hasher::new();
-    if let Err(e) = h.update_reader(&mut file) {
+    let mut script = Vec::new();
+    if let Err(e) = std::io::Read::read_to_end(&mut file, &mut script) {
         return error(
             code::PARTIAL,
             format!("cannot read {}: {e}", path.display()),
         );
     }
-    if h.finalize().as_bytes() != &r.hash {
+    if blake3::hash(&script).as_bytes() != &r.hash {
         return error(
             code::PARTIAL,
             format!(
@@ -209,11 +211,28 @@ fn replay(db: &DbServe, r: &DbReplay) -> Msg {
     if let Err(m) = failover_guard(db, &conn, r) {
         return *m;
     }
-    match conn.replay(file) {
-        Ok(()) => match record_replay(db, &conn, r) {
+    let inc = incremental(db, &conn, &script);
+    let (rows_only, how) = match &inc {
+        Ok(n) => (Some(*n), "rows".to_string()),
+        Err(None) => (None, "script".to_string()),
+        Err(Some(e)) => (
+            None,
+            format!(
+                "script (the incremental replay was rolled back: {})",
+                clip(e)
+            ),
+        ),
+    };
+    let done = match rows_only {
+        Some(_) => Ok(()),
+        None => conn.replay(file),
+    };
+    match done {
+        Ok(()) => match record_replay(db, &conn, r, &script, how) {
             Ok(verify) => Msg::DbReplayed {
                 duration_ms: t0.elapsed().as_millis() as u64,
                 verify,
+                rows_only: rows_only.filter(|_| db.peer_minor >= crate::wire::message::MINOR_ROLES),
             },
             Err(m) => *m,
         },
@@ -277,6 +296,61 @@ fn failover_guard(db: &DbServe, conn: &PgConn, r: &DbReplay) -> Result<(), Box<M
     ))
 }
 
+/// The private directory (mode 0700: scripts hold the whole database) where this slave
+/// keeps the script it replayed last, for the incremental replay, and writes the
+/// incremental script: next to the staging directory, which the master mirrors.
+fn replayed_dir(staging: &std::path::Path) -> PathBuf {
+    staging.with_file_name("db-replayed")
+}
+
+fn replayed_copy(staging: &std::path::Path) -> PathBuf {
+    replayed_dir(staging).join("last.sql")
+}
+
+/// Replays only the rows that changed since the last replay, when this slave's database
+/// is known to hold exactly that replay's script ([`super::incremental`] says when).
+/// `Err(None)`: not possible; `Err(Some(why))`: it failed and was rolled back. Either
+/// way the full replay follows.
+fn incremental(db: &DbServe, conn: &PgConn, new: &[u8]) -> Result<(u64, u64), Option<String>> {
+    let rec = super::digest::load(&db.staging).ok_or(None)?;
+    if !rec.equal_to_script || rec.token.is_empty() {
+        return Err(None);
+    }
+    match conn.commit_token() {
+        Ok(t) if t == rec.token => {}
+        _ => {
+            tracing::debug!("db: the slave's cluster was written since its last replay");
+            return Err(None);
+        }
+    }
+    let old = std::fs::read(replayed_copy(&db.staging)).map_err(|_| None)?;
+    if blake3::hash(&old).to_hex().as_str() != rec.replayed_hash {
+        return Err(None);
+    }
+    let t0 = Instant::now();
+    let (sql, deleted, inserted) = super::incremental::script(&old, new).ok_or(None)?;
+    let path = replayed_dir(&db.staging).join("incremental.sql");
+    let written = std::fs::write(&path, &sql).and_then(|()| std::fs::File::open(&path));
+    let res = match written {
+        Ok(f) => conn.replay(f).map_err(|e| e.to_string()),
+        Err(e) => Err(format!("cannot write {}: {e}", path.display())),
+    };
+    let _ = std::fs::remove_file(&path);
+    match res {
+        Ok(()) => {
+            tracing::info!(
+                "db: replayed the changed rows only ({deleted} deleted, {inserted} inserted, {} ms)",
+                t0.elapsed().as_millis()
+            );
+            Ok((deleted, inserted))
+        }
+        Err(e) => {
+            tracing::warn!("db: the incremental replay was rolled back, full replay instead: {e}");
+            Err(Some(e))
+        }
+    }
+}
+
 /// After a replay (for a 2.3 master): the replicated tables as they now are, recorded
 /// in `state_dir/db-replica.json` for the drift check, and sent back for the master
 /// to compare with its dump.
@@ -284,10 +358,16 @@ fn record_replay(
     db: &DbServe,
     conn: &PgConn,
     r: &DbReplay,
+    script: &[u8],
+    replayed_as: String,
 ) -> Result<Option<Vec<TableDigest>>, Box<Msg>> {
     let Some(x) = &r.ext else {
         return Ok(None);
     };
+    // The commit token right after the commit, before the read-back: a write in
+    // between shows in the read-back, one after it moves the token (see
+    // super::incremental for why both are needed).
+    let token = conn.commit_token().unwrap_or_default();
     let fail = |what: String| {
         boxed(
             code::PARTIAL,
@@ -300,10 +380,27 @@ fn record_replay(
             clip(&e.to_string())
         ))
     })?;
+    let equal_to_script = super::incremental::digests(script).is_some_and(|d| {
+        let mut d = d;
+        let mut t = tables.clone();
+        d.sort_by(|a, b| a.table.cmp(&b.table));
+        t.sort_by(|a, b| a.table.cmp(&b.table));
+        d == t
+    });
+    let keep = replayed_copy(&db.staging);
+    let kept = equal_to_script
+        && super::private_dir(&replayed_dir(&db.staging)).is_ok()
+        && std::fs::write(&keep, script).is_ok();
+    if !kept {
+        let _ = std::fs::remove_file(&keep);
+    }
     let rec = super::digest::Replica {
         replayed_hash: blake3::Hash::from(r.hash).to_hex().to_string(),
         replayed_unix: super::state::now_unix(),
         tables: tables.clone(),
+        token,
+        equal_to_script: kept,
+        replayed_as,
     };
     super::digest::save(&db.staging, &rec).map_err(|e| {
         fail(format!(

@@ -210,7 +210,13 @@ pub fn serve<R: Read + Send, W: Write + Send>(
             Ok(m @ (Msg::DbStage | Msg::DbReplay(_) | Msg::DbCheck(_))) => {
                 // Answered in place; a failed replay does not end the connection.
                 let ans = match policy.fence(&peer, Request::Db) {
-                    Ok(()) => crate::db::serve::answer(m, policy.db.as_ref()),
+                    Ok(()) => {
+                        let db = policy
+                            .db
+                            .clone()
+                            .map(|d| crate::db::serve::DbServe { peer_minor, ..d });
+                        crate::db::serve::answer(m, db.as_ref())
+                    }
                     Err(message) => Msg::Error {
                         code: wire::message::code::FENCED,
                         message,

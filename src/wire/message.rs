@@ -176,6 +176,9 @@ pub enum Msg {
     DbReplayed {
         duration_ms: u64,
         verify: Option<Vec<TableDigest>>,
+        /// (2.5, after `verify`, sent only when set) the slave replayed only the changed
+        /// rows: how many it deleted and inserted.
+        rows_only: Option<(u64, u64)>,
     },
     /// Has the slave's data changed since its last replay? (2.3; the request names the
     /// script the master would replay, and always carries `ext`.)
@@ -397,11 +400,15 @@ impl Msg {
             Msg::DbReplayed {
                 duration_ms,
                 verify,
+                rows_only,
             } => {
                 e = Enc::tag(tag::DB_REPLAYED);
                 e.u64(*duration_ms);
                 if let Some(v) = verify {
                     encode_digests(&mut e, v);
+                    if let Some((deleted, inserted)) = rows_only {
+                        e.u64(*deleted).u64(*inserted);
+                    }
                 }
             }
             Msg::DbCheck(r) => {
@@ -541,14 +548,24 @@ impl Msg {
                     .to_vec(),
             },
             tag::DB_REPLAY => Msg::DbReplay(DbReplay::decode(&mut d)?),
-            tag::DB_REPLAYED => Msg::DbReplayed {
-                duration_ms: d.u64("duration")?,
-                verify: if d.at_end() {
+            tag::DB_REPLAYED => {
+                let duration_ms = d.u64("duration")?;
+                let verify = if d.at_end() {
                     None
                 } else {
                     Some(decode_digests(&mut d)?)
-                },
-            },
+                };
+                let rows_only = if d.at_end() {
+                    None
+                } else {
+                    Some((d.u64("rows deleted")?, d.u64("rows inserted")?))
+                };
+                Msg::DbReplayed {
+                    duration_ms,
+                    verify,
+                    rows_only,
+                }
+            }
             tag::DB_CHECK => Msg::DbCheck(DbReplay::decode(&mut d)?),
             tag::DB_CHECKED => Msg::DbChecked {
                 replayed_hash: d.string(64, "replayed hash")?,
@@ -778,6 +795,7 @@ mod tests {
         roundtrip(Msg::DbReplayed {
             duration_ms: 12,
             verify: None,
+            rows_only: None,
         });
         let digests = vec![TableDigest {
             table: "public.users".into(),
@@ -787,6 +805,12 @@ mod tests {
         roundtrip(Msg::DbReplayed {
             duration_ms: 12,
             verify: Some(digests.clone()),
+            rows_only: None,
+        });
+        roundtrip(Msg::DbReplayed {
+            duration_ms: 12,
+            verify: Some(digests.clone()),
+            rows_only: Some((1, 2)),
         });
         let ext = DbReplayExt {
             source: crate::wire::db::DbSource {
