@@ -24,6 +24,10 @@
 
 use std::io::{self, Write};
 
+/// Scripts up to this size are held in memory (twice: the old and the new one) and may
+/// be replayed incrementally; bigger ones are always replayed whole.
+pub const MAX_SCRIPT: u64 = 512 * 1024 * 1024;
+
 /// The incremental script of `old` -> `new`, or `None` when only a full replay will do.
 /// Also returns the number of rows deleted and inserted.
 pub fn script(old: &[u8], new: &[u8]) -> Option<(Vec<u8>, u64, u64)> {

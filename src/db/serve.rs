@@ -173,23 +173,33 @@ fn replay(db: &DbServe, r: &DbReplay) -> Msg {
             );
         }
     };
-    match file.metadata() {
-        Ok(md) if md.is_file() => {}
+    let len = match file.metadata() {
+        Ok(md) if md.is_file() => md.len(),
         _ => {
             return error(
                 code::PARTIAL,
                 format!("{} is not a regular file", path.display()),
             );
         }
-    }
+    };
+    // Held in memory for the incremental replay, up to a size; bigger ones are hashed
+    // as they are read and always replayed whole.
     let mut script = Vec::new();
-    if let Err(e) = std::io::Read::read_to_end(&mut file, &mut script) {
+    let mut h = blake3::Hasher::new();
+    let read = if len <= super::incremental::MAX_SCRIPT {
+        std::io::Read::read_to_end(&mut file, &mut script).map(|_| {
+            h.update(&script);
+        })
+    } else {
+        h.update_reader(&mut file).map(|_| ())
+    };
+    if let Err(e) = read {
         return error(
             code::PARTIAL,
             format!("cannot read {}: {e}", path.display()),
         );
     }
-    if blake3::hash(&script).as_bytes() != &r.hash {
+    if h.finalize().as_bytes() != &r.hash {
         return error(
             code::PARTIAL,
             format!(
@@ -313,7 +323,7 @@ fn replayed_copy(staging: &std::path::Path) -> PathBuf {
 /// way the full replay follows.
 fn incremental(db: &DbServe, conn: &PgConn, new: &[u8]) -> Result<(u64, u64), Option<String>> {
     let rec = super::digest::load(&db.staging).ok_or(None)?;
-    if !rec.equal_to_script || rec.token.is_empty() {
+    if new.is_empty() || !rec.equal_to_script || rec.token.is_empty() {
         return Err(None);
     }
     match conn.commit_token() {
@@ -380,13 +390,14 @@ fn record_replay(
             clip(&e.to_string())
         ))
     })?;
-    let equal_to_script = super::incremental::digests(script).is_some_and(|d| {
-        let mut d = d;
-        let mut t = tables.clone();
-        d.sort_by(|a, b| a.table.cmp(&b.table));
-        t.sort_by(|a, b| a.table.cmp(&b.table));
-        d == t
-    });
+    let equal_to_script = !script.is_empty()
+        && super::incremental::digests(script).is_some_and(|d| {
+            let mut d = d;
+            let mut t = tables.clone();
+            d.sort_by(|a, b| a.table.cmp(&b.table));
+            t.sort_by(|a, b| a.table.cmp(&b.table));
+            d == t
+        });
     let keep = replayed_copy(&db.staging);
     let kept = equal_to_script
         && super::private_dir(&replayed_dir(&db.staging)).is_ok()
