@@ -231,7 +231,14 @@ fn fence_a_running_daemon_obeys_demote_within_a_second() {
     assert_eq!(st["role"], "slave", "{st}");
     assert!(st["jobs"][0]["skipped"].is_string(), "{st}");
     // The daemon notices within a second...
-    wait_for(2, || logged().contains("not run on this node now"), logged);
+    while !logged().contains("not run on this node now") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "not noticed: {}",
+            logged()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let noticed = t0.elapsed();
     // ... and pushes nothing written after the demote.
     std::fs::write(p.root("a").join("spool/after"), b"2").unwrap();
@@ -244,7 +251,7 @@ fn fence_a_running_daemon_obeys_demote_within_a_second() {
         logged()
     );
     assert!(
-        noticed < Duration::from_millis(1500),
+        noticed < Duration::from_secs(1),
         "noticed after {noticed:?}: {}",
         logged()
     );
