@@ -31,4 +31,5 @@ mod sshd;
 mod sync;
 mod timeouts;
 mod util;
+mod wan;
 mod wazo_dropin;
