@@ -211,6 +211,10 @@ fn bwlimit_caps_push_and_pull_over_ssh_within_5_percent_without_bursts() {
     let took = t0.elapsed();
     assert_mirror(&d.join("local"), &d.join("peer"));
     let (rate, burst) = rate_of(&m.up);
+    eprintln!(
+        "push: {rate:.0} B/s ({:.4}x the cap), at most {burst} bytes in 100 ms",
+        rate / cap as f64
+    );
     assert!(
         (rate / cap as f64 - 1.0).abs() < 0.05,
         "push: {rate:.0} B/s on the link for a cap of {cap} ({took:?})"
@@ -227,6 +231,10 @@ fn bwlimit_caps_push_and_pull_over_ssh_within_5_percent_without_bursts() {
     run(sshd, &m, d, "pull", &["--bwlimit", "1024"]);
     assert_mirror(&d.join("peer"), &d.join("local"));
     let (rate, burst) = rate_of(&m.down);
+    eprintln!(
+        "pull: {rate:.0} B/s ({:.4}x the cap), at most {burst} bytes in 100 ms",
+        rate / cap as f64
+    );
     assert!(
         (rate / cap as f64 - 1.0).abs() < 0.05,
         "pull: {rate:.0} B/s on the link for a cap of {cap}"
@@ -326,5 +334,109 @@ fn an_older_serve_gets_no_link_and_no_compression_a_current_one_is_told() {
                 }
             );
         }
+    }
+}
+
+/// `.hasync-tmp.*` files under `root` (the partial places), with their sizes.
+fn temps(root: &Path) -> Vec<(String, u64)> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".hasync-tmp."))
+        .map(|e| (e.path().display().to_string(), e.metadata().unwrap().len()))
+        .collect()
+}
+
+/// A first copy of a big file cut at 40% (the client killed: the link is gone), then
+/// run again: the rerun sends only the rest, the partial never shows under the final
+/// name nor is mirrored, and nothing of it is left after success. Push (the serve is
+/// the receiver, it sees the connection drop) and pull (the killed client was the
+/// receiver).
+#[test]
+fn an_interrupted_big_copy_resumes_and_costs_at_most_1_05x_the_file() {
+    let sshd = Sshd::shared();
+    let m = Meter::start(sshd.port);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(sshd, &m, d);
+    let size = 64usize << 20;
+    for verb in ["push", "pull"] {
+        let _ = std::fs::remove_dir_all(d.join("local"));
+        let _ = std::fs::remove_dir_all(d.join("peer"));
+        let (src, dst) = match verb {
+            "push" => (d.join("local"), d.join("peer")),
+            _ => (d.join("peer"), d.join("local")),
+        };
+        Tree::new(&src).file("big/video.bin", &pseudo(size, 5));
+        std::fs::create_dir_all(dst.join("big")).unwrap();
+        m.clear();
+        let remote = format!(
+            "ssh://root@127.0.0.1:{}{}",
+            m.port,
+            d.join("peer").display()
+        );
+        let local = d.join("local").display().to_string();
+        let (a, b) = if verb == "push" {
+            (local, remote)
+        } else {
+            (remote, local)
+        };
+        let mut child = hasync()
+            .args([verb, &a, &b, "--bwlimit", "16M", "--identity"])
+            .arg(&sshd.client_key)
+            .arg("--known-hosts")
+            .arg(d.join("kh"))
+            .arg("--remote-path")
+            .arg(bin())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let log = if verb == "push" { &m.up } else { &m.down };
+        let t0 = Instant::now();
+        while total(log) < (size as u64) * 4 / 10 {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{verb}: ended before the cut"
+            );
+            assert!(t0.elapsed() < Duration::from_secs(60), "{verb}: too slow");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // The serve of a push notices the cut a moment later.
+        let t1 = Instant::now();
+        while temps(&dst).iter().map(|t| t.1).sum::<u64>() < (size as u64) / 4 {
+            assert!(
+                t1.elapsed() < Duration::from_secs(10),
+                "{verb}: no partial: {:?}",
+                temps(&dst)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !dst.join("big/video.bin").exists(),
+            "{verb}: a partial under the final name"
+        );
+        let cut = total(&m.up) + total(&m.down);
+        std::thread::sleep(Duration::from_millis(300));
+        let s = run(sshd, &m, d, verb, &[]);
+        assert_mirror(&src, &dst);
+        assert!(temps(&dst).is_empty(), "{verb}: left {:?}", temps(&dst));
+        let all = total(&m.up) + total(&m.down);
+        let ratio = all as f64 / size as f64;
+        eprintln!(
+            "{verb}: {cut} bytes before the cut, {} after, {ratio:.3}x the file; matched {}",
+            all - cut,
+            s["bytes_matched"]
+        );
+        assert!(
+            s["bytes_matched"].as_u64().unwrap() > (size as u64) / 4,
+            "{verb}: {s}"
+        );
+        assert!(
+            ratio <= 1.05,
+            "{verb}: {all} bytes on the link for a {size}-byte file ({ratio:.3}x)"
+        );
     }
 }
