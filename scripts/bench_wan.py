@@ -435,13 +435,15 @@ def run_bwlimit(w: Wan, d: Path, quick: bool, rep: int) -> None:
         w.link.up_log[0] = None
         # The rate from the first 64 KiB of data to the end (the handshake excluded), and
         # the most bytes in any 100 ms.
-        seen, start = 0, 0
+        # (and to the last 64 KiB: the session's end waits for the receiver to install)
+        allb, seen, start, end = sum(n for _, n in log), 0, 0, len(log)
         for i, (_, n) in enumerate(log):
             seen += n
-            if seen > 64 << 10:
+            if seen > 64 << 10 and not start:
                 start = i
-                break
-        log = log[start:]
+            if seen < allb - (64 << 10):
+                end = i + 1
+        log = log[start:end]
         span = max(log[-1][0] - log[0][0], 1e-3) if log else 1e-3
         rec["rate_vs_cap"] = sum(n for _, n in log[1:]) / span / (1 << 20)
         burst, j, acc = 0, 0, 0

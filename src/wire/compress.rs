@@ -9,8 +9,8 @@
 //! connection; the reader decodes `Zstd` frames in the order they come.
 //!
 //! What is not worth compressing goes raw, and costs no compression CPU:
-//! - frames under [`MIN_COMPRESS`] bytes (`FileBegin`, `FileEnd`, `Want` without
-//!   signature...);
+//! - frames under [`MIN_COMPRESS`] bytes (`FileBegin`, `Want` without signature...)
+//!   and `FileEnd` (a hash);
 //! - a file whose first `Data` frame does not compress: a probe (the first 16 KiB
 //!   at level 1, on its own) decides once per file, so sound files and archives are
 //!   sent as they are; a file whose compressed frames stop paying (running ratio
@@ -23,13 +23,15 @@
 //! hostile stream costs at most one frame and one window of memory.
 
 use super::frame::{MAX_FRAME, ProtocolError, malformed};
-use super::message::tag::{DATA, FILE_BEGIN};
+use super::message::tag::{DATA, FILE_BEGIN, FILE_END};
 use zstd::zstd_safe::{self, CCtx, CParameter, DCtx, DParameter, InBuffer, OutBuffer};
 
 /// The tag of a compressed frame.
 pub const TAG_ZSTD: u8 = 71;
-/// Frames smaller than this go raw.
-pub const MIN_COMPRESS: usize = 64;
+/// Frames smaller than this go raw. Small enough that the receiver's `Item`s (code,
+/// path) compress against the previous ones: the bytes back to the sender of a first
+/// copy are mostly those.
+pub const MIN_COMPRESS: usize = 24;
 /// The level of `compress = "auto"`.
 pub const DEFAULT_LEVEL: i32 = crate::node::config::DEFAULT_COMPRESS_LEVEL;
 /// The largest level accepted.
@@ -97,7 +99,10 @@ impl Compressor {
             self.file_out = 0;
         }
         // Too small to pay, or so big that its compressed form might not fit a frame.
-        if 1 + body.len() < MIN_COMPRESS || 1 + body.len() > MAX_FRAME - MAX_FRAME / 64 {
+        if 1 + body.len() < MIN_COMPRESS
+            || 1 + body.len() > MAX_FRAME - MAX_FRAME / 64
+            || tag == FILE_END
+        {
             return None;
         }
         let data = tag == DATA;

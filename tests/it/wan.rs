@@ -160,7 +160,11 @@ fn compression_over_ssh_shrinks_text_not_random_data_and_reports_both_sizes() {
         s["bytes_received"].as_u64().unwrap(),
         s["bytes_received_uncompressed"].as_u64().unwrap(),
     );
-    assert!(got <= raw && got * 100 > raw * 99, "noise: {got} of {raw}");
+    // (Small frames may cost a few bytes more compressed than raw: the stream's headers.)
+    assert!(
+        got <= raw + 256 && got * 100 > raw * 99,
+        "noise: {got} of {raw}"
+    );
 
     // --no-compress: both sizes equal, and the text costs its full size.
     std::fs::remove_dir_all(d.join("peer")).unwrap();
@@ -175,13 +179,20 @@ fn compression_over_ssh_shrinks_text_not_random_data_and_reports_both_sizes() {
 /// any 100 ms window).
 fn rate_of(log: &Log) -> (f64, usize) {
     let log = log.lock().unwrap();
-    // Skip the handshake: from the first 64 KiB to the end.
+    // The bulk of it: from the first 64 KiB to the last 64 KiB (the handshake and the
+    // session's end, which waits for the receiver to install, are not the cap's).
+    let all: usize = log.iter().map(|(_, n)| n).sum();
     let mut seen = 0;
-    let start = log.iter().position(|(_, n)| {
-        seen += n;
-        seen > 64 * 1024
-    });
-    let log = &log[start.unwrap()..];
+    let marks: Vec<usize> = log
+        .iter()
+        .map(|(_, n)| {
+            seen += n;
+            seen
+        })
+        .collect();
+    let start = marks.iter().position(|&c| c > 64 * 1024).unwrap();
+    let end = marks.iter().rposition(|&c| c < all - 64 * 1024).unwrap();
+    let log = &log[start..=end];
     let bytes: usize = log.iter().map(|(_, n)| n).sum();
     let secs = (log.last().unwrap().0 - log[0].0).as_secs_f64();
     let mut burst = 0;
