@@ -83,7 +83,10 @@ impl Compressor {
         c
     }
 
-    /// Change the level for the frames to come (the stream goes on).
+    /// Ask for another level for the frames to come. zstd (single-threaded) only takes
+    /// it before the stream's first byte: once a connection compressed, a later session
+    /// of it asking for another level keeps the first one (the stream must go on, since
+    /// the peer's decoder follows it).
     pub fn set_level(&mut self, level: i32) {
         let _ = self
             .cctx
