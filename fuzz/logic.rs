@@ -10,11 +10,17 @@ use std::io::Write;
 /// A byte stream from a hostile peer: frames read one by one, each decoded as a
 /// message; a manifest is validated as the receiver would.
 pub fn frames(data: &[u8]) {
-    let mut rd = FrameReader::new(data);
-    for _ in 0..64 {
-        let Ok(frame) = rd.read_frame() else { break };
-        if let Ok(Msg::Manifest(entries)) = Msg::decode(frame) {
-            let _ = hasync::tree::manifest::validate(&entries);
+    // Also as a session that negotiated compression: `Zstd` frames are decoded (bounded).
+    for compressed in [false, true] {
+        let mut rd = FrameReader::new(data);
+        if compressed {
+            rd.accept_compressed();
+        }
+        for _ in 0..64 {
+            let Ok(frame) = rd.read_frame() else { break };
+            if let Ok(Msg::Manifest(entries)) = Msg::decode(frame) {
+                let _ = hasync::tree::manifest::validate(&entries);
+            }
         }
     }
 }

@@ -19,7 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-FEATURES = ["watch", "db", "db-watch", "failover", "memory"]
+import bench_wan  # the wan scenario set (issue 20)
+
+FEATURES = ["watch", "db", "db-watch", "failover", "memory", "wan"]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_USER = "postgres"
 NS_MASTER_IP = "10.91.0.1"
@@ -1037,7 +1039,8 @@ def run(ctx: Ctx, features: list[str]) -> None:
         t0 = time.perf_counter()
         log(f"feature scenario {f} (load {load()})")
         try:
-            {"watch": run_watch, "db": run_db, "db-watch": run_db_watch, "failover": run_failover, "memory": run_memory}[f](ctx)
+            {"watch": run_watch, "db": run_db, "db-watch": run_db_watch, "failover": run_failover,
+             "memory": run_memory, "wan": lambda c: bench_wan.run_wan(c, log)}[f](ctx)
         except (RuntimeError, subprocess.CalledProcessError, OSError) as e:
             ctx.fail(f"{f}: {e}")
         ctx.records.append(dict(feature=f, case="duration", seconds=time.perf_counter() - t0, ok=True))

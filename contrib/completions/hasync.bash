@@ -775,7 +775,7 @@ _hasync() {
             return 0
             ;;
         hasync__subcmd__pull)
-            opts="-n -x -c -v -q -h --delete --exclude --checksum --dry-run --json --max-delete --allow-empty-source --one-file-system --numeric-ids --no-fsync --identity --known-hosts --accept-new --remote-path --timeout --config --verbose --quiet --peer-address --help"
+            opts="-n -x -c -v -q -h --delete --exclude --checksum --dry-run --json --max-delete --allow-empty-source --one-file-system --numeric-ids --no-fsync --compress --no-compress --bwlimit --identity --known-hosts --accept-new --remote-path --timeout --config --verbose --quiet --peer-address --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -786,6 +786,14 @@ _hasync() {
                     return 0
                     ;;
                 --max-delete)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --compress)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bwlimit)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -825,7 +833,7 @@ _hasync() {
             return 0
             ;;
         hasync__subcmd__push)
-            opts="-n -x -c -v -q -h --delete --exclude --checksum --dry-run --json --max-delete --allow-empty-source --one-file-system --numeric-ids --no-fsync --identity --known-hosts --accept-new --remote-path --timeout --config --verbose --quiet --peer-address --help"
+            opts="-n -x -c -v -q -h --delete --exclude --checksum --dry-run --json --max-delete --allow-empty-source --one-file-system --numeric-ids --no-fsync --compress --no-compress --bwlimit --identity --known-hosts --accept-new --remote-path --timeout --config --verbose --quiet --peer-address --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -836,6 +844,14 @@ _hasync() {
                     return 0
                     ;;
                 --max-delete)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --compress)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bwlimit)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

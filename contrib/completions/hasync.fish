@@ -47,6 +47,8 @@ complete -c hasync -n "__fish_hasync_needs_command" -f -a "generate" -d 'Write t
 complete -c hasync -n "__fish_hasync_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c hasync -n "__fish_hasync_using_subcommand push" -l exclude -d 'Exclude paths matching PATTERN (gitignore syntax; repeatable)' -r
 complete -c hasync -n "__fish_hasync_using_subcommand push" -l max-delete -d 'Refuse the run if it would delete more than N entries (exit 4)' -r
+complete -c hasync -n "__fish_hasync_using_subcommand push" -l compress -d 'Compress with zstd (default over SSH; LEVEL 1-19, default 3); data that does not compress is sent as it is' -r
+complete -c hasync -n "__fish_hasync_using_subcommand push" -l bwlimit -d 'Cap the bytes on the link at RATE per second, each direction (rsync\'s units: a bare number is KiB/s, suffixes K, M, G; 0 for none)' -r
 complete -c hasync -n "__fish_hasync_using_subcommand push" -l identity -d 'SSH private key' -r -F
 complete -c hasync -n "__fish_hasync_using_subcommand push" -l known-hosts -d 'known_hosts file for the peer\'s host key [default: ~/.ssh/known_hosts]' -r -F
 complete -c hasync -n "__fish_hasync_using_subcommand push" -l remote-path -d 'Where hasync lives on the peer' -r
@@ -61,12 +63,15 @@ complete -c hasync -n "__fish_hasync_using_subcommand push" -l allow-empty-sourc
 complete -c hasync -n "__fish_hasync_using_subcommand push" -s x -l one-file-system -d 'Don\'t cross file system boundaries (like rsync -x): a mount point is mirrored as a directory, what is mounted there is neither sent nor deleted'
 complete -c hasync -n "__fish_hasync_using_subcommand push" -l numeric-ids -d 'Mirror owners by number, not by user and group name (as root; like rsync\'s --numeric-ids)'
 complete -c hasync -n "__fish_hasync_using_subcommand push" -l no-fsync -d 'Don\'t flush files to disk before they replace old copies (faster, less safe on power loss)'
+complete -c hasync -n "__fish_hasync_using_subcommand push" -l no-compress -d 'Do not compress (the default to a local peer)'
 complete -c hasync -n "__fish_hasync_using_subcommand push" -l accept-new -d 'Trust and record the peer\'s host key if it is not known yet (never a changed one)'
 complete -c hasync -n "__fish_hasync_using_subcommand push" -s v -l verbose -d 'More output (repeat for debug logs)'
 complete -c hasync -n "__fish_hasync_using_subcommand push" -s q -l quiet -d 'Only errors'
 complete -c hasync -n "__fish_hasync_using_subcommand push" -s h -l help -d 'Print help'
 complete -c hasync -n "__fish_hasync_using_subcommand pull" -l exclude -d 'Exclude paths matching PATTERN (gitignore syntax; repeatable)' -r
 complete -c hasync -n "__fish_hasync_using_subcommand pull" -l max-delete -d 'Refuse the run if it would delete more than N entries (exit 4)' -r
+complete -c hasync -n "__fish_hasync_using_subcommand pull" -l compress -d 'Compress with zstd (default over SSH; LEVEL 1-19, default 3); data that does not compress is sent as it is' -r
+complete -c hasync -n "__fish_hasync_using_subcommand pull" -l bwlimit -d 'Cap the bytes on the link at RATE per second, each direction (rsync\'s units: a bare number is KiB/s, suffixes K, M, G; 0 for none)' -r
 complete -c hasync -n "__fish_hasync_using_subcommand pull" -l identity -d 'SSH private key' -r -F
 complete -c hasync -n "__fish_hasync_using_subcommand pull" -l known-hosts -d 'known_hosts file for the peer\'s host key [default: ~/.ssh/known_hosts]' -r -F
 complete -c hasync -n "__fish_hasync_using_subcommand pull" -l remote-path -d 'Where hasync lives on the peer' -r
@@ -81,6 +86,7 @@ complete -c hasync -n "__fish_hasync_using_subcommand pull" -l allow-empty-sourc
 complete -c hasync -n "__fish_hasync_using_subcommand pull" -s x -l one-file-system -d 'Don\'t cross file system boundaries (like rsync -x): a mount point is mirrored as a directory, what is mounted there is neither sent nor deleted'
 complete -c hasync -n "__fish_hasync_using_subcommand pull" -l numeric-ids -d 'Mirror owners by number, not by user and group name (as root; like rsync\'s --numeric-ids)'
 complete -c hasync -n "__fish_hasync_using_subcommand pull" -l no-fsync -d 'Don\'t flush files to disk before they replace old copies (faster, less safe on power loss)'
+complete -c hasync -n "__fish_hasync_using_subcommand pull" -l no-compress -d 'Do not compress (the default to a local peer)'
 complete -c hasync -n "__fish_hasync_using_subcommand pull" -l accept-new -d 'Trust and record the peer\'s host key if it is not known yet (never a changed one)'
 complete -c hasync -n "__fish_hasync_using_subcommand pull" -s v -l verbose -d 'More output (repeat for debug logs)'
 complete -c hasync -n "__fish_hasync_using_subcommand pull" -s q -l quiet -d 'Only errors'

@@ -2,7 +2,8 @@
 
 use super::output::{Console, summary};
 use super::{Cli, CliError};
-use hasync::sync::client::Client;
+use hasync::node::config::{Compress, MAX_COMPRESS_LEVEL, parse_rate};
+use hasync::sync::client::{Client, LinkOptions};
 use hasync::transport::Transport;
 use hasync::transport::local::LocalTransport;
 use hasync::wire::SessionOptions;
@@ -63,6 +64,17 @@ pub struct PushArgs {
     /// Don't flush files to disk before they replace old copies (faster, less safe on power loss)
     #[arg(long)]
     pub no_fsync: bool,
+    /// Compress with zstd (default over SSH; LEVEL 1-19, default 3); data that does not
+    /// compress is sent as it is
+    #[arg(long, value_name = "LEVEL", num_args = 0..=1, require_equals = true, default_missing_value = "3")]
+    pub compress: Option<String>,
+    /// Do not compress (the default to a local peer)
+    #[arg(long, conflicts_with = "compress")]
+    pub no_compress: bool,
+    /// Cap the bytes on the link at RATE per second, each direction (rsync's units: a
+    /// bare number is KiB/s, suffixes K, M, G; 0 for none)
+    #[arg(long, value_name = "RATE")]
+    pub bwlimit: Option<String>,
     /// SSH private key
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
@@ -122,6 +134,27 @@ fn timeout(secs: f64) -> Result<std::time::Duration, CliError> {
         })
 }
 
+/// `--compress[=LEVEL]`, `--no-compress` and `--bwlimit`.
+fn link_options(args: &PushArgs) -> Result<LinkOptions, CliError> {
+    let compress = match (&args.compress, args.no_compress) {
+        (_, true) => Compress::Off,
+        (Some(l), false) => match Compress::parse(l) {
+            Ok(Compress::Auto) | Err(_) => {
+                return Err(CliError::usage(format!(
+                    "--compress={l}: give a zstd level from 1 to {MAX_COMPRESS_LEVEL} (or --no-compress)"
+                )));
+            }
+            Ok(c) => c,
+        },
+        (None, false) => Compress::Auto,
+    };
+    let bwlimit = match &args.bwlimit {
+        Some(r) => parse_rate(r).map_err(|m| CliError::usage(format!("--bwlimit: {m}")))?,
+        None => 0,
+    };
+    Ok(LinkOptions { compress, bwlimit })
+}
+
 pub fn default_known_hosts() -> PathBuf {
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
@@ -169,8 +202,10 @@ pub fn run(cli: &Cli, args: &PushArgs, dir: Direction) -> Result<i32, CliError> 
         !cli.quiet && (!args.json || cli.verbose > 0),
         !cli.quiet && !args.json,
     );
+    let link = link_options(args)?;
     let mut client = Client::connect(transport.as_ref(), &[])?;
     client.cfg.fsync = !args.no_fsync;
+    client.link = link;
     let result = match dir {
         Direction::Push => client.push(&local_dir, &peer_dir, &opts, &mut console),
         Direction::Pull => client.pull(&peer_dir, &local_dir, &opts, &mut console),

@@ -190,6 +190,10 @@ impl<T: Transport> Transport for OneConnectAtATime<T> {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
 }
 
 /// The transport to this node's peer: a local child process, or SSH (whose session
@@ -310,6 +314,10 @@ pub fn run_sync_paths(
             }
         }
         let c = client.as_mut().expect("connected above");
+        c.link = crate::sync::client::LinkOptions {
+            compress: job.compress.unwrap_or(cfg.node.compress),
+            bwlimit: job.bwlimit.unwrap_or(cfg.node.bwlimit),
+        };
         let res = match job.direction {
             Direction::Push => c.push(&local, &peer, &opts, rep),
             Direction::Pull => c.pull(&peer, &local, &opts, rep),

@@ -15,6 +15,7 @@ use crate::sync::fsops::{SafeRoot, TreeRoot};
 use crate::sync::receive::{ReceiverConfig, receive_tree};
 use crate::sync::send::{fail, send_tree};
 use crate::wire::message::{PROTO_MAJOR, PROTO_MINOR};
+use crate::wire::throttle::{Rate, Throttled};
 use crate::wire::{self, FrameReader, FrameWriter, Msg, ServerRole, recv, send};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -132,6 +133,23 @@ impl ServePolicy {
     }
 }
 
+/// Apply the client's `Link` (protocol 2.6) to the sessions to come: compress this
+/// side's frames at `compress` (0: stop), accept compressed frames, cap this side's
+/// writes at `bwlimit` bytes/s (0: no cap).
+fn link<R: Read, W: Write>(
+    rd: &mut FrameReader<R>,
+    wr: &mut FrameWriter<W>,
+    rate: &Rate,
+    compress: u8,
+    bwlimit: u64,
+) {
+    if compress > 0 {
+        rd.accept_compressed();
+    }
+    wr.set_compression((compress > 0).then_some(compress as i32));
+    rate.set(bwlimit);
+}
+
 /// Serve one connection on `input`/`output` (the peer side).
 pub fn serve<R: Read + Send, W: Write + Send>(
     input: R,
@@ -139,9 +157,13 @@ pub fn serve<R: Read + Send, W: Write + Send>(
     policy: &ServePolicy,
 ) -> Result<(), SyncError> {
     let mut rd = FrameReader::new(BufReader::with_capacity(256 * 1024, input));
+    // The client's `Link` (2.6) sets this side's bandwidth cap.
+    let rate = Rate::default();
+    let output = Throttled::new(output, rate.clone());
     let mut wr = FrameWriter::new(BufWriter::with_capacity(256 * 1024, output));
-    let flush =
-        |wr: &mut FrameWriter<BufWriter<W>>| wr.flush().map_err(|e| SyncError::Peer(e.to_string()));
+    let flush = |wr: &mut FrameWriter<BufWriter<Throttled<W>>>| {
+        wr.flush().map_err(|e| SyncError::Peer(e.to_string()))
+    };
     let first = match recv(&mut rd) {
         Ok(m) => m,
         Err(e) => return Err(fail(&mut wr, e.into())),
@@ -205,6 +227,10 @@ pub fn serve<R: Read + Send, W: Write + Send>(
                 peer = p;
                 send(&mut wr, &ans)?;
                 flush(&mut wr)?;
+                continue;
+            }
+            Ok(Msg::Link { compress, bwlimit }) => {
+                link(&mut rd, &mut wr, &rate, compress, bwlimit);
                 continue;
             }
             Ok(m @ (Msg::DbStage | Msg::DbReplay(_) | Msg::DbCheck(_))) => {

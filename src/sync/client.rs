@@ -10,11 +10,14 @@ use super::SyncError;
 use super::fsops::TreeRoot;
 use super::receive::{ReceiverConfig, receive_tree};
 use super::send::send_tree;
-use crate::node::config::{Config, Role};
+use crate::node::config::{Compress, Config, Role};
 use crate::node::role::{self, NodeRole};
 use crate::transport::{Closer, Transport};
 use crate::tree::report::{Reporter, Stats};
-use crate::wire::message::{MINOR_ONE_FILE_SYSTEM, MINOR_ROLES, PROTO_MAJOR, PROTO_MINOR};
+use crate::wire::message::{
+    MINOR_COMPRESS, MINOR_ONE_FILE_SYSTEM, MINOR_ROLES, PROTO_MAJOR, PROTO_MINOR,
+};
+use crate::wire::throttle::{Rate, Throttled};
 use crate::wire::{
     self, FrameReader, FrameWriter, Msg, Open, ServerRole, SessionOptions, recv, send,
 };
@@ -37,6 +40,20 @@ pub struct Client {
     /// The peer's `Role` (2.5 peers); `None`: an older peer.
     peer_role: Option<NodeRole>,
     pub cfg: ReceiverConfig,
+    /// Compression and bandwidth cap of the sessions to come (set before `push`/`pull`).
+    pub link: LinkOptions,
+    /// The transport leaves this host (decides `Compress::Auto`).
+    remote: bool,
+    /// This side's cap on its writes (the serve caps its own, told by `Link`).
+    rate: Rate,
+}
+
+/// How the sessions of a connection use the link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkOptions {
+    pub compress: Compress,
+    /// Bytes per second each side may write (0: no cap).
+    pub bwlimit: u64,
 }
 
 impl Client {
@@ -54,14 +71,19 @@ impl Client {
         me: Option<&Config>,
     ) -> Result<Client, SyncError> {
         let conn = transport.connect(serve_args)?;
+        let rate = Rate::default();
+        let writer: Box<dyn Write + Send> = Box::new(Throttled::new(conn.writer, rate.clone()));
         let mut client = Client {
             rd: FrameReader::new(BufReader::with_capacity(256 * 1024, conn.reader)),
-            wr: FrameWriter::new(BufWriter::with_capacity(256 * 1024, conn.writer)),
+            wr: FrameWriter::new(BufWriter::with_capacity(256 * 1024, writer)),
             closer: Some(conn.closer),
             peer: transport.describe(),
             peer_minor: 0,
             peer_role: None,
             cfg: ReceiverConfig::default(),
+            link: LinkOptions::default(),
+            remote: transport.is_remote(),
+            rate,
         };
         let hello = Msg::Hello {
             major: PROTO_MAJOR,
@@ -213,6 +235,7 @@ impl Client {
                 self.peer, self.peer_minor, MINOR_ONE_FILE_SYSTEM
             )));
         }
+        self.send_link()?;
         send(
             &mut self.wr,
             &Msg::Open(Open {
@@ -238,16 +261,43 @@ impl Client {
         }
     }
 
+    /// Tell a 2.6 peer how this session uses the link (`Link`, before `Open`), and set
+    /// this side to match. An older peer gets neither compression nor its own cap:
+    /// only this side's writes are capped.
+    fn send_link(&mut self) -> Result<(), SyncError> {
+        let level = self.link.compress.level(self.remote);
+        self.rate.set(self.link.bwlimit);
+        if self.peer_minor < MINOR_COMPRESS {
+            return Ok(());
+        }
+        let compress = level.unwrap_or(0) as u8;
+        send(
+            &mut self.wr,
+            &Msg::Link {
+                compress,
+                bwlimit: self.link.bwlimit,
+            },
+        )?;
+        if level.is_some() {
+            self.rd.accept_compressed();
+        }
+        self.wr.set_compression(level);
+        Ok(())
+    }
+
     fn measured(
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<Stats, SyncError>,
     ) -> Result<Stats, SyncError> {
         let (r0, w0, t0) = (self.rd.bytes, self.wr.bytes, Instant::now());
+        let (rr0, wr0) = (self.rd.raw_bytes, self.wr.raw_bytes);
         let res = f(self);
         match res {
             Ok(mut s) => {
                 s.bytes_received = self.rd.bytes - r0;
                 s.bytes_sent = self.wr.bytes - w0;
+                s.bytes_received_uncompressed = self.rd.raw_bytes - rr0;
+                s.bytes_sent_uncompressed = self.wr.raw_bytes - wr0;
                 s.duration_ms = t0.elapsed().as_millis() as u64;
                 Ok(s)
             }

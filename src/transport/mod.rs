@@ -61,4 +61,8 @@ pub trait Transport {
     fn connect(&self, serve_args: &[String]) -> Result<Connection, TransportError>;
     /// Human-readable description of the peer, for messages ("local child", "root@10.0.0.2").
     fn describe(&self) -> String;
+    /// Does the connection leave this host (SSH)? Decides `compress = "auto"`.
+    fn is_remote(&self) -> bool {
+        false
+    }
 }

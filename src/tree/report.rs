@@ -68,7 +68,8 @@ impl Item {
 }
 
 /// Counters of one run. The wire carries the receiver's counters; the client
-/// adds `bytes_sent`, `bytes_received` and `duration_ms`.
+/// adds `bytes_sent`, `bytes_received` (and the same before compression) and
+/// `duration_ms`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct Stats {
@@ -93,6 +94,10 @@ pub struct Stats {
     pub bytes_sent: u64,
     /// Bytes read from the peer, on the wire.
     pub bytes_received: u64,
+    /// `bytes_sent` before compression (equal without it).
+    pub bytes_sent_uncompressed: u64,
+    /// `bytes_received` once decompressed (equal without compression).
+    pub bytes_received_uncompressed: u64,
     pub duration_ms: u64,
 }
 
@@ -110,6 +115,8 @@ impl std::ops::AddAssign<&Stats> for Stats {
         self.bytes_total += s.bytes_total;
         self.bytes_sent += s.bytes_sent;
         self.bytes_received += s.bytes_received;
+        self.bytes_sent_uncompressed += s.bytes_sent_uncompressed;
+        self.bytes_received_uncompressed += s.bytes_received_uncompressed;
         self.duration_ms += s.duration_ms;
     }
 }

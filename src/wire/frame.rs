@@ -6,6 +6,7 @@
 //! count against what is left in the frame and against the caller's bound, so
 //! a hostile peer can make us allocate at most one frame's worth of memory.
 
+use super::compress::{Compressor, Decompressor, TAG_ZSTD};
 use std::io::{self, Read, Write};
 
 /// Largest frame accepted or sent (payload bytes).
@@ -33,12 +34,38 @@ pub(crate) fn malformed(what: impl Into<String>) -> ProtocolError {
 /// Writes frames to a byte stream. Callers flush when they are about to wait.
 pub struct FrameWriter<W: Write> {
     inner: W,
+    /// Bytes written (on the wire, after compression).
     pub bytes: u64,
+    /// The same frames before compression (equal to `bytes` without it).
+    pub raw_bytes: u64,
+    /// Set once a session asked for compression (protocol 2.6); the stream lasts
+    /// as long as the connection.
+    z: Option<Box<Compressor>>,
+    /// Compress from now on (the level of the last `set_compression`).
+    z_on: bool,
 }
 
 impl<W: Write> FrameWriter<W> {
     pub fn new(inner: W) -> Self {
-        FrameWriter { inner, bytes: 0 }
+        FrameWriter {
+            inner,
+            bytes: 0,
+            raw_bytes: 0,
+            z: None,
+            z_on: false,
+        }
+    }
+
+    /// Compress the frames to come at `level`, or stop (`None`). Only once the peer
+    /// knows (it asked, or was told with `Link`).
+    pub fn set_compression(&mut self, level: Option<i32>) {
+        self.z_on = level.is_some();
+        if let Some(l) = level {
+            match &mut self.z {
+                Some(z) => z.set_level(l),
+                None => self.z = Some(Box::new(Compressor::new(l))),
+            }
+        }
     }
 
     /// Write one frame whose payload is `payload`.
@@ -48,17 +75,33 @@ impl<W: Write> FrameWriter<W> {
             "frame too large: {}",
             payload.len()
         );
-        self.inner
-            .write_all(&(payload.len() as u32).to_be_bytes())?;
-        self.inner.write_all(payload)?;
-        self.bytes += 4 + payload.len() as u64;
-        Ok(())
+        match payload.split_first() {
+            Some((&tag, body)) => self.write_tagged(tag, body),
+            None => {
+                self.inner.write_all(&0u32.to_be_bytes())?;
+                self.bytes += 4;
+                self.raw_bytes += 4;
+                Ok(())
+            }
+        }
     }
 
     /// Write one frame made of a tag byte and a body, without copying the body.
     pub fn write_tagged(&mut self, tag: u8, body: &[u8]) -> io::Result<()> {
         let len = 1 + body.len();
         assert!(len <= MAX_FRAME, "frame too large: {len}");
+        self.raw_bytes += 4 + len as u64;
+        if self.z_on
+            && let Some(z) = self.z.as_mut()
+            && let Some(packed) = z.frame(tag, body)
+        {
+            let zlen = 1 + packed.len();
+            self.inner.write_all(&(zlen as u32).to_be_bytes())?;
+            self.inner.write_all(&[TAG_ZSTD])?;
+            self.inner.write_all(packed)?;
+            self.bytes += 4 + zlen as u64;
+            return Ok(());
+        }
         self.inner.write_all(&(len as u32).to_be_bytes())?;
         self.inner.write_all(&[tag])?;
         self.inner.write_all(body)?;
@@ -80,7 +123,13 @@ impl<W: Write> FrameWriter<W> {
 pub struct FrameReader<R: Read> {
     inner: R,
     buf: Vec<u8>,
+    /// Bytes read (on the wire, compressed frames as they came).
     pub bytes: u64,
+    /// The same frames decompressed (equal to `bytes` without compression).
+    pub raw_bytes: u64,
+    /// Set once compression was negotiated: `Zstd` frames are refused before.
+    z: Option<Box<Decompressor>>,
+    zin: Vec<u8>,
 }
 
 impl<R: Read> FrameReader<R> {
@@ -89,6 +138,16 @@ impl<R: Read> FrameReader<R> {
             inner,
             buf: Vec::new(),
             bytes: 0,
+            raw_bytes: 0,
+            z: None,
+            zin: Vec::new(),
+        }
+    }
+
+    /// Accept compressed frames from now on (the session negotiated compression).
+    pub fn accept_compressed(&mut self) {
+        if self.z.is_none() {
+            self.z = Some(Box::default());
         }
     }
 
@@ -98,7 +157,26 @@ impl<R: Read> FrameReader<R> {
         self.buf.clear();
         read_body(&mut self.inner, len, &mut self.buf)?;
         self.bytes += 4 + len as u64;
+        if self.buf.first() == Some(&TAG_ZSTD) {
+            self.unpack()?;
+        }
+        self.raw_bytes += 4 + self.buf.len() as u64;
         Ok(&self.buf)
+    }
+
+    /// Replace the `Zstd` frame in `self.buf` by the payload it carries.
+    fn unpack(&mut self) -> Result<(), ProtocolError> {
+        let Some(z) = self.z.as_mut() else {
+            return Err(ProtocolError::Unexpected(
+                "a compressed frame, but this session did not ask for compression".into(),
+            ));
+        };
+        std::mem::swap(&mut self.buf, &mut self.zin);
+        z.frame(&self.zin[1..], &mut self.buf)?;
+        if self.buf[0] == TAG_ZSTD {
+            return Err(malformed("a compressed frame inside a compressed frame"));
+        }
+        Ok(())
     }
 
     /// Like [`Self::read_frame`], but the body of a frame tagged `tag` (at most
@@ -109,12 +187,29 @@ impl<R: Read> FrameReader<R> {
         self.buf.clear();
         if len == 0 {
             self.bytes += 4;
+            self.raw_bytes += 4;
             return Ok(Frame::Payload(&self.buf));
         }
         read_body(&mut self.inner, 1, &mut self.buf)?;
+        if self.buf[0] == TAG_ZSTD {
+            read_body(&mut self.inner, len - 1, &mut self.buf)?;
+            self.bytes += 4 + len as u64;
+            self.unpack()?;
+            self.raw_bytes += 4 + self.buf.len() as u64;
+            if self.buf[0] != tag {
+                return Ok(Frame::Payload(&self.buf));
+            }
+            if self.buf.len() - 1 > max {
+                return Err(malformed("frame body too large"));
+            }
+            let mut body = crate::tree::bufpool::take(self.buf.len() - 1);
+            body.extend_from_slice(&self.buf[1..]);
+            return Ok(Frame::Body(body));
+        }
         if self.buf[0] != tag {
             read_body(&mut self.inner, len - 1, &mut self.buf)?;
             self.bytes += 4 + len as u64;
+            self.raw_bytes += 4 + len as u64;
             return Ok(Frame::Payload(&self.buf));
         }
         if len - 1 > max {
@@ -123,6 +218,7 @@ impl<R: Read> FrameReader<R> {
         let mut body = crate::tree::bufpool::take(len - 1);
         read_body(&mut self.inner, len - 1, &mut body)?;
         self.bytes += 4 + len as u64;
+        self.raw_bytes += 4 + len as u64;
         Ok(Frame::Body(body))
     }
 

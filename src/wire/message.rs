@@ -19,10 +19,13 @@ pub const PROTO_MAJOR: u16 = 2;
 /// seconds in the compact manifest, the owner names table (`OwnerNames`), and `Open`'s
 /// optional `one_file_system` flag (sent only when set: an older serve refuses trailing
 /// bytes); 2.5: the role fence (`Role` after the handshake: each side's role, epoch and
-/// failover state) and `Open`'s optional `copy_back` flag.
-pub const PROTO_MINOR: u16 = 5;
+/// failover state) and `Open`'s optional `copy_back` flag; 2.6: `Link` (compression and
+/// bandwidth limit of a session) and zstd frames (`wire/compress.rs`).
+pub const PROTO_MINOR: u16 = 6;
 /// The first minor version that exchanges `Role` after `HelloOk` and reads `copy_back`.
 pub const MINOR_ROLES: u16 = 5;
+/// The first minor version whose serve reads `Link` and compressed frames.
+pub const MINOR_COMPRESS: u16 = 6;
 /// The first minor version whose serve understands the DB patch messages.
 pub const MINOR_DB_PATCH: u16 = 1;
 /// The first minor version whose serve understands `DbReplayExt` and `DbCheck`.
@@ -163,6 +166,13 @@ pub enum Msg {
     Item(Item),
     Done(Stats),
     Bye,
+    /// How the link is used from the next `Open` on (2.6; client -> serve, just before
+    /// `Open`, no answer): `compress` is the zstd level (0: none) of both directions,
+    /// `bwlimit` the serve's cap on the bytes it writes (bytes/s, 0: none).
+    Link {
+        compress: u8,
+        bwlimit: u64,
+    },
     /// Ask the server for its private DB staging directory (created mode 0700).
     DbStage,
     /// The staging directory's absolute path on the server.
@@ -228,6 +238,9 @@ pub(crate) mod tag {
     pub const ITEM: u8 = 30;
     pub const DONE: u8 = 31;
     pub const BYE: u8 = 40;
+    /// Compression and bandwidth of the sessions to come (protocol 2.6); 71 is a
+    /// compressed frame (`wire/compress.rs`).
+    pub const LINK: u8 = 70;
     pub const DB_STAGE: u8 = 50;
     pub const DB_STAGED: u8 = 51;
     pub const DB_REPLAY: u8 = 52;
@@ -263,6 +276,7 @@ impl Msg {
             Msg::Item(_) => "Item",
             Msg::Done(_) => "Done",
             Msg::Bye => "Bye",
+            Msg::Link { .. } => "Link",
             Msg::DbStage => "DbStage",
             Msg::DbStaged { .. } => "DbStaged",
             Msg::DbReplay(_) => "DbReplay",
@@ -388,6 +402,10 @@ impl Msg {
                 }
             }
             Msg::Bye => e = Enc::tag(tag::BYE),
+            Msg::Link { compress, bwlimit } => {
+                e = Enc::tag(tag::LINK);
+                e.u8(*compress).u64(*bwlimit);
+            }
             Msg::DbStage => e = Enc::tag(tag::DB_STAGE),
             Msg::DbStaged { dir } => {
                 e = Enc::tag(tag::DB_STAGED);
@@ -541,6 +559,16 @@ impl Msg {
                 Msg::Done(Stats::from_counters(vals))
             }
             tag::BYE => Msg::Bye,
+            tag::LINK => {
+                let compress = d.u8("compress")?;
+                if compress as i32 > super::compress::MAX_LEVEL {
+                    return Err(malformed(format!("Link: bad compression level {compress}")));
+                }
+                Msg::Link {
+                    compress,
+                    bwlimit: d.u64("bwlimit")?,
+                }
+            }
             tag::DB_STAGE => Msg::DbStage,
             tag::DB_STAGED => Msg::DbStaged {
                 dir: d

@@ -6,10 +6,12 @@
 //! (`Open` ... `Done`) and ends with `Bye`. See docs/ARCHITECTURE.md for the
 //! message flow of a session.
 
+pub mod compress;
 pub mod db;
 pub mod frame;
 pub mod manifest_wire;
 pub mod message;
+pub mod throttle;
 
 pub use frame::{FrameReader, FrameWriter, ProtocolError};
 pub use message::{Msg, Open, ServerRole, SessionOptions, Want};

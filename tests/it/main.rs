@@ -32,4 +32,5 @@ mod sshd;
 mod sync;
 mod timeouts;
 mod util;
+mod wan;
 mod wazo_dropin;

@@ -71,6 +71,8 @@ fn profiles_generic_documents_every_key() {
         "peer_root",
         "peer_config",
         "timeout",
+        "compress",
+        "bwlimit",
         // [[sync]]
         "name",
         "paths",

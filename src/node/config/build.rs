@@ -43,6 +43,26 @@ struct RawNode {
     peer_root: Option<String>,
     peer_config: Option<String>,
     timeout: Option<String>,
+    compress: Option<NumOrStr>,
+    bwlimit: Option<NumOrStr>,
+}
+
+/// A value written as a number or a string (`compress = 3` or `"auto"`, `bwlimit =
+/// 500` or `"2M"`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumOrStr {
+    Num(i64),
+    Str(String),
+}
+
+impl NumOrStr {
+    fn text(&self) -> String {
+        match self {
+            NumOrStr::Num(n) => n.to_string(),
+            NumOrStr::Str(s) => s.clone(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -62,6 +82,8 @@ struct RawSync {
     numeric_ids: Option<bool>,
     jitter: Option<String>,
     safety_pass: Option<String>,
+    compress: Option<NumOrStr>,
+    bwlimit: Option<NumOrStr>,
 }
 
 #[derive(Deserialize)]
@@ -278,6 +300,22 @@ impl Ctx<'_> {
             None => Ok(default),
             Some(s) => parse_duration(s).map_err(|m| self.err(path, m)),
         }
+    }
+
+    /// `compress` at `path`: `"auto"`, `"off"` or a level.
+    fn compress(
+        &self,
+        path: &[KeyOrIndex],
+        raw: Option<&NumOrStr>,
+    ) -> Res<Option<super::Compress>> {
+        raw.map(|v| super::Compress::parse(&v.text()).map_err(|m| self.err(path, m)))
+            .transpose()
+    }
+
+    /// `bwlimit` at `path`: rsync's units (a bare number is KiB/s), in bytes/s.
+    fn bwlimit(&self, path: &[KeyOrIndex], raw: Option<&NumOrStr>) -> Res<Option<u64>> {
+        raw.map(|v| super::parse_rate(&v.text()).map_err(|m| self.err(path, m)))
+            .transpose()
     }
 
     fn nonzero(&self, path: &[KeyOrIndex], d: Duration) -> Res<Duration> {

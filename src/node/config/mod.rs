@@ -10,6 +10,7 @@
 
 mod build;
 mod error;
+mod link;
 mod values;
 
 #[cfg(test)]
@@ -21,6 +22,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, Diagnostic};
+pub use link::{Compress, DEFAULT_COMPRESS_LEVEL, MAX_COMPRESS_LEVEL, parse_rate};
 pub use values::{deadline_secs, parse_duration};
 
 /// Where the config is read from when neither `--config` nor `$HASYNC_CONFIG` says.
@@ -79,6 +81,12 @@ pub struct Node {
     /// `timeout` (default 30 s): connect deadline, and how long a silent peer or a
     /// cut link may go unnoticed before the run ends with exit 3.
     pub timeout: Duration,
+    /// `compress = "auto" | "off" | LEVEL` (default auto: zstd over SSH, none to a
+    /// local peer): the default of every `[[sync]]` job.
+    pub compress: Compress,
+    /// `bwlimit` (rsync's units; default 0: none), in bytes/s: the default of every
+    /// `[[sync]]` job.
+    pub bwlimit: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -165,6 +173,10 @@ pub struct SyncJob {
     /// `safety_pass`: for a `watch` job, the timed full pass that runs anyway
     /// (default [`Schedule::Hourly`]; `"manual"` disables it). Ignored otherwise.
     pub safety_pass: Schedule,
+    /// This job's `compress`, if it says one (else `[node] compress`).
+    pub compress: Option<Compress>,
+    /// This job's `bwlimit` in bytes/s, if it says one (else `[node] bwlimit`).
+    pub bwlimit: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -886,3 +886,26 @@ fn peer_config_is_relative_to_the_config_and_only_for_a_local_peer() {
         .unwrap();
     assert!(db.master_chooses_slave_db);
 }
+
+#[test]
+fn compress_and_bwlimit_in_node_and_sync() {
+    let c = ok(&format!(
+        "{NODE}compress = \"off\"\nbwlimit = \"2M\"\n[[sync]]\nname = \"a\"\npaths = [\"/a\"]\n\
+         compress = 9\nbwlimit = 500\n[[sync]]\nname = \"b\"\npaths = [\"/b\"]\n"
+    ));
+    assert_eq!((c.node.compress, c.node.bwlimit), (Compress::Off, 2 << 20));
+    assert_eq!(c.sync[0].compress, Some(Compress::Level(9)));
+    assert_eq!(c.sync[0].bwlimit, Some(500 * 1024));
+    assert_eq!((c.sync[1].compress, c.sync[1].bwlimit), (None, None));
+    let d = ok(NODE);
+    assert_eq!((d.node.compress, d.node.bwlimit), (Compress::Auto, 0));
+    let lines = NODE.lines().count();
+    let m = err_at(
+        &format!("{NODE}compress = \"max\"\n"),
+        lines + 1,
+        "compress",
+    );
+    assert!(m.contains("zstd level"), "{m}");
+    let m = err_at(&format!("{NODE}bwlimit = \"fast\"\n"), lines + 1, "bwlimit");
+    assert!(m.contains("KiB/s"), "{m}");
+}

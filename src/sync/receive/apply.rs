@@ -22,7 +22,7 @@ pub struct Rebuild {
     temp: Option<TempFile>,
     base: Option<File>,
     base_len: u64,
-    expected: u64,
+    pub expected: u64,
     written: u64,
     hasher: Hashing,
     pub literal: u64,
@@ -86,10 +86,13 @@ impl Drop for Prepared {
 impl Rebuild {
     /// Start rebuilding `entry` into a temp file; for a delta, the old copy is the base.
     /// `anonymous`: as in [`Prepared::new`].
+    /// `base_path`: the old copy (the entry's own path, or a partial of a cut run).
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         root: &SafeRoot,
         dirs: &mut DirCache,
         entry: &Entry,
+        base_path: &RelPath,
         idx: u32,
         delta: bool,
         writeback: bool,
@@ -97,7 +100,7 @@ impl Rebuild {
     ) -> io::Result<Rebuild> {
         let base = match delta {
             true => {
-                let f = root.open_file(&entry.path)?;
+                let f = root.open_file(base_path)?;
                 let len = f.metadata()?.len();
                 Some((f, len))
             }
@@ -276,6 +279,17 @@ impl Rebuild {
             return Err(RebuildError::Io(e));
         }
         Ok(temp)
+    }
+
+    /// Leave the temp file (named) as it is: what arrived of a big file before the
+    /// connection was lost, for the next run to resume from (`resume.rs`).
+    pub fn keep_partial(&mut self) {
+        if let Some(t) = self.temp.take() {
+            if t.name.is_none() {
+                return; // anonymous: vanishes when closed, as before
+            }
+            tracing::debug!("keeping a partial of {} bytes", self.written);
+        }
     }
 
     /// Drop the temp file (abort, verification failure, error).

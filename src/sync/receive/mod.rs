@@ -38,6 +38,7 @@ mod apply;
 mod commit;
 mod release;
 mod request;
+mod resume;
 mod transfers;
 
 use crate::sync::SyncError;
@@ -191,6 +192,8 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
         source: &source,
         owners,
     };
+    // Partials of big files a cut run left are kept as delta bases (`resume.rs`).
+    let (partials, stale_temps) = resume::Partials::split(&safe, stale_temps);
     local.remove_stale(&stale_temps);
     local.removals(&mut out, &plan.removals)?;
     let to_transfer = local.changes(&mut out, &plan.steps)?;
@@ -198,8 +201,16 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
     let mut installers = Installers::start(cfg.fsync).map_err(|e| out.fail(e))?;
     let changes = Changes(&plan.steps);
     let committer = &mut installers.committer;
-    transfers::run(rd, &mut out, &local, &to_transfer, &changes, committer)
-        .map_err(|e| out.fail(e))?;
+    transfers::run(
+        rd,
+        &mut out,
+        &local,
+        &to_transfer,
+        &changes,
+        committer,
+        &partials,
+    )
+    .map_err(|e| out.fail(e))?;
     installers.committer.seal();
     phases.mark("transfers");
     local.deletions(&mut out, &plan.deletions, &installers.releaser)?;
@@ -207,6 +218,7 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
     for it in installers.committer.commit() {
         out.outcome(it)?;
     }
+    local.remove_stale(&partials.paths());
     phases.mark("commit");
     local.dir_meta(&mut out, &plan.dir_meta)?;
     phases.mark("dir meta");

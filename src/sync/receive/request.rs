@@ -16,6 +16,7 @@
 
 use super::SyncError;
 use super::apply::Prepared;
+use super::resume::Partials;
 use crate::sync::delta;
 use crate::sync::fsops::{DirCache, SafeRoot};
 use crate::tree::entries::Entries;
@@ -35,6 +36,8 @@ pub(super) struct Ahead<'a> {
     /// The files requested with a signature: only those may come back as deltas.
     pub signed: &'a Mutex<HashSet<u32>>,
     pub prepared: &'a PrepQueue,
+    /// Partials of a cut run: a new file with one is asked for as a delta against it.
+    pub partials: &'a Partials,
 }
 
 /// Temp files prepared ahead, and the files the receiving thread already took.
@@ -119,9 +122,13 @@ fn request_loop<W: Write>(
         }
         let e = &ahead.source.get(idx as usize);
         let mut base = None;
-        let signature = if delta {
+        let old = match delta {
+            true => Some(&e.path),
+            false => ahead.partials.get(&e.path),
+        };
+        let signature = if let Some(old) = old {
             // No usable old copy (vanished, unreadable): fall back to sending it whole.
-            ahead.safe.open_file(&e.path).ok().and_then(|f| {
+            ahead.safe.open_file(old).ok().and_then(|f| {
                 let len = f.metadata().ok()?.len();
                 let sig = delta::file_signature(&f, len).ok()?;
                 base = Some((f, len));

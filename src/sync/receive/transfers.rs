@@ -9,6 +9,7 @@
 use super::apply::{Rebuild, RebuildError};
 use super::commit::Committer;
 use super::request::{Ahead, PrepQueue, request_all};
+use super::resume::{Partials, RESUME_MIN};
 use super::{Changes, FILES_IN_FLIGHT, Local, Out, item};
 use crate::sync::SyncError;
 use crate::sync::fsops::{DirCache, SafeRoot};
@@ -32,6 +33,7 @@ pub(super) fn run<R: Read, W: Write + Send>(
     files: &[(u32, bool)],
     changes: &Changes,
     committer: &mut Committer,
+    partials: &Partials,
 ) -> Result<(), SyncError> {
     if files.is_empty() {
         return Ok(());
@@ -50,7 +52,9 @@ pub(super) fn run<R: Read, W: Write + Send>(
             .is_some_and(|&(idx, _)| {
                 probe_anonymous(safe, &mut dirs, &source.get(idx as usize).path)
             });
-    let anonymous = |idx: u32| anonymous_ok && is_new(idx);
+    // Big files get a name that survives a cut connection, to be resumed (`resume.rs`).
+    let anonymous =
+        |idx: u32| anonymous_ok && is_new(idx) && source.size(idx as usize) < RESUME_MIN;
     let signed: Mutex<HashSet<u32>> = Mutex::default();
     let prepared = PrepQueue::new(source.len());
     let (slot_tx, slot_rx) = mpsc::sync_channel::<()>(FILES_IN_FLIGHT);
@@ -62,6 +66,7 @@ pub(super) fn run<R: Read, W: Write + Send>(
             anonymous: &anonymous,
             signed: &signed,
             prepared: &prepared,
+            partials,
         };
         let requester = s.spawn(move || request_all(wr, ahead, files, slot_tx));
         let mut t = Transfers {
@@ -76,10 +81,15 @@ pub(super) fn run<R: Read, W: Write + Send>(
             signed: &signed,
             prepared: &prepared,
             committer,
+            partials,
         };
         let res = t.receive_all(rd);
         if let Some(mut r) = t.current.take() {
-            r.discard();
+            // Cut off in the middle of a big file: keep what arrived for the next run.
+            match &res {
+                Err(e) if e.is_peer() && r.expected >= RESUME_MIN => r.keep_partial(),
+                _ => r.discard(),
+            }
         }
         drop(t); // its window unblocks the requester if we stopped early
         let req = requester
@@ -107,6 +117,8 @@ struct Transfers<'t, 'o, 'a, 'w, 'm, W: Write> {
     /// Temp files (and old copies) made ready before the data arrives.
     prepared: &'t PrepQueue,
     committer: &'t mut Committer,
+    /// Partials of a cut run, the delta bases of their files.
+    partials: &'t Partials,
 }
 
 impl<W: Write> Transfers<'_, '_, '_, '_, '_, W> {
@@ -194,7 +206,8 @@ impl<W: Write> Transfers<'_, '_, '_, '_, '_, W> {
             None => {
                 let anonymous = (self.anonymous)(idx);
                 let safe = self.local.safe;
-                Rebuild::start(safe, &mut self.dirs, e, idx, delta, fsync, anonymous)
+                let base = self.partials.get(&e.path).unwrap_or(&e.path);
+                Rebuild::start(safe, &mut self.dirs, e, base, idx, delta, fsync, anonymous)
             }
         };
         match started {

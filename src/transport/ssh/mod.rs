@@ -384,4 +384,8 @@ impl Transport for SshTransport {
     fn describe(&self) -> String {
         self.target.to_string()
     }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
 }

@@ -126,6 +126,12 @@ pub(super) fn build_node(ctx: &Ctx, raw: RawNode) -> Res<Node> {
                 Duration::from_secs(30),
             )?,
         )?,
+        compress: ctx
+            .compress(at!["node", "compress"], raw.compress.as_ref())?
+            .unwrap_or_default(),
+        bwlimit: ctx
+            .bwlimit(at!["node", "bwlimit"], raw.bwlimit.as_ref())?
+            .unwrap_or(0),
     })
 }
 
@@ -277,6 +283,8 @@ pub(super) fn build_sync(ctx: &Ctx, raws: Vec<RawSync>) -> Res<Vec<SyncJob>> {
             numeric_ids: raw.numeric_ids.unwrap_or(false),
             jitter,
             safety_pass,
+            compress: ctx.compress(at!["sync", i, "compress"], raw.compress.as_ref())?,
+            bwlimit: ctx.bwlimit(at!["sync", i, "bwlimit"], raw.bwlimit.as_ref())?,
         });
     }
     Ok(jobs)
