@@ -290,7 +290,15 @@ impl hasync::transport::Transport for FakeServe {
                 software: "hasync (fake)".into(),
             };
             hasync::wire::send(&mut wr, &ok).unwrap();
-            *first.lock().unwrap() = rd.read_frame().unwrap().to_vec();
+            let mut frame = rd.read_frame().unwrap().to_vec();
+            // A 2.5 or later client sends its role first (the fence): answer as a
+            // serve without a config, and take the next frame.
+            if let Ok(Msg::Role(_)) = Msg::decode(&frame) {
+                let me = Msg::Role(hasync::node::role::unknown_node());
+                hasync::wire::send(&mut wr, &me).unwrap();
+                frame = rd.read_frame().unwrap().to_vec();
+            }
+            *first.lock().unwrap() = frame;
             let err = Msg::Error {
                 code: message::code::PEER,
                 message: "fake serve: done".into(),
