@@ -989,12 +989,20 @@ _hasync() {
             return 0
             ;;
         hasync__subcmd__sync)
-            opts="-n -c -v -q -h --dry-run --json --wait --config --verbose --quiet --peer-address --help"
+            opts="-n -c -v -q -h --dry-run --json --wait --compress --no-compress --bwlimit --config --verbose --quiet --peer-address --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --compress)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bwlimit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

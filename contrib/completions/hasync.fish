@@ -91,11 +91,14 @@ complete -c hasync -n "__fish_hasync_using_subcommand pull" -l accept-new -d 'Tr
 complete -c hasync -n "__fish_hasync_using_subcommand pull" -s v -l verbose -d 'More output (repeat for debug logs)'
 complete -c hasync -n "__fish_hasync_using_subcommand pull" -s q -l quiet -d 'Only errors'
 complete -c hasync -n "__fish_hasync_using_subcommand pull" -s h -l help -d 'Print help'
+complete -c hasync -n "__fish_hasync_using_subcommand sync" -l compress -d 'Compress with zstd (default over SSH; LEVEL 1-19, default 3); data that does not compress is sent as it is' -r
+complete -c hasync -n "__fish_hasync_using_subcommand sync" -l bwlimit -d 'Cap the bytes on the link at RATE per second, each direction (rsync\'s units: a bare number is KiB/s, suffixes K, M, G; 0 for none)' -r
 complete -c hasync -n "__fish_hasync_using_subcommand sync" -s c -l config -d 'Config file [default: /etc/hasync/hasync.toml]' -r -F
 complete -c hasync -n "__fish_hasync_using_subcommand sync" -l peer-address -d 'Use this address for the peer and the master check (what the IP argument of Wazo\'s scripts does; see `compat`)' -r
 complete -c hasync -n "__fish_hasync_using_subcommand sync" -s n -l dry-run -d 'Print what would change, change nothing'
 complete -c hasync -n "__fish_hasync_using_subcommand sync" -l json -d 'Print one JSON object with each job\'s stats on stdout at the end'
 complete -c hasync -n "__fish_hasync_using_subcommand sync" -l wait -d 'When a job is already running (the daemon, another `hasync sync`), wait for it to end and then run, instead of reporting it with exit code 5'
+complete -c hasync -n "__fish_hasync_using_subcommand sync" -l no-compress -d 'Do not compress (the default to a local peer)'
 complete -c hasync -n "__fish_hasync_using_subcommand sync" -s v -l verbose -d 'More output (repeat for debug logs)'
 complete -c hasync -n "__fish_hasync_using_subcommand sync" -s q -l quiet -d 'Only errors'
 complete -c hasync -n "__fish_hasync_using_subcommand sync" -s h -l help -d 'Print help'

@@ -64,17 +64,8 @@ pub struct PushArgs {
     /// Don't flush files to disk before they replace old copies (faster, less safe on power loss)
     #[arg(long)]
     pub no_fsync: bool,
-    /// Compress with zstd (default over SSH; LEVEL 1-19, default 3); data that does not
-    /// compress is sent as it is
-    #[arg(long, value_name = "LEVEL", num_args = 0..=1, require_equals = true, default_missing_value = "3")]
-    pub compress: Option<String>,
-    /// Do not compress (the default to a local peer)
-    #[arg(long, conflicts_with = "compress")]
-    pub no_compress: bool,
-    /// Cap the bytes on the link at RATE per second, each direction (rsync's units: a
-    /// bare number is KiB/s, suffixes K, M, G; 0 for none)
-    #[arg(long, value_name = "RATE")]
-    pub bwlimit: Option<String>,
+    #[command(flatten)]
+    pub link: LinkArgs,
     /// SSH private key
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
@@ -134,25 +125,53 @@ fn timeout(secs: f64) -> Result<std::time::Duration, CliError> {
         })
 }
 
-/// `--compress[=LEVEL]`, `--no-compress` and `--bwlimit`.
+/// How a run uses the link: `--compress[=LEVEL]`, `--no-compress`, `--bwlimit` (shared
+/// by `push`/`pull` and `sync`).
+#[derive(clap::Args, Debug, Default)]
+pub struct LinkArgs {
+    /// Compress with zstd (default over SSH; LEVEL 1-19, default 3); data that does not
+    /// compress is sent as it is
+    #[arg(long, value_name = "LEVEL", num_args = 0..=1, require_equals = true, default_missing_value = "3")]
+    pub compress: Option<String>,
+    /// Do not compress (the default to a local peer)
+    #[arg(long, conflicts_with = "compress")]
+    pub no_compress: bool,
+    /// Cap the bytes on the link at RATE per second, each direction (rsync's units: a
+    /// bare number is KiB/s, suffixes K, M, G; 0 for none)
+    #[arg(long, value_name = "RATE")]
+    pub bwlimit: Option<String>,
+}
+
+impl LinkArgs {
+    /// What the flags say; `None`: not given (the config's, or the default, applies).
+    pub fn parse(&self) -> Result<(Option<Compress>, Option<u64>), CliError> {
+        let compress = match (&self.compress, self.no_compress) {
+            (_, true) => Some(Compress::Off),
+            (Some(l), false) => match Compress::parse(l) {
+                Ok(Compress::Auto) | Err(_) => {
+                    return Err(CliError::usage(format!(
+                        "--compress={l}: give a zstd level from 1 to {MAX_COMPRESS_LEVEL} (or --no-compress)"
+                    )));
+                }
+                Ok(c) => Some(c),
+            },
+            (None, false) => None,
+        };
+        let bwlimit = match &self.bwlimit {
+            Some(r) => Some(parse_rate(r).map_err(|m| CliError::usage(format!("--bwlimit: {m}")))?),
+            None => None,
+        };
+        Ok((compress, bwlimit))
+    }
+}
+
+/// `--compress[=LEVEL]`, `--no-compress` and `--bwlimit` of an ad hoc push or pull.
 fn link_options(args: &PushArgs) -> Result<LinkOptions, CliError> {
-    let compress = match (&args.compress, args.no_compress) {
-        (_, true) => Compress::Off,
-        (Some(l), false) => match Compress::parse(l) {
-            Ok(Compress::Auto) | Err(_) => {
-                return Err(CliError::usage(format!(
-                    "--compress={l}: give a zstd level from 1 to {MAX_COMPRESS_LEVEL} (or --no-compress)"
-                )));
-            }
-            Ok(c) => c,
-        },
-        (None, false) => Compress::Auto,
-    };
-    let bwlimit = match &args.bwlimit {
-        Some(r) => parse_rate(r).map_err(|m| CliError::usage(format!("--bwlimit: {m}")))?,
-        None => 0,
-    };
-    Ok(LinkOptions { compress, bwlimit })
+    let (compress, bwlimit) = args.link.parse()?;
+    Ok(LinkOptions {
+        compress: compress.unwrap_or(Compress::Auto),
+        bwlimit: bwlimit.unwrap_or(0),
+    })
 }
 
 pub fn default_known_hosts() -> PathBuf {

@@ -34,6 +34,9 @@ pub struct SyncArgs {
     /// to end and then run, instead of reporting it with exit code 5
     #[arg(long)]
     pub wait: bool,
+    /// For this run, override every job's `compress` / `bwlimit`
+    #[command(flatten)]
+    pub link: super::push::LinkArgs,
 }
 
 #[derive(Serialize)]
@@ -79,7 +82,12 @@ impl JobReporter for PathConsole<'_> {
 }
 
 pub fn run(cli: &Cli, args: &SyncArgs) -> Result<i32, CliError> {
-    let cfg = super::load_config(cli)?;
+    let mut cfg = super::load_config(cli)?;
+    let (compress, bwlimit) = args.link.parse()?;
+    for job in &mut cfg.sync {
+        job.compress = compress.or(job.compress);
+        job.bwlimit = bwlimit.or(job.bwlimit);
+    }
     for name in &args.jobs {
         if cfg.job(name).is_none() {
             let names: Vec<_> = cfg.sync.iter().map(|j| j.name.as_str()).collect();

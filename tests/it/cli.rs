@@ -91,6 +91,64 @@ exclude = ["*.swp"]
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
+/// `hasync sync --compress[=LEVEL]` / `--no-compress` / `--bwlimit` override every job's
+/// config for one run (a local peer is not compressed by default).
+#[test]
+fn sync_link_flags_override_the_config_for_one_run() {
+    let d = tempfile::tempdir().unwrap();
+    let text_file: Vec<u8> = (0..20_000)
+        .flat_map(|i| format!("line {i} of a text config file\n").into_bytes())
+        .collect();
+    Tree::new(&d.path().join("master")).file("etc/conf/big.conf", &text_file);
+    let cfg = write_config(
+        d.path(),
+        "[node]\nrole = \"master\"\npeer = \"local\"\nroot = \"master\"\npeer_root = \"slave\"\n\
+         state_dir = \"state\"\n\n[[sync]]\nname = \"conf\"\npaths = [\"/etc/conf\"]\nchecksum = true\n",
+    );
+    let sync = |args: &[&str]| {
+        let o = hasync()
+            .arg("--config")
+            .arg(&cfg)
+            .arg("sync")
+            .args(args)
+            .output()
+            .unwrap();
+        (o.status.code(), json(&o), text(&o))
+    };
+    let (code, j, t) = sync(&["--json", "--compress=3"]);
+    assert_eq!(code, Some(0), "{t}");
+    let job = &j["jobs"][0];
+    let (wire, raw) = (
+        job["bytes_sent"].as_u64().unwrap(),
+        job["bytes_sent_uncompressed"].as_u64().unwrap(),
+    );
+    assert!(wire * 4 < raw, "not compressed: {job}");
+    std::fs::remove_dir_all(d.path().join("slave")).unwrap();
+    let (code, j, t) = sync(&["--json"]);
+    assert_eq!(code, Some(0), "{t}");
+    let job = &j["jobs"][0];
+    assert!(
+        job["bytes_sent"].as_u64().unwrap() > text_file.len() as u64,
+        "{job}"
+    );
+    let o = hasync()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["sync", "--compress=99"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--compress=99"), "{}", text(&o));
+    let o = hasync()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["sync", "--bwlimit", "fast"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--bwlimit"), "{}", text(&o));
+}
+
 #[test]
 fn config_errors_name_file_line_and_key() {
     let d = tempfile::tempdir().unwrap();
