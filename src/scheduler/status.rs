@@ -232,14 +232,16 @@ pub fn report(
         .iter()
         .find(|j| j.name == crate::scheduler::jobs::DB_JOB_NAME);
     let db = db_status(cfg, db_job, daemon, now);
+    // Read once: the role files may change between two reads.
+    let effective = crate::node::role::effective(cfg);
     StatusReport {
         now,
         // The role and peer now: role_from / peer_from ("wazo") are read at run time.
-        role: match crate::node::role::effective(cfg) {
+        role: match &effective {
             Ok((r, _)) => r.to_string(),
             Err(e) => format!("unknown ({e})"),
         },
-        role_source: crate::node::role::effective(cfg).ok().map(|(_, s)| s),
+        role_source: effective.as_ref().ok().map(|(_, s)| *s),
         role_epoch: crate::node::role::epoch(cfg).unwrap_or(0),
         peer: match crate::node::wazo::effective_peer(cfg) {
             Ok(p) => p.to_string(),

@@ -521,17 +521,7 @@ fn roundtrip_windowed(base: &[u8], new: &[u8], window: usize) -> io::Result<(Vec
 mod tests {
     use super::*;
 
-    fn pseudo(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::tree::pseudo_bytes as pseudo;
 
     fn header(magic: u32, block: u32, hash: u32) -> Vec<u8> {
         let mut s = magic.to_be_bytes().to_vec();

@@ -10,3 +10,18 @@ pub mod excludes;
 pub mod manifest;
 pub mod path;
 pub mod report;
+
+/// Deterministic incompressible bytes for unit tests (xorshift), shared by the delta
+/// and compression tests.
+#[cfg(test)]
+pub(crate) fn pseudo_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

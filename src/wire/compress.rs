@@ -268,17 +268,7 @@ mod tests {
         v
     }
 
-    fn random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::tree::pseudo_bytes as random;
 
     #[test]
     fn frames_round_trip_in_order_and_text_shrinks() {
