@@ -253,12 +253,16 @@ _hasync() {
             return 0
             ;;
         hasync__subcmd__db__subcmd__replicate)
-            opts="-n -c -v -q -h --dry-run --json --force --discard-failover-writes --config --verbose --quiet --peer-address --help"
+            opts="-n -c -v -q -h --dry-run --json --force --discard-failover-writes --peer --config --verbose --quiet --peer-address --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --peer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -989,12 +993,16 @@ _hasync() {
             return 0
             ;;
         hasync__subcmd__sync)
-            opts="-n -c -v -q -h --dry-run --json --wait --compress --no-compress --bwlimit --config --verbose --quiet --peer-address --help"
+            opts="-n -c -v -q -h --dry-run --json --wait --peer --compress --no-compress --bwlimit --config --verbose --quiet --peer-address --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --peer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --compress)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -91,6 +91,7 @@ complete -c hasync -n "__fish_hasync_using_subcommand pull" -l accept-new -d 'Tr
 complete -c hasync -n "__fish_hasync_using_subcommand pull" -s v -l verbose -d 'More output (repeat for debug logs)'
 complete -c hasync -n "__fish_hasync_using_subcommand pull" -s q -l quiet -d 'Only errors'
 complete -c hasync -n "__fish_hasync_using_subcommand pull" -s h -l help -d 'Print help'
+complete -c hasync -n "__fish_hasync_using_subcommand sync" -l peer -d 'With [[peer]] tables: sync to (or from) this peer only (repeat it for several; default: every peer, in parallel, each over its own connection)' -r
 complete -c hasync -n "__fish_hasync_using_subcommand sync" -l compress -d 'Compress with zstd (default over SSH; LEVEL 1-19, default 3); data that does not compress is sent as it is' -r
 complete -c hasync -n "__fish_hasync_using_subcommand sync" -l bwlimit -d 'Cap the bytes on the link at RATE per second, each direction (rsync\'s units: a bare number is KiB/s, suffixes K, M, G; 0 for none)' -r
 complete -c hasync -n "__fish_hasync_using_subcommand sync" -s c -l config -d 'Config file [default: /etc/hasync/hasync.toml]' -r -F
@@ -102,6 +103,7 @@ complete -c hasync -n "__fish_hasync_using_subcommand sync" -l no-compress -d 'D
 complete -c hasync -n "__fish_hasync_using_subcommand sync" -s v -l verbose -d 'More output (repeat for debug logs)'
 complete -c hasync -n "__fish_hasync_using_subcommand sync" -s q -l quiet -d 'Only errors'
 complete -c hasync -n "__fish_hasync_using_subcommand sync" -s h -l help -d 'Print help'
+complete -c hasync -n "__fish_hasync_using_subcommand db-replicate" -l peer -d 'With [[peer]] tables: replicate to this peer only (repeat it for several; default: every peer, one after the other)' -r
 complete -c hasync -n "__fish_hasync_using_subcommand db-replicate" -s c -l config -d 'Config file [default: /etc/hasync/hasync.toml]' -r -F
 complete -c hasync -n "__fish_hasync_using_subcommand db-replicate" -l peer-address -d 'Use this address for the peer and the master check (what the IP argument of Wazo\'s scripts does; see `compat`)' -r
 complete -c hasync -n "__fish_hasync_using_subcommand db-replicate" -s n -l dry-run -d 'Show what would be replicated (tables, sizes, row estimates), change nothing'
@@ -111,7 +113,7 @@ complete -c hasync -n "__fish_hasync_using_subcommand db-replicate" -l discard-f
 complete -c hasync -n "__fish_hasync_using_subcommand db-replicate" -s v -l verbose -d 'More output (repeat for debug logs)'
 complete -c hasync -n "__fish_hasync_using_subcommand db-replicate" -s q -l quiet -d 'Only errors'
 complete -c hasync -n "__fish_hasync_using_subcommand db-replicate" -s h -l help -d 'Print help'
-complete -c hasync -n "__fish_hasync_using_subcommand init" -l peer -d 'The peer, `[user@]host[:port]` [default: the config\'s [node] peer]' -r
+complete -c hasync -n "__fish_hasync_using_subcommand init" -l peer -d 'The peer, `[user@]host[:port]`, or the name of one of the config\'s [[peer]] tables [default: the config\'s [node] peer]' -r
 complete -c hasync -n "__fish_hasync_using_subcommand init" -l identity -d 'This node\'s hasync private key [default: [node] identity, or ~/.ssh/hasync_ed25519]' -r -F
 complete -c hasync -n "__fish_hasync_using_subcommand init" -l known-hosts -d 'Where the peer\'s host key is pinned [default: [node] known_hosts, or ~/.ssh/known_hosts]' -r -F
 complete -c hasync -n "__fish_hasync_using_subcommand init" -l remote-path -d 'Where hasync lives on the peer (goes into the forced command) [default: [node] remote_path]' -r

@@ -27,6 +27,10 @@ pub struct DbArgs {
     /// docs/master-check.md, failback)
     #[arg(long)]
     pub discard_failover_writes: bool,
+    /// With [[peer]] tables: replicate to this peer only (repeat it for several;
+    /// default: every peer, one after the other)
+    #[arg(long = "peer", value_name = "NAME")]
+    pub peers: Vec<String>,
 }
 
 pub const DB_HELP: &str = "\
@@ -83,42 +87,73 @@ pub fn run(cli: &Cli, args: &DbArgs) -> Result<i32, CliError> {
         }
         return Ok(0);
     }
+    let targets = super::sync::selected_peers(&cfg, &args.peers)?;
+    let mut worst = 0;
+    let mut by_peer = serde_json::Map::new();
+    for t in &targets {
+        let (code, rep) = replicate_to(t, &db, args, text);
+        worst = worst.max(code);
+        match &t.node.peer_name {
+            None if args.json => outln!("{}", serde_json::to_string(&rep).unwrap_or_default()),
+            Some(name) => {
+                by_peer.insert(name.clone(), serde_json::to_value(&rep).unwrap_or_default());
+            }
+            None => {}
+        }
+    }
+    if args.json && !by_peer.is_empty() {
+        outln!("{}", serde_json::json!({ "peers": by_peer }));
+    }
+    Ok(worst)
+}
+
+/// One run toward the peer of `cfg`: its exit code and report (printed as text here).
+fn replicate_to(
+    cfg: &hasync::node::config::Config,
+    db: &hasync::node::config::DbJob,
+    args: &DbArgs,
+    text: bool,
+) -> (i32, DbReport) {
     let mut connect = || -> Result<Client, SyncError> {
-        let transport = hasync::scheduler::jobs::peer_transport(&cfg)?;
-        Client::connect_as(transport.as_ref(), &[], Some(&cfg)).map_err(|e| match e {
+        let transport = hasync::scheduler::jobs::peer_transport(cfg)?;
+        Client::connect_as(transport.as_ref(), &[], Some(cfg)).map_err(|e| match e {
             e if e.is_peer() => {
                 SyncError::Peer(format!("cannot reach the peer {}: {e}", cfg.node.peer))
             }
             e => e,
         })
     };
-    let (rep, res) = job::run(&cfg, &db, args.force, &mut connect);
-    if args.json {
-        outln!("{}", serde_json::to_string(&rep).unwrap_or_default());
-    }
+    let (rep, res) = job::run(cfg, db, args.force, &mut connect);
+    let to = match &cfg.node.peer_name {
+        Some(p) => format!(" to {p}"),
+        None => String::new(),
+    };
     match res {
         Ok(()) => {
             if text {
+                if !to.is_empty() {
+                    outln!("peer{to}:");
+                }
                 print_outcome(&rep);
             }
-            Ok(0)
+            (0, rep)
         }
         Err(e) => {
             // psql's message is several lines: each on its own, indented, escaped.
             let msg = e.to_string();
             let mut lines = msg.lines().map(hasync::tree::path::escape_controls);
             eprintln!(
-                "hasync: db {} failed: {}",
+                "hasync: db {}{to} failed: {}",
                 db.database,
                 lines.next().unwrap_or_default()
             );
             for l in lines {
                 eprintln!("    {l}");
             }
-            if let Some(hook_err) = hasync::db::failure_hook(&cfg, &e.to_string()) {
+            if let Some(hook_err) = hasync::db::failure_hook(cfg, &e.to_string()) {
                 eprintln!("hasync: {hook_err}");
             }
-            Ok(e.exit_code().code())
+            (e.exit_code().code(), rep)
         }
     }
 }

@@ -26,11 +26,13 @@ What it does (idempotent: a second run changes nothing):
 Examples:
   hasync init                                   # peer, key and known_hosts from the config
   hasync init --peer root@10.0.0.2 --password-file /root/slave-pw
+  hasync init --peer b                          # [[peer]] tables: one standby at a time
   HASYNC_INIT_PASSWORD=secret hasync init --force";
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct InitArgs {
-    /// The peer, `[user@]host[:port]` [default: the config's [node] peer]
+    /// The peer, `[user@]host[:port]`, or the name of one of the config's [[peer]] tables
+    /// [default: the config's [node] peer]
     #[arg(long, value_name = "PEER")]
     pub peer: Option<String>,
     /// This node's hasync private key [default: [node] identity, or ~/.ssh/hasync_ed25519]
@@ -56,10 +58,33 @@ pub struct InitArgs {
 pub fn run(cli: &Cli, args: &InitArgs) -> Result<i32, CliError> {
     let path = super::config_path(cli);
     // The config is optional when everything is given on the command line.
-    let cfg = if path.exists() || args.peer.is_none() {
+    let mut cfg = if path.exists() || args.peer.is_none() {
         Some(hasync::node::config::load(&path)?)
     } else {
         None
+    };
+    // [[peer]] tables: --peer names the one to set up.
+    let mut peer_arg = args.peer.clone();
+    if let Some(c) = cfg.as_ref().filter(|c| !c.peers.is_empty()) {
+        let names: Vec<&str> = c.peers.iter().map(|p| p.name.as_str()).collect();
+        match peer_arg.as_deref().and_then(|n| c.peer_named(n)) {
+            Some(p) => {
+                cfg = Some(c.for_peer(p));
+                peer_arg = None;
+            }
+            None if peer_arg.is_none() => {
+                return Err(CliError::usage(format!(
+                    "{} has [[peer]] tables: name the one to set up with --peer NAME ({}), once per peer",
+                    path.display(),
+                    names.join(", ")
+                )));
+            }
+            None => {}
+        }
+    }
+    let args = &InitArgs {
+        peer: peer_arg,
+        ..args.clone()
     };
     // peer_from = "wazo": the peer is remote_address of ha.conf, read now.
     let peer = match (&args.peer, cfg.as_ref()) {

@@ -12,6 +12,8 @@ pub struct Console {
     pub failed: u64,
     /// Shown before each item's path (the job's directory, in `hasync sync`).
     pub prefix: String,
+    /// Shown before every line (`[b] `: the peer, when several run at once).
+    pub tag: String,
     bar: Option<ProgressBar>,
 }
 
@@ -31,6 +33,7 @@ impl Console {
             itemize,
             failed: 0,
             prefix: String::new(),
+            tag: String::new(),
             bar,
         }
     }
@@ -39,6 +42,13 @@ impl Console {
         // Names are escaped where they are formatted; this is the last guard for
         // any text (item codes and errors from the peer) that reaches the terminal.
         let line = hasync::tree::path::escape_controls(&line);
+        let line = match self.tag.is_empty() {
+            true => line,
+            false => match line.strip_prefix("hasync: ") {
+                Some(rest) => format!("hasync: {}{rest}", self.tag),
+                None => format!("{}{line}", self.tag),
+            },
+        };
         match (&self.bar, to_stderr) {
             (Some(b), _) => b.println(line),
             (None, true) => eprintln!("{line}"),

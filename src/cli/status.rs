@@ -108,7 +108,11 @@ fn print_db(now: DateTime<Utc>, db: &DbStatus) {
     let lag = db
         .lag_seconds
         .map_or("unknown".to_string(), |l| format!("{l:.0}s"));
-    outln!("db [{}] lag {lag} ({how})", db.schedule);
+    let to = db
+        .peer
+        .as_ref()
+        .map_or(String::new(), |p| format!(" to {p}"));
+    outln!("db{to} [{}] lag {lag} ({how})", db.schedule);
     outln!("  synced as of: {}", when(now, db.synced_as_of));
     outln!("  last replay:  {}", when(now, db.last_replay));
     if let Some(n) = db.commits_seen {
@@ -122,6 +126,33 @@ fn print_db(now: DateTime<Utc>, db: &DbStatus) {
     }
 }
 
+/// With `[[peer]]` tables: one line per peer.
+fn print_peers(r: &StatusReport) {
+    if r.peers.is_empty() {
+        return;
+    }
+    outln!();
+    outln!("peers:");
+    for p in &r.peers {
+        let lag = p
+            .lag_seconds
+            .map_or("-".to_string(), |l| format!("{l:.0}s"));
+        let failing = match p.jobs_failing {
+            0 => String::new(),
+            n => format!(", {n} of {} jobs failing", p.jobs),
+        };
+        outln!(
+            "  {:<12} {:<24} {:<8} lag {lag}{failing}",
+            p.name,
+            p.address,
+            p.state
+        );
+        if let Some(e) = &p.last_error {
+            outln!("  {:<12} last error: {e}", "");
+        }
+    }
+}
+
 fn print_text(r: &StatusReport) {
     let now = r.now;
     let from = r
@@ -132,7 +163,10 @@ fn print_text(r: &StatusReport) {
         "role: {}{from}   epoch: {}   peer: {}",
         r.role,
         r.role_epoch,
-        r.peer
+        match r.peers.len() {
+            0 => r.peer.clone(),
+            n => format!("{n} ([[peer]] tables, below)"),
+        }
     );
     match r.daemon_pid {
         Some(pid) => outln!("daemon: running (pid {pid})"),
@@ -145,6 +179,7 @@ fn print_text(r: &StatusReport) {
             when(now, rec.last_replay)
         );
     }
+    print_peers(r);
     for j in &r.jobs {
         outln!();
         outln!("job {} [{}]", j.name, j.schedule);
@@ -190,8 +225,9 @@ fn print_text(r: &StatusReport) {
             j.failures_total
         );
     }
-    if let Some(db) = &r.db {
-        print_db(now, db);
+    match r.db_by_peer.is_empty() {
+        true => r.db.iter().for_each(|db| print_db(now, db)),
+        false => r.db_by_peer.iter().for_each(|db| print_db(now, db)),
     }
     if let Some(m) = &r.master_check {
         outln!();

@@ -112,7 +112,8 @@ pub fn run(
         ..Default::default()
     };
     let state_dir = &cfg.node.state_dir;
-    let mut st = state::load(state_dir);
+    let peer = cfg.node.peer_name.as_deref();
+    let mut st = state::load(state_dir, peer);
     let res = run_inner(cfg, job, force, connect, &st, &mut rep);
     rep.duration_ms = ms(t0);
     let rec = RunRecord {
@@ -145,8 +146,8 @@ pub fn run(
         error: rep.error.clone(),
         ..rec
     });
-    let saved = state::save(state_dir, &st)
-        .map_err(|e| local("cannot record the run in", &state::path(state_dir), e));
+    let saved = state::save(state_dir, peer, &st)
+        .map_err(|e| local("cannot record the run in", &state::path(state_dir, peer), e));
     let res = match (res, saved) {
         (Err(e), _) => Err(e),
         (Ok(_), Err(e)) => {

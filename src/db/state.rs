@@ -42,21 +42,26 @@ pub struct DbState {
     pub synced_unix: Option<u64>,
 }
 
-pub fn path(state_dir: &Path) -> PathBuf {
-    state_dir.join(FILE)
+/// The record of the runs toward `peer` (a `[[peer]]` name; `None`: the one peer of
+/// `[node] peer`): `db.json`, or `db@PEER.json`.
+pub fn path(state_dir: &Path, peer: Option<&str>) -> PathBuf {
+    match peer {
+        None => state_dir.join(FILE),
+        Some(p) => state_dir.join(format!("db@{p}.json")),
+    }
 }
 
 /// The record, or an empty one when there is none or it cannot be read.
-pub fn load(state_dir: &Path) -> DbState {
-    std::fs::read(path(state_dir))
+pub fn load(state_dir: &Path, peer: Option<&str>) -> DbState {
+    std::fs::read(path(state_dir, peer))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
 }
 
 /// Writes the record atomically.
-pub fn save(state_dir: &Path, st: &DbState) -> std::io::Result<()> {
-    store::write_atomic(&path(state_dir), &store::json_bytes(st)?)
+pub fn save(state_dir: &Path, peer: Option<&str>, st: &DbState) -> std::io::Result<()> {
+    store::write_atomic(&path(state_dir, peer), &store::json_bytes(st)?)
 }
 
 /// Seconds since the Unix epoch.
@@ -71,7 +76,7 @@ mod tests {
     #[test]
     fn save_then_load_round_trips_and_garbage_reads_as_empty() {
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(load(d.path()), DbState::default());
+        assert_eq!(load(d.path(), None), DbState::default());
         let st = DbState {
             job: "db".into(),
             replayed_hash: Some("ab".into()),
@@ -82,9 +87,9 @@ mod tests {
             }),
             ..Default::default()
         };
-        save(d.path(), &st).unwrap();
-        assert_eq!(load(d.path()), st);
-        std::fs::write(path(d.path()), b"{not json").unwrap();
-        assert_eq!(load(d.path()), DbState::default());
+        save(d.path(), None, &st).unwrap();
+        assert_eq!(load(d.path(), None), st);
+        std::fs::write(path(d.path(), None), b"{not json").unwrap();
+        assert_eq!(load(d.path(), None), DbState::default());
     }
 }

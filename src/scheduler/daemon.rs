@@ -4,7 +4,7 @@
 //! maps SIGTERM/SIGINT/SIGHUP to them), changes from the watcher, and the end of runs.
 //! Each run happens on its own thread through [`jobs::execute`], under the job's lock
 //! (shared with `hasync sync`), so a job never runs twice at once, even across
-//! processes; all jobs share one transport to the peer.
+//! processes; the jobs toward one peer share one transport to it (one per `[[peer]]`).
 //!
 //! Watch jobs: a change marks the job dirty and, after a short debounce, starts a full
 //! run of the job; the job stays dirty (and is retried with backoff) until a run that
@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use crate::node::config::{self, Config, ConfigError, Schedule};
 use crate::node::schedule::{CronExpr, backoff, cron_of, jitter, next_after};
-use crate::scheduler::jobs::{self, Executed, Job, LogReporter, SharedTransport};
+use crate::scheduler::jobs::{self, Executed, Job, LogReporter, PeerTransports};
 use crate::scheduler::state::{self, DaemonState, JobLock};
 use crate::scheduler::watch::{self, Change, Watcher};
 
@@ -120,7 +120,8 @@ struct Daemon {
     cfg: Arc<Config>,
     jobs: Vec<Arc<dyn Job>>,
     slots: Vec<Slot>,
-    transport: SharedTransport,
+    /// One per peer: each job runs on its own peer's.
+    transports: PeerTransports,
     watcher: Watcher,
     tx: Sender<Wakeup>,
     seq: u64,
@@ -274,7 +275,7 @@ impl Daemon {
         let job = s.job.clone();
         let name = job.name().to_string();
         tracing::info!("job {name}: starting ({trigger})");
-        let (transport, tx) = (self.transport.clone(), self.tx.clone());
+        let (transport, tx) = (self.transports.get(job.peer()), self.tx.clone());
         let (state_dir, hooks) = (self.cfg.node.state_dir.clone(), self.cfg.hooks.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("job {name}"))
@@ -431,7 +432,7 @@ pub fn run(path: &Path, tx: Sender<Wakeup>, rx: Receiver<Wakeup>) -> Result<Stop
             ))
         })?
         .ok_or_else(|| DaemonError::AlreadyRunning(state_dir.clone()))?;
-    let transport = jobs::peer_transport(&cfg).map_err(|e| DaemonError::Setup(e.to_string()))?;
+    let transports = PeerTransports::of(&cfg).map_err(|e| DaemonError::Setup(e.to_string()))?;
     let jobs = jobs::jobs_of(&cfg);
     let view = Arc::new(Mutex::new(http::View {
         cfg: cfg.clone(),
@@ -457,7 +458,7 @@ pub fn run(path: &Path, tx: Sender<Wakeup>, rx: Receiver<Wakeup>) -> Result<Stop
         cfg: cfg.clone(),
         jobs: jobs.clone(),
         slots: Vec::new(),
-        transport,
+        transports,
         watcher: watch::watch(Vec::new(), |_| {}).0,
         tx,
         seq: 0,

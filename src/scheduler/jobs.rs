@@ -78,6 +78,19 @@ pub trait Job: Send + Sync {
     }
     /// One run, blocking. Errors are in the outcome.
     fn run(&self, transport: &dyn Transport, rep: &mut dyn JobReporter) -> Outcome;
+    /// The `[[peer]]` this job's runs go to (`None`: the one peer of `[node] peer`).
+    fn peer(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// A job run's name split into the config's job name and its `[[peer]]`:
+/// `"web@b"` -> `("web", Some("b"))`, `"web"` -> `("web", None)` (see [`Config::unit_name`]).
+pub fn split_unit(name: &str) -> (&str, Option<&str>) {
+    match name.split_once('@') {
+        Some((job, peer)) => (job, Some(peer)),
+        None => (name, None),
+    }
 }
 
 /// A [`Reporter`] that is also told which directory a run is on.
@@ -101,32 +114,41 @@ impl Reporter for LogReporter {
 
 impl JobReporter for LogReporter {}
 
-/// Every job of the node, in config order.
+/// Every job of the node, in config order; with `[[peer]]` tables, every job once per
+/// peer (`job@peer`: its own lock, state, retries and metrics, so a slow or dead peer
+/// delays no other), peer by peer.
 pub fn jobs_of(cfg: &Arc<Config>) -> Vec<Arc<dyn Job>> {
-    let mut jobs: Vec<Arc<dyn Job>> = (0..cfg.sync.len())
-        .map(|index| {
-            Arc::new(SyncJobRun {
-                cfg: cfg.clone(),
-                index,
-            }) as Arc<dyn Job>
-        })
-        .collect();
-    // The [db] job is scheduled like the sync jobs. (The master check runs every few
-    // seconds on its own thread instead: see `daemon::master_loop`.)
-    if cfg.db.is_some() {
-        jobs.push(Arc::new(db_run::DbJobRun { cfg: cfg.clone() }));
+    let mut jobs: Vec<Arc<dyn Job>> = Vec::new();
+    for peer_cfg in cfg.per_peer() {
+        let peer_cfg = Arc::new(peer_cfg);
+        for index in 0..cfg.sync.len() {
+            jobs.push(Arc::new(SyncJobRun::new(peer_cfg.clone(), index)));
+        }
+        // The [db] job is scheduled like the sync jobs. (The master check runs every few
+        // seconds on its own thread instead: see `daemon::master_loop`.)
+        if cfg.db.is_some() {
+            jobs.push(Arc::new(db_run::DbJobRun::new(peer_cfg)));
+        }
     }
     jobs.shrink_to_fit();
     jobs
 }
 
-/// A `[[sync]]` job as a [`Job`].
+/// A `[[sync]]` job toward one peer as a [`Job`].
 pub struct SyncJobRun {
+    /// The config as seen toward the job's peer ([`Config::for_peer`]).
     pub cfg: Arc<Config>,
     pub index: usize,
+    /// [`Config::unit_name`]: `job`, or `job@peer`.
+    unit: String,
 }
 
 impl SyncJobRun {
+    pub fn new(cfg: Arc<Config>, index: usize) -> SyncJobRun {
+        let unit = cfg.unit_name(&cfg.sync[index].name);
+        SyncJobRun { cfg, index, unit }
+    }
+
     fn job(&self) -> &SyncJob {
         &self.cfg.sync[self.index]
     }
@@ -134,7 +156,10 @@ impl SyncJobRun {
 
 impl Job for SyncJobRun {
     fn name(&self) -> &str {
-        &self.job().name
+        &self.unit
+    }
+    fn peer(&self) -> Option<&str> {
+        self.cfg.node.peer_name.as_deref()
     }
     fn schedule(&self) -> &Schedule {
         &self.job().schedule
@@ -234,6 +259,28 @@ pub fn peer_transport(cfg: &Config) -> Result<SharedTransport, SyncError> {
                 gate: std::sync::Mutex::new(()),
             }))
         }
+    }
+}
+
+/// One [`peer_transport`] per peer of the node (one for `[node] peer`, one per
+/// `[[peer]]`), each keeping its own SSH session: a dead peer's timeouts hold up no
+/// other peer's jobs.
+#[derive(Clone)]
+pub struct PeerTransports(Vec<(Option<String>, SharedTransport)>);
+
+impl PeerTransports {
+    pub fn of(cfg: &Config) -> Result<PeerTransports, SyncError> {
+        cfg.per_peer()
+            .iter()
+            .map(|c| Ok((c.node.peer_name.clone(), peer_transport(c)?)))
+            .collect::<Result<_, SyncError>>()
+            .map(PeerTransports)
+    }
+
+    /// The transport to `peer` (a [`Job::peer`]); the first one for a name it does not know.
+    pub fn get(&self, peer: Option<&str>) -> SharedTransport {
+        let found = self.0.iter().find(|(name, _)| name.as_deref() == peer);
+        found.unwrap_or(&self.0[0]).1.clone()
     }
 }
 

@@ -36,13 +36,79 @@ pub struct StatusReport {
     pub services_active: bool,
     /// What this node last received from its peer (`received.json`), if anything.
     pub received: Option<crate::scheduler::health::Received>,
-    /// The DB job's lag, on the node that runs it (the master).
+    /// The DB job's lag, on the node that runs it (the master); with `[[peer]]` tables,
+    /// the peer that lags most (each is in `db_by_peer`).
     pub db: Option<DbStatus>,
+    /// With `[[peer]]` tables: the DB lag toward each peer.
+    pub db_by_peer: Vec<DbStatus>,
+    /// With `[[peer]]` tables: how the jobs toward each peer stand.
+    pub peers: Vec<PeerStatus>,
+}
+
+/// One `[[peer]]` (fan-out): its jobs' runs toward it, summed up.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub address: String,
+    /// `ok` (every job's last run succeeded), `failing`, `never` (no run yet), or
+    /// `idle` (this node runs none of its jobs: its role).
+    pub state: String,
+    /// Jobs run toward it on this node, and how many of them failed last.
+    pub jobs: usize,
+    pub jobs_failing: usize,
+    /// The oldest of its jobs' last successes (every job has delivered since).
+    pub last_success: Option<DateTime<Utc>>,
+    /// The largest of its jobs' lags.
+    pub lag_seconds: Option<f64>,
+    /// The last error of a failing job.
+    pub last_error: Option<String>,
+}
+
+/// The [`PeerStatus`] of every `[[peer]]`, from the jobs' statuses.
+fn peer_statuses(cfg: &Config, jobs: &[JobStatus]) -> Vec<PeerStatus> {
+    cfg.peers
+        .iter()
+        .map(|p| {
+            let run: Vec<&JobStatus> = jobs
+                .iter()
+                .filter(|j| j.peer.as_deref() == Some(&p.name) && j.skipped.is_none())
+                .collect();
+            let failing: Vec<&&JobStatus> = run
+                .iter()
+                .filter(|j| j.last_run.as_ref().is_some_and(|r| !r.ok))
+                .collect();
+            let never = run.iter().any(|j| j.last_success.is_none());
+            let state = match () {
+                _ if run.is_empty() => "idle",
+                _ if !failing.is_empty() => "failing",
+                _ if never => "never",
+                _ => "ok",
+            };
+            PeerStatus {
+                name: p.name.clone(),
+                address: p.peer.to_string(),
+                state: state.into(),
+                jobs: run.len(),
+                jobs_failing: failing.len(),
+                last_success: match never {
+                    true => None,
+                    false => run.iter().filter_map(|j| j.last_success).min(),
+                },
+                lag_seconds: run
+                    .iter()
+                    .filter_map(|j| j.lag_seconds)
+                    .max_by(f64::total_cmp),
+                last_error: failing.iter().find_map(|j| j.last_error.clone()),
+            }
+        })
+        .collect()
 }
 
 /// How far behind the master the slave's database may be (docs/db.md, "DB lag").
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DbStatus {
+    /// The `[[peer]]` this is the lag toward (`None`: the one peer of `[node] peer`).
+    pub peer: Option<String>,
     pub schedule: String,
     /// Seconds: 0 when the daemon's poller saw no commit since the slave's last run
     /// started, else the age of the first commit not yet on the slave (`watch`); without
@@ -99,13 +165,14 @@ fn db_status(
 ) -> Option<DbStatus> {
     let db = cfg.db.as_ref()?;
     let job = job.filter(|j| j.skipped.is_none())?;
-    let st = crate::db::state::load(&cfg.node.state_dir);
+    let st = crate::db::state::load(&cfg.node.state_dir, cfg.node.peer_name.as_deref());
     let synced_as_of = from_unix(st.synced_unix);
     let watch = daemon
         .and_then(|d| d.db_watch.as_ref())
         .filter(|_| db.schedule == crate::node::config::Schedule::Watch);
     let (lag_seconds, lag_basis) = db_lag(watch, job.pending_since, synced_as_of, now);
     Some(DbStatus {
+        peer: cfg.node.peer_name.clone(),
         schedule: db.schedule.to_string(),
         lag_seconds,
         lag_basis: lag_basis.into(),
@@ -161,7 +228,11 @@ fn master_status(cfg: &Config) -> Option<MasterStatus> {
 /// One job.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobStatus {
+    /// The run's name: the job's, or `job@peer` with `[[peer]]` tables.
     pub name: String,
+    /// The config's job name, and the `[[peer]]` its runs go to.
+    pub job: String,
+    pub peer: Option<String>,
     pub schedule: String,
     /// Why this node does not run the job (its role), if it does not.
     pub skipped: Option<String>,
@@ -211,6 +282,8 @@ pub fn report(
             let pending_since = live.and_then(|l| l.pending_since);
             JobStatus {
                 name: job.name().to_string(),
+                job: crate::scheduler::jobs::split_unit(job.name()).0.to_string(),
+                peer: job.peer().map(str::to_string),
                 schedule: job.schedule().to_string(),
                 skipped: job.skip_reason(),
                 last_success: st.last_success.as_ref().map(|r| r.end),
@@ -228,10 +301,22 @@ pub fn report(
             }
         })
         .collect::<Vec<JobStatus>>();
-    let db_job = jobs
-        .iter()
-        .find(|j| j.name == crate::scheduler::jobs::DB_JOB_NAME);
-    let db = db_status(cfg, db_job, daemon, now);
+    let db_of = |c: &Config| {
+        let unit = c.unit_name(crate::scheduler::jobs::DB_JOB_NAME);
+        db_status(c, jobs.iter().find(|j| j.name == unit), daemon, now)
+    };
+    let (db, db_by_peer) = match cfg.peers.is_empty() {
+        true => (db_of(cfg), Vec::new()),
+        false => {
+            let all: Vec<DbStatus> = cfg.per_peer().iter().filter_map(db_of).collect();
+            let worst = all
+                .iter()
+                .max_by(|a, b| lag_rank(a).total_cmp(&lag_rank(b)))
+                .cloned();
+            (worst, all)
+        }
+    };
+    let peers = peer_statuses(cfg, &jobs);
     // Read once: the role files may change between two reads.
     let effective = crate::node::role::effective(cfg);
     StatusReport {
@@ -256,40 +341,103 @@ pub fn report(
         received: Some(crate::scheduler::health::load_received(&cfg.node.state_dir))
             .filter(|r| r.last().is_some()),
         db,
+        db_by_peer,
+        peers,
     }
 }
 
+/// Orders DB lags, a peer never replicated to (no lag yet) last of all.
+fn lag_rank(d: &DbStatus) -> f64 {
+    d.lag_seconds.unwrap_or(f64::INFINITY)
+}
+
 /// The DB lag metrics (see [`DbStatus`]).
-fn db_metrics(out: &mut String, db: &DbStatus) {
+fn db_metrics(out: &mut String, dbs: &[&DbStatus]) {
     let ts = |t: &DateTime<Utc>| t.timestamp_millis() as f64 / 1000.0;
-    let gauges = [
+    type Getter = fn(&DbStatus, &dyn Fn(&DateTime<Utc>) -> f64) -> Option<f64>;
+    let gauges: [(&str, &str, Getter); 3] = [
         (
             "hasync_db_lag_seconds",
             "How far behind the master the slave's database may be (0: nothing committed since the slave's last run; docs/db.md).",
-            db.lag_seconds,
+            |d, _| d.lag_seconds,
         ),
         (
             "hasync_db_synced_timestamp_seconds",
             "Start of the last successful DB run: the slave holds every commit up to then (Unix time).",
-            db.synced_as_of.as_ref().map(ts),
+            |d, ts| d.synced_as_of.as_ref().map(ts),
         ),
         (
             "hasync_db_last_commit_seen_timestamp_seconds",
             "Watch mode: when the daemon last saw a commit on the master (Unix time).",
-            db.last_commit_seen.as_ref().map(ts),
+            |d, ts| d.last_commit_seen.as_ref().map(ts),
         ),
     ];
-    for (name, help, v) in gauges {
-        if let Some(v) = v {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    for (name, help, get) in gauges {
+        // The commit poller watches the master, not a peer: one value without a label.
+        let per_peer = name != "hasync_db_last_commit_seen_timestamp_seconds";
+        let values: Vec<(String, f64)> = dbs
+            .iter()
+            .take(if per_peer { usize::MAX } else { 1 })
+            .filter_map(|d| {
+                let labels = match (&d.peer, per_peer) {
+                    (Some(p), true) => format!("{{peer=\"{}\"}}", escape(p)),
+                    _ => String::new(),
+                };
+                get(d, &ts).map(|v| (labels, v))
+            })
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, v) in values {
+            let _ = writeln!(out, "{name}{labels} {v}");
         }
     }
-    if let Some(n) = db.commits_seen {
+    if let Some(n) = dbs.first().and_then(|d| d.commits_seen) {
         let name = "hasync_db_commits_seen_total";
         let _ = writeln!(
             out,
             "# HELP {name} Watch mode: polls of the master that found a commit since the daemon started.\n# TYPE {name} counter\n{name} {n}"
         );
+    }
+}
+
+/// With `[[peer]]` tables: each peer's jobs that failed last, and its largest lag.
+fn peer_metrics(out: &mut String, peers: &[PeerStatus]) {
+    if peers.is_empty() {
+        return;
+    }
+    let name = "hasync_peer_jobs_failing";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Jobs toward each [[peer]] whose last run failed.\n# TYPE {name} gauge"
+    );
+    for p in peers {
+        let _ = writeln!(
+            out,
+            "{name}{{peer=\"{}\"}} {}",
+            escape(&p.name),
+            p.jobs_failing
+        );
+    }
+    let name = "hasync_peer_lag_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Seconds since the least recent last success of the jobs toward each [[peer]].\n# TYPE {name} gauge"
+    );
+    for p in peers {
+        if let Some(l) = p.lag_seconds {
+            let _ = writeln!(out, "{name}{{peer=\"{}\"}} {l}", escape(&p.name));
+        }
+    }
+}
+
+/// A job's labels: `job="web"`, and `peer="b"` toward a `[[peer]]`.
+fn job_labels(j: &JobStatus) -> String {
+    match &j.peer {
+        None => format!("job=\"{}\"", escape(&j.job)),
+        Some(p) => format!("job=\"{}\",peer=\"{}\"", escape(&j.job), escape(p)),
     }
 }
 
@@ -328,7 +476,7 @@ fn node_metrics(out: &mut String, r: &StatusReport) {
     );
     for j in r.jobs.iter().filter(|j| j.skipped.is_none()) {
         if let Some(t) = &j.last_success {
-            let _ = writeln!(out, "{name}{{job=\"{}\"}} {}", escape(&j.name), ts(t));
+            let _ = writeln!(out, "{name}{{{}}} {}", job_labels(j), ts(t));
         }
     }
     let Some(rec) = &r.received else { return };
@@ -416,14 +564,16 @@ pub fn prometheus(r: &StatusReport) -> String {
         "# HELP hasync_up 1 when the daemon answers.\n# TYPE hasync_up gauge\nhasync_up 1"
     );
     node_metrics(&mut out, r);
-    if let Some(db) = &r.db {
-        db_metrics(&mut out, db);
+    match r.db_by_peer.is_empty() {
+        true => db_metrics(&mut out, &r.db.iter().collect::<Vec<_>>()),
+        false => db_metrics(&mut out, &r.db_by_peer.iter().collect::<Vec<_>>()),
     }
+    peer_metrics(&mut out, &r.peers);
     for (name, kind, help, get) in metrics {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for j in r.jobs.iter().filter(|j| j.skipped.is_none()) {
             if let Some(v) = get(j, &ts) {
-                let _ = writeln!(out, "{name}{{job=\"{}\"}} {v}", escape(&j.name));
+                let _ = writeln!(out, "{name}{{{}}} {v}", job_labels(j));
             }
         }
     }
@@ -478,6 +628,8 @@ mod tests {
         let t = DateTime::from_timestamp(1_800_000_000, 500_000_000).unwrap();
         JobStatus {
             name: name.into(),
+            job: name.into(),
+            peer: None,
             schedule: "watch".into(),
             skipped: skipped.then(|| "pull jobs run on the slave".into()),
             last_success: Some(t),
@@ -527,6 +679,60 @@ mod tests {
     }
 
     #[test]
+    fn fan_out_jobs_are_labelled_by_job_and_peer_and_each_peer_is_summed_up() {
+        let text = "[node]\nrole = \"master\"\n\
+            [[peer]]\nname = \"b\"\naddress = \"root@10.0.0.2\"\n\
+            [[peer]]\nname = \"c\"\naddress = \"root@10.0.0.3\"\n\
+            [[sync]]\nname = \"web\"\npaths = [\"/w\"]\n";
+        let cfg = crate::node::config::parse(text, std::path::Path::new("/x/h.toml")).unwrap();
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let of = |peer: &str, ok: bool| JobStatus {
+            name: format!("web@{peer}"),
+            job: "web".into(),
+            peer: Some(peer.into()),
+            last_run: Some(Run {
+                start: t,
+                end: t,
+                ok,
+                trigger: "schedule".into(),
+                exit_code: if ok { 0 } else { 3 },
+                error: (!ok).then(|| "cannot reach the peer".into()),
+                stats: Default::default(),
+            }),
+            last_success: ok.then_some(t),
+            last_error: (!ok).then(|| "cannot reach the peer".into()),
+            ..job("web", false)
+        };
+        let jobs = vec![of("b", true), of("c", false)];
+        let peers = peer_statuses(&cfg, &jobs);
+        assert_eq!(peers.len(), 2);
+        assert_eq!(
+            (peers[0].name.as_str(), peers[0].state.as_str()),
+            ("b", "ok")
+        );
+        assert_eq!(peers[0].address, "root@10.0.0.2");
+        assert_eq!(
+            (peers[1].state.as_str(), peers[1].jobs_failing),
+            ("failing", 1)
+        );
+        assert_eq!(
+            peers[1].last_error.as_deref(),
+            Some("cannot reach the peer")
+        );
+        assert_eq!(job_labels(&jobs[1]), "job=\"web\",peer=\"c\"");
+        let mut out = String::new();
+        peer_metrics(&mut out, &peers);
+        assert!(
+            out.contains("hasync_peer_jobs_failing{peer=\"c\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("hasync_peer_jobs_failing{peer=\"b\"} 0\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn prometheus_text_has_help_type_and_one_sample_per_job() {
         let r = StatusReport {
             now: Utc::now(),
@@ -546,6 +752,8 @@ mod tests {
                 commits_seen: Some(3),
                 ..Default::default()
             }),
+            db_by_peer: Vec::new(),
+            peers: Vec::new(),
         };
         let text = prometheus(&r);
         assert!(text.contains("hasync_up 1\n"));

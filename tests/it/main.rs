@@ -9,6 +9,7 @@ mod db_guard;
 mod db_watch;
 mod db_wazo;
 mod excludes_git;
+mod fanout;
 mod faults;
 mod fencing;
 mod fuzz_regressions;

@@ -17,6 +17,8 @@ use super::{Config, Daemon, Hooks, Schedule};
 struct RawConfig {
     node: RawNode,
     #[serde(default)]
+    peer: Vec<peers::RawPeer>,
+    #[serde(default)]
     sync: Vec<RawSync>,
     db: Option<RawDb>,
     services: Option<RawServices>,
@@ -175,6 +177,7 @@ impl From<usize> for KeyOrIndex {
     }
 }
 
+mod peers;
 mod sections;
 use sections::{build_check_master, build_db, build_node, build_services, build_sync};
 
@@ -381,7 +384,8 @@ pub(super) fn build(text: &str, file: &Path) -> Res<Config> {
         base: file.parent().map(Path::to_path_buf).unwrap_or_default(),
     };
     let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.serde_error(e))?;
-    let node = build_node(&ctx, raw.node)?;
+    let mut node = build_node(&ctx, raw.node, !raw.peer.is_empty())?;
+    let peers = peers::build_peers(&ctx, raw.peer, &mut node)?;
     let sync = build_sync(&ctx, raw.sync)?;
     let db = raw.db.map(|d| build_db(&ctx, d)).transpose()?;
     let services = raw.services.map(|s| build_services(&ctx, s)).transpose()?;
@@ -405,6 +409,7 @@ pub(super) fn build(text: &str, file: &Path) -> Res<Config> {
     Ok(Config {
         path: file.to_path_buf(),
         node,
+        peers,
         sync,
         db,
         services,

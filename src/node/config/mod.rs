@@ -34,6 +34,9 @@ pub struct Config {
     /// The file it was read from, as given (used in messages).
     pub path: PathBuf,
     pub node: Node,
+    /// `[[peer]]`: the standbys of a node that replicates to several (fan-out); empty
+    /// when `[node] peer` names the one peer. See [`Config::for_peer`].
+    pub peers: Vec<PeerNode>,
     /// The `[[sync]]` jobs, in file order. Names are unique and no two paths overlap.
     pub sync: Vec<SyncJob>,
     pub db: Option<DbJob>,
@@ -58,6 +61,9 @@ pub struct Node {
     /// `peer_from = "wazo"`: the peer is `root@<remote_address>` of `/etc/xivo/ha.conf`
     /// (under `root`), read at run time (see `master::wazo::effective_peer`).
     pub peer_from: Option<String>,
+    /// Not a config key: the `[[peer]]` this copy of the config talks to (set by
+    /// [`Config::for_peer`]); `None` for the one peer of `[node] peer`.
+    pub peer_name: Option<String>,
     /// SSH private key; relative paths are resolved against the config file's directory.
     pub identity: Option<PathBuf>,
     /// Pinned host keys; relative paths are resolved against the config file's directory.
@@ -139,6 +145,21 @@ pub enum Peer {
     /// `peer_from = "wazo"`: `root@<remote_address>` of `/etc/xivo/ha.conf`, resolved at
     /// run time by `master::wazo::effective_peer` (never connected to as such).
     WazoHaConf,
+}
+
+/// One `[[peer]]` table: a standby this node replicates to, by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerNode {
+    /// Unique, `[A-Za-z0-9_.-]+`: labels the peer's job runs (`job@name`), state and metrics.
+    pub name: String,
+    /// `address = "local" | "[user@]host[:port]"`.
+    pub peer: Peer,
+    /// Default `[node] peer_root`.
+    pub peer_root: PathBuf,
+    /// A local peer's config file.
+    pub peer_config: Option<PathBuf>,
+    /// Default `[node] remote_path`.
+    pub remote_path: String,
 }
 
 /// One `[[sync]]` job: a set of directories mirrored between the nodes.
@@ -366,6 +387,41 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 }
 
 impl Config {
+    /// One config per peer this node replicates to: itself for `[node] peer`, else one
+    /// copy per `[[peer]]` (see [`Config::for_peer`]), in file order.
+    pub fn per_peer(&self) -> Vec<Config> {
+        match self.peers.is_empty() {
+            true => vec![self.clone()],
+            false => self.peers.iter().map(|p| self.for_peer(p)).collect(),
+        }
+    }
+
+    /// This config as seen by the code that talks to one peer: `[node]`'s peer keys
+    /// are those of `p`, and `node.peer_name` is its name.
+    pub fn for_peer(&self, p: &PeerNode) -> Config {
+        let mut c = self.clone();
+        c.node.peer = p.peer.clone();
+        c.node.peer_root = p.peer_root.clone();
+        c.node.peer_config = p.peer_config.clone();
+        c.node.remote_path = p.remote_path.clone();
+        c.node.peer_name = Some(p.name.clone());
+        c
+    }
+
+    /// The `[[peer]]` called `name`.
+    pub fn peer_named(&self, name: &str) -> Option<&PeerNode> {
+        self.peers.iter().find(|p| p.name == name)
+    }
+
+    /// The name a job's runs go by toward this config's peer: `job` for the one peer of
+    /// `[node] peer`, `job@peer` with `[[peer]]` tables (their locks, state and logs).
+    pub fn unit_name(&self, job: &str) -> String {
+        match &self.node.peer_name {
+            None => job.to_string(),
+            Some(p) => format!("{job}@{p}"),
+        }
+    }
+
     /// The `[[sync]]` job called `name`.
     pub fn job(&self, name: &str) -> Option<&SyncJob> {
         self.sync.iter().find(|j| j.name == name)

@@ -909,3 +909,63 @@ fn compress_and_bwlimit_in_node_and_sync() {
     let m = err_at(&format!("{NODE}bwlimit = \"fast\"\n"), lines + 1, "bwlimit");
     assert!(m.contains("KiB/s"), "{m}");
 }
+
+const FAN_OUT: &str = "[node]\nrole = \"master\"\npeer_root = \"/srv\"\nremote_path = \"/usr/bin/hasync\"\n\
+    [[peer]]\nname = \"b\"\naddress = \"root@10.0.0.2\"\n\
+    [[peer]]\nname = \"c\"\naddress = \"admin@10.0.0.3:2222\"\npeer_root = \"/\"\n";
+
+#[test]
+fn peer_tables_name_each_standby_and_inherit_the_node_defaults() {
+    let c = ok(FAN_OUT);
+    assert_eq!(c.peers.len(), 2);
+    assert_eq!(c.peers[0].name, "b");
+    assert_eq!(c.peers[0].peer_root, PathBuf::from("/srv"));
+    assert_eq!(c.peers[0].remote_path, "/usr/bin/hasync");
+    assert_eq!(c.peers[1].peer.to_string(), "admin@10.0.0.3:2222");
+    assert_eq!(c.peers[1].peer_root, PathBuf::from("/"));
+    // [node] holds the first peer, for code that talks to one peer at a time.
+    assert_eq!(c.node.peer, c.peers[0].peer);
+    let each = c.per_peer();
+    assert_eq!(each.len(), 2);
+    assert_eq!(each[1].node.peer_name.as_deref(), Some("c"));
+    assert_eq!(each[1].node.peer, c.peers[1].peer);
+    assert_eq!(
+        each[1].peer_path(Path::new("/etc/x")),
+        PathBuf::from("/etc/x")
+    );
+    assert_eq!(
+        each[0].peer_path(Path::new("/etc/x")),
+        PathBuf::from("/srv/etc/x")
+    );
+    assert_eq!(each[1].unit_name("web"), "web@c");
+    // One peer in [node]: one config, its jobs keep their names.
+    let one = ok(NODE);
+    assert!(one.peers.is_empty());
+    assert_eq!(one.per_peer(), vec![one.clone()]);
+    assert_eq!(one.unit_name("web"), "web");
+}
+
+#[test]
+fn peer_tables_are_refused_with_node_peer_a_duplicate_or_a_bad_name() {
+    let both = format!("{NODE}[[peer]]\nname = \"b\"\naddress = \"root@10.0.0.2\"\n");
+    let msg = err_at(&both, 3, "peer");
+    assert!(msg.contains("[[peer]] tables"), "{msg}");
+    let dup = format!("{FAN_OUT}[[peer]]\nname = \"b\"\naddress = \"root@10.0.0.4\"\n");
+    let msg = err_at(&dup, 13, "name");
+    assert!(
+        msg.contains("already the name of [[peer]] number 1"),
+        "{msg}"
+    );
+    let bad = FAN_OUT.replace("name = \"c\"", "name = \"c@d\"");
+    let msg = err_at(&bad, 9, "name");
+    assert!(msg.contains("peer name"), "{msg}");
+    let addr = FAN_OUT.replace("admin@10.0.0.3:2222", "admin@10.0.0.3:http");
+    err_at(&addr, 10, "address");
+    let rel = FAN_OUT.replace("peer_root = \"/\"", "peer_root = \"srv\"");
+    err_at(&rel, 11, "peer_root");
+    let cfg_remote = FAN_OUT.replace("peer_root = \"/\"", "peer_config = \"c.toml\"");
+    err_at(&cfg_remote, 11, "peer_config");
+    let none = "[node]\nrole = \"master\"\n";
+    let e = parse(none, Path::new(FILE)).unwrap_err().to_string();
+    assert!(e.contains("[[peer]] table per standby"), "{e}");
+}

@@ -112,7 +112,11 @@ impl Daemon {
         let want = self
             .slots
             .iter()
-            .any(|s| s.job.name() == DB_JOB_NAME && s.watch && s.skipped.is_none())
+            .any(|s| {
+                crate::scheduler::jobs::split_unit(s.job.name()).0 == DB_JOB_NAME
+                    && s.watch
+                    && s.skipped.is_none()
+            })
             .then(|| self.cfg.db.as_ref().map(PgConn::from_job))
             .flatten();
         match (&self.db_poller, want) {

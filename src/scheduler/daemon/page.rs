@@ -152,7 +152,16 @@ fn node_section(h: &mut String, cfg: &Config, r: &StatusReport, role: &str) {
     h.push_str("<section id=\"node\"><table>");
     row(h, "role", &esc(role));
     row(h, "since", &since);
-    row(h, "peer", &esc(&redact(cfg, &r.peer)));
+    match r.peers.is_empty() {
+        true => row(h, "peer", &esc(&redact(cfg, &r.peer))),
+        false => {
+            for p in &r.peers {
+                let lag = p.lag_seconds.map_or("-".into(), |l| format!("{l:.1}s"));
+                let what = format!("{} {}, lag {lag}", redact(cfg, &p.address), p.state);
+                row(h, &format!("peer {}", esc(&p.name)), &esc(&what));
+            }
+        }
+    }
     let yes = |a: &health::Answer| format!("{}: {}", if a.ok { "yes" } else { "no" }, esc(&a.why));
     row(h, "serves (/primary)", &yes(&primary));
     row(h, "standby (/replica)", &yes(&replica));
@@ -246,7 +255,7 @@ fn jobs_section(h: &mut String, cfg: &Config, jobs: &[JobStatus], now: DateTime<
 
 fn db_section(h: &mut String, cfg: &Config, now: DateTime<Utc>) {
     let Some(db) = &cfg.db else { return };
-    let st = crate::db::state::load(&cfg.node.state_dir);
+    let st = crate::db::state::load(&cfg.node.state_dir, cfg.node.peer_name.as_deref());
     let _ = write!(
         h,
         "<section id=\"db\"><h2>Database {}</h2><table>",

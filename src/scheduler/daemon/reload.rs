@@ -20,9 +20,9 @@ impl Daemon {
                 return;
             }
         };
-        if new.node != self.cfg.node {
-            match jobs::peer_transport(&new) {
-                Ok(t) => self.transport = t,
+        if new.node != self.cfg.node || new.peers != self.cfg.peers {
+            match jobs::PeerTransports::of(&new) {
+                Ok(t) => self.transports = t,
                 Err(e) => {
                     tracing::error!(
                         "reload: keeping the current configuration, cannot set up the peer: {e}"

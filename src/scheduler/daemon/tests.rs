@@ -13,7 +13,7 @@ fn daemon() -> (Daemon, Receiver<Wakeup>) {
     let jobs = jobs::jobs_of(&cfg);
     let mut d = Daemon {
         path: cfg.path.clone(),
-        transport: jobs::peer_transport(&cfg).unwrap(),
+        transports: jobs::PeerTransports::of(&cfg).unwrap(),
         view: Arc::new(Mutex::new(http::View {
             cfg: cfg.clone(),
             jobs: jobs.clone(),

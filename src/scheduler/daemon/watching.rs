@@ -7,16 +7,20 @@ use chrono::Utc;
 use std::path::PathBuf;
 
 use super::{DEBOUNCE, Daemon, Wakeup, after};
+use crate::scheduler::jobs;
 use crate::scheduler::watch::{self, Change};
 
 impl Daemon {
     pub(super) fn start_watcher(&mut self) {
-        let jobs: Vec<(String, Vec<PathBuf>)> = self
-            .slots
-            .iter()
-            .filter(|s| s.watch && s.skipped.is_none())
-            .map(|s| (s.job.name().to_string(), s.job.watch_paths()))
-            .collect();
+        // By the config's job name: with [[peer]] tables, one change wakes the job's
+        // run toward every peer (see `changed`), and each root is watched once.
+        let mut jobs: Vec<(String, Vec<PathBuf>)> = Vec::new();
+        for s in self.slots.iter().filter(|s| s.watch && s.skipped.is_none()) {
+            let base = jobs::split_unit(s.job.name()).0;
+            if !jobs.iter().any(|(n, _)| n == base) {
+                jobs.push((base.to_string(), s.job.watch_paths()));
+            }
+        }
         let tx = self.tx.clone();
         // Replace the old watcher first so its inotify watches are released.
         self.watcher = watch::watch(Vec::new(), |_| {}).0;
@@ -90,7 +94,7 @@ impl Daemon {
         }
         for s in &mut self.slots {
             let hit = match &c {
-                Change::Job(name) => s.job.name() == name,
+                Change::Job(name) => jobs::split_unit(s.job.name()).0 == name,
                 Change::All(_) => s.watch,
             };
             if !hit || s.skipped.is_some() {

@@ -18,10 +18,18 @@ use std::sync::Arc;
 pub const DB_JOB_NAME: &str = "db";
 
 pub struct DbJobRun {
+    /// The config as seen toward the job's peer ([`Config::for_peer`]).
     pub cfg: Arc<Config>,
+    /// `db`, or `db@peer` with `[[peer]]` tables.
+    unit: String,
 }
 
 impl DbJobRun {
+    pub fn new(cfg: Arc<Config>) -> DbJobRun {
+        let unit = cfg.unit_name(DB_JOB_NAME);
+        DbJobRun { cfg, unit }
+    }
+
     fn db(&self) -> &DbJob {
         self.cfg
             .db
@@ -32,7 +40,10 @@ impl DbJobRun {
 
 impl Job for DbJobRun {
     fn name(&self) -> &str {
-        DB_JOB_NAME
+        &self.unit
+    }
+    fn peer(&self) -> Option<&str> {
+        self.cfg.node.peer_name.as_deref()
     }
     fn schedule(&self) -> &Schedule {
         &self.db().schedule
@@ -55,7 +66,8 @@ impl Job for DbJobRun {
             || -> Result<Client, SyncError> { Client::connect_as(transport, &[], Some(&self.cfg)) };
         let (rep, res) = crate::db::job::run(&self.cfg, self.db(), false, &mut connect);
         tracing::info!(
-            "job {DB_JOB_NAME}: {} ({} dump bytes, {} on the wire)",
+            "job {}: {} ({} dump bytes, {} on the wire)",
+            self.unit,
             rep.outcome,
             rep.dump_bytes,
             rep.bytes_on_wire

@@ -10,7 +10,9 @@ use super::super::{
 };
 use super::{Ctx, KeyOrIndex, RawCheckMaster, RawDb, RawNode, RawServices, RawSync, Res};
 
-pub(super) fn build_node(ctx: &Ctx, raw: RawNode) -> Res<Node> {
+/// `[node]`. `peer_tables`: the file has `[[peer]]` tables, which replace `peer` and
+/// `peer_from` (the caller then fills in the peer from the first table).
+pub(super) fn build_node(ctx: &Ctx, raw: RawNode, peer_tables: bool) -> Res<Node> {
     let role = match (raw.role.as_deref(), raw.role_from.as_deref()) {
         (Some(_), Some(_)) => {
             return Err(ctx.err(
@@ -41,7 +43,18 @@ pub(super) fn build_node(ctx: &Ctx, raw: RawNode) -> Res<Node> {
             ));
         }
     };
+    if peer_tables
+        && let Some(key) = [("peer", &raw.peer), ("peer_from", &raw.peer_from)]
+            .into_iter()
+            .find_map(|(k, v)| v.as_ref().map(|_| k))
+    {
+        return Err(ctx.err(
+            at!["node", key],
+            "is set together with [[peer]] tables (keep one: [node] peer for one standby, or one [[peer]] table per standby)",
+        ));
+    }
     let peer: Peer = match (raw.peer.as_deref(), raw.peer_from.as_deref()) {
+        (None, None) if peer_tables => Peer::Local, // replaced by the first [[peer]]
         (Some(_), Some(_)) => {
             return Err(ctx.err(
                 at!["node", "peer_from"],
@@ -52,7 +65,7 @@ pub(super) fn build_node(ctx: &Ctx, raw: RawNode) -> Res<Node> {
             return Err(ctx.missing(
                 at!["node"],
                 "peer",
-                "missing field `peer` (add peer = \"root@10.0.0.2\" or \"local\", or peer_from = \"wazo\" to [node])",
+                "missing field `peer` (add peer = \"root@10.0.0.2\" or \"local\", or peer_from = \"wazo\" to [node], or one [[peer]] table per standby)",
             ));
         }
         (Some(p), None) => p
@@ -106,6 +119,7 @@ pub(super) fn build_node(ctx: &Ctx, raw: RawNode) -> Res<Node> {
         role_from: raw.role_from,
         peer_from: raw.peer_from,
         peer,
+        peer_name: None,
         identity: optional("identity", raw.identity.as_deref())?,
         known_hosts: optional("known_hosts", raw.known_hosts.as_deref())?,
         peer_config: optional("peer_config", raw.peer_config.as_deref())?,
