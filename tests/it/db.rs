@@ -13,7 +13,7 @@ use std::process::Output;
 /// sequences, a standalone sequence, two excluded tables, and a table of the types
 /// real schemas have (enum, bytea, jsonb, arrays, timestamptz, NULLs) with a trigger
 /// that would break the replay if it fired (it must not: replication role `replica`).
-const SCHEMA: &str = "
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE tenant (id serial PRIMARY KEY, name text NOT NULL, owner_id int);
 CREATE TABLE users (id serial PRIMARY KEY, tenant_id int NOT NULL REFERENCES tenant(id),
                     name text NOT NULL, big text);
@@ -56,7 +56,7 @@ INSERT INTO call_log (what) SELECT 'slave-call-' || g FROM generate_series(1, 5)
 INSERT INTO cel (what) VALUES ('slave-cel');
 ";
 
-const REPLICATED: [&str; 4] = ["tenant", "users", "line", "voicemail"];
+pub(crate) const REPLICATED: [&str; 4] = ["tenant", "users", "line", "voicemail"];
 const SEQUENCES: [&str; 5] = [
     "tenant_id_seq",
     "users_id_seq",

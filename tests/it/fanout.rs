@@ -329,3 +329,74 @@ fn two_standbys_over_ssh_each_get_their_own_session_and_converge() {
         assert_eq!(snapshot(&src), snapshot(&d.join(format!("{n}-root/spool"))));
     }
 }
+
+/// The DB job fans out too: `db@b` and `db@c`, each with its own record; a dead `c`
+/// leaves `b` replayed.
+#[test]
+fn db_replicate_replays_into_every_standby_and_a_dead_one_does_not_stop_the_other() {
+    use crate::db::{Case, Opts, REPLICATED, SCHEMA};
+    use crate::pg::Pg;
+    let case = Case::new("fanout_db", Pg::slave(), Opts::default());
+    let d = case.dir.path();
+    // Standby c: the same server as b, its own database.
+    let slave = Pg::slave();
+    slave.create_db("fanout_db_c");
+    slave.sql("fanout_db_c", SCHEMA);
+    let b_cfg = std::fs::read_to_string(case.slave_cfg()).unwrap();
+    let c_cfg = b_cfg
+        .replace("database = \"fanout_db\"", "database = \"fanout_db_c\"")
+        .replace("slave-state", "c-state");
+    std::fs::write(d.join("c.toml"), c_cfg).unwrap();
+    let master = std::fs::read_to_string(case.master_cfg()).unwrap();
+    let kh = d.join("known_hosts");
+    std::fs::write(&kh, "").unwrap();
+    let write_master = |c_address: &str, extra: &str| {
+        let text = master.replace("peer = \"local\"\n", "").replace(
+            "peer_root = \"slave-root\"\npeer_config = \"slave.toml\"\n",
+            extra,
+        ) + "[[peer]]\nname = \"b\"\naddress = \"local\"\npeer_config = \"slave.toml\"\n"
+            + &format!("[[peer]]\nname = \"c\"\naddress = \"{c_address}\"\n");
+        std::fs::write(case.master_cfg(), text).unwrap();
+    };
+    write_master("local\"\npeer_config = \"c.toml", "");
+    let o = case.run(&["--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v = json(&o);
+    for p in ["b", "c"] {
+        assert_eq!(v["peers"][p]["outcome"], "replayed", "{v}");
+    }
+    let tables =
+        |db: &str, pg: &Pg| -> Vec<String> { REPLICATED.iter().map(|t| pg.table(db, t)).collect() };
+    let on_master = tables("fanout_db", case.master);
+    assert_eq!(tables("fanout_db", slave), on_master);
+    assert_eq!(tables("fanout_db_c", slave), on_master);
+    for rec in ["db@b.json", "db@c.json"] {
+        assert!(d.join("master-state").join(rec).exists(), "{rec}");
+    }
+    // c goes silent: b still gets the new row, the run exits 3 and says why for c.
+    write_master(
+        &format!("root@127.0.0.1:{}", silent_port()),
+        &format!("timeout = \"3s\"\nknown_hosts = \"{}\"\n", kh.display()),
+    );
+    case.master.sql(
+        "fanout_db",
+        "INSERT INTO tenant (id, name) VALUES (3, 'initech');",
+    );
+    let o = case.run(&["--json"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let v = json(&o);
+    assert_eq!(v["peers"]["b"]["outcome"], "replayed", "{v}");
+    assert_eq!(v["peers"]["c"]["outcome"], "failed", "{v}");
+    assert!(slave.table("fanout_db", "tenant").contains("initech"));
+    assert!(!slave.table("fanout_db_c", "tenant").contains("initech"));
+    // --peer b alone: unchanged since its last replay, c not contacted.
+    let t0 = Instant::now();
+    let o = case.run(&["--peer", "b"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(t0.elapsed() < Duration::from_secs(3), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("unchanged"),
+        "{}",
+        text(&o)
+    );
+}
