@@ -119,7 +119,7 @@ impl Etcd {
             }
             i += 1;
             // A full round of quick refusals: pause a little instead of spinning.
-            if i % n == 0 && started.elapsed() < Duration::from_millis(50) {
+            if i.is_multiple_of(n) && started.elapsed() < Duration::from_millis(50) {
                 std::thread::sleep(
                     Duration::from_millis(100)
                         .min(deadline.saturating_duration_since(Instant::now())),

@@ -136,3 +136,59 @@ pub(super) fn build_cluster(ctx: &Ctx, raw: RawCluster) -> Res<Cluster> {
         retry_timeout,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn parse(cluster: &str) -> Result<crate::node::config::Config, String> {
+        let text = format!("[node]\nrole = \"slave\"\npeer = \"local\"\n\n[cluster]\n{cluster}");
+        crate::node::config::parse(&text, Path::new("/etc/hasync/hasync.toml"))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_sub_second_values() {
+        let c = parse("endpoints = [\"http://10.0.0.1:2379/\"]\nname = \"a\"\n")
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(c.endpoints, ["http://10.0.0.1:2379"]);
+        assert_eq!((c.scope.as_str(), c.priority), ("hasync", 1));
+        assert_eq!(c.ttl, Duration::from_secs(30));
+        assert_eq!(
+            (c.loop_wait, c.retry_timeout),
+            (Duration::from_secs(10), Duration::from_secs(10))
+        );
+        let c = parse("endpoints = [\"http://e:2379\"]\nname = \"a\"\nttl = \"4s\"\nloop_wait = \"1s\"\nretry_timeout = \"1500ms\"\npriority = 0\n")
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(c.retry_timeout, Duration::from_millis(1500));
+        assert_eq!(c.priority, 0);
+    }
+
+    #[test]
+    fn refusals_name_the_line_and_key() {
+        let e =
+            parse("endpoints = [\"http://e:2379\"]\nname = \"a\"\nttl = \"20s\"\n").unwrap_err();
+        assert!(
+            e.contains("hasync.toml:8:") && e.contains("key \"ttl\"") && e.contains("loop_wait"),
+            "{e}"
+        );
+        let e = parse("endpoints = [\"https://e:2379\"]\n").unwrap_err();
+        assert!(
+            e.contains("endpoints") && e.contains("http://HOST:PORT"),
+            "{e}"
+        );
+        let e = parse("name = \"a\"\n").unwrap_err();
+        assert!(e.contains("endpoints"), "{e}");
+        let e = parse("endpoints = [\"http://e:2379\"]\ndcs = \"consul\"\n").unwrap_err();
+        assert!(e.contains("dcs") && e.contains("etcd"), "{e}");
+        let e = parse("endpoints = [\"http://e:2379\"]\nname = \"a/b\"\n").unwrap_err();
+        assert!(e.contains("name"), "{e}");
+        let e = parse("endpoints = [\"http://e:2379\"]\nloop_wait = 5\n").unwrap_err();
+        assert!(e.contains("a duration is a string"), "{e}");
+    }
+}
