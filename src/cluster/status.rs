@@ -113,3 +113,44 @@ pub fn prometheus(cfg: &Config) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_and_json_from_cluster_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[node]\nrole = \"slave\"\npeer = \"local\"\nstate_dir = \"{}\"\n\n[cluster]\nendpoints = [\"http://e:2379\"]\nname = \"b\"\n",
+            dir.path().display()
+        );
+        let cfg = crate::node::config::parse(&text, &dir.path().join("h.toml")).unwrap();
+        assert_eq!(json(&cfg).unwrap()["state"], "not started");
+        let member = |n: &str, role: &str| super::super::MemberInfo {
+            name: n.into(),
+            priority: 1,
+            freshness_ms: 1,
+            role: role.into(),
+            updated_ms: 1,
+        };
+        let f = super::super::ClusterFile {
+            member: "b".into(),
+            leader: Some("a".into()),
+            state: "member".into(),
+            last_renew_ms: 1_000,
+            members: vec![member("a", "leader"), member("b", "member")],
+            ..Default::default()
+        };
+        store::write_json(&super::super::cluster_file(dir.path()), &f).unwrap();
+        let m = prometheus(&cfg);
+        assert!(m.contains("hasync_cluster_leader{member=\"a\"} 1\n"), "{m}");
+        assert!(m.contains("hasync_cluster_leader{member=\"b\"} 0\n"), "{m}");
+        assert!(m.contains("hasync_cluster_is_leader 0\n"), "{m}");
+        let t = text(&cfg).join("\n");
+        assert!(
+            t.contains("state member, leader a") && t.contains("a (priority 1, leader)"),
+            "{t}"
+        );
+    }
+}

@@ -176,6 +176,9 @@ impl Lab {
                 "100",
                 "--election-timeout",
                 "1000",
+                // A member back from a partition must not force an election (etcd 3.4's
+                // default is off; docs/cluster.md recommends it).
+                "--pre-vote",
             ])
             .stdout(Stdio::null())
             .stderr(log);
