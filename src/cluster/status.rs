@@ -121,11 +121,11 @@ mod tests {
     #[test]
     fn metrics_and_json_from_cluster_json() {
         let dir = tempfile::tempdir().unwrap();
-        let text = format!(
+        let toml = format!(
             "[node]\nrole = \"slave\"\npeer = \"local\"\nstate_dir = \"{}\"\n\n[cluster]\nendpoints = [\"http://e:2379\"]\nname = \"b\"\n",
             dir.path().display()
         );
-        let cfg = crate::node::config::parse(&text, &dir.path().join("h.toml")).unwrap();
+        let cfg = crate::node::config::parse(&toml, &dir.path().join("h.toml")).unwrap();
         assert_eq!(json(&cfg).unwrap()["state"], "not started");
         let member = |n: &str, role: &str| super::super::MemberInfo {
             name: n.into(),
