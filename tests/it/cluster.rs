@@ -49,6 +49,9 @@ struct Lab {
     hub: String,
     ns: Vec<String>,
     dir: tempfile::TempDir,
+    /// etcd's data, on tmpfs when there is one: a slow fsync under a loaded CI machine
+    /// must not stall etcd past the test's 1.5 s retry_timeout.
+    etcd_dir: tempfile::TempDir,
     etcd: Vec<Option<Child>>,
     daemons: Vec<Option<Child>>,
 }
@@ -99,6 +102,8 @@ impl Lab {
             hub: format!("{id}-hub"),
             ns: (0..N).map(|i| format!("{id}-n{}", i + 1)).collect(),
             dir: tempfile::tempdir().unwrap(),
+            etcd_dir: tempfile::tempdir_in("/dev/shm")
+                .unwrap_or_else(|_| tempfile::tempdir().unwrap()),
             etcd: (0..N).map(|_| None).collect(),
             daemons: (0..N).map(|_| None).collect(),
         };
@@ -153,7 +158,7 @@ impl Lab {
                 &format!("e{}", i + 1),
                 "--data-dir",
                 &self
-                    .dir
+                    .etcd_dir
                     .path()
                     .join(format!("etcd{}", i + 1))
                     .display()
