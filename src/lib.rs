@@ -12,8 +12,10 @@
 //! - [`db`]: PostgreSQL dump-and-replay, both sides;
 //! - [`serve`]: the peer side of a connection, its root policy and dispatcher;
 //! - [`failover`]: the master check, the slave services, promote/demote;
+//! - [`cluster`]: leadership on etcd for three or more nodes (`[cluster]`);
 //! - [`scheduler`]: jobs, the daemon, state between runs, status.
 
+pub mod cluster;
 pub mod db;
 pub mod failover;
 pub mod node;

@@ -58,6 +58,9 @@ _hasync() {
             hasync,status)
                 cmd="hasync__subcmd__status"
                 ;;
+            hasync,switchover)
+                cmd="hasync__subcmd__switchover"
+                ;;
             hasync,sync)
                 cmd="hasync__subcmd__sync"
                 ;;
@@ -121,6 +124,9 @@ _hasync() {
             hasync__subcmd__help,status)
                 cmd="hasync__subcmd__help__subcmd__status"
                 ;;
+            hasync__subcmd__help,switchover)
+                cmd="hasync__subcmd__help__subcmd__switchover"
+                ;;
             hasync__subcmd__help,sync)
                 cmd="hasync__subcmd__help__subcmd__sync"
                 ;;
@@ -137,7 +143,7 @@ _hasync() {
 
     case "${cmd}" in
         hasync)
-            opts="-c -v -q -h -V --config --verbose --quiet --peer-address --help --version push pull sync db-replicate init services check-master promote demote daemon status cron serve generate help"
+            opts="-c -v -q -h -V --config --verbose --quiet --peer-address --help --version push pull sync db-replicate init services check-master promote demote daemon switchover status cron serve generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -451,7 +457,7 @@ _hasync() {
             return 0
             ;;
         hasync__subcmd__help)
-            opts="push pull sync db-replicate init services check-master promote demote daemon status cron serve generate help"
+            opts="push pull sync db-replicate init services check-master promote demote daemon switchover status cron serve generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -675,6 +681,20 @@ _hasync() {
             return 0
             ;;
         hasync__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        hasync__subcmd__help__subcmd__switchover)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -970,6 +990,40 @@ _hasync() {
                     return 0
                     ;;
                 --max-lag)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --peer-address)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        hasync__subcmd__switchover)
+            opts="-c -v -q -h --to --wait --json --config --verbose --quiet --peer-address --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

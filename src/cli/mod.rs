@@ -25,6 +25,7 @@ mod roles;
 mod serve;
 mod services;
 mod status;
+mod switchover;
 mod sync;
 
 use clap::{Parser, Subcommand};
@@ -107,6 +108,9 @@ pub enum Command {
     Demote(roles::RoleArgs),
     /// Run every job on its schedule (cron, watch), with retries, status and metrics
     Daemon(daemon::DaemonArgs),
+    /// Move the leadership of a [cluster] (etcd) to another member, planned
+    #[command(after_help = switchover::SWITCHOVER_HELP)]
+    Switchover(switchover::SwitchoverArgs),
     /// Show the role, the peer, and each job's last run, lag and next run
     Status(status::StatusArgs),
     /// Print /etc/cron.d lines equivalent to the config's schedules
@@ -191,6 +195,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::DbReplicate(a) => db::run(&cli, a),
         Command::Init(a) => init::run(&cli, a),
         Command::Daemon(a) => daemon::run(&cli, a),
+        Command::Switchover(a) => switchover::run(&cli, a),
         Command::Status(a) => status::run(&cli, a),
         Command::Cron(a) => cron::run(&cli, a),
         Command::Serve(a) => serve::run(&cli, a),

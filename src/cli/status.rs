@@ -41,12 +41,19 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<i32, CliError> {
     let daemon = hasync::scheduler::state::load_daemon(&cfg.node.state_dir);
     let r = report(&cfg, &jobs, daemon.as_ref(), Utc::now());
     if args.json {
+        let mut v = serde_json::to_value(&r).expect("status serializes");
+        if let Some(c) = hasync::cluster::status::json(&cfg) {
+            v["cluster"] = c;
+        }
         outln!(
             "{}",
-            serde_json::to_string_pretty(&r).expect("status serializes")
+            serde_json::to_string_pretty(&v).expect("status serializes")
         );
     } else {
         print_text(&r);
+        for line in hasync::cluster::status::text(&cfg) {
+            outln!("{line}");
+        }
     }
     Ok(0)
 }

@@ -2,6 +2,7 @@
 //! sshd and real processes. Modules share helpers and one sshd per run.
 
 mod cli;
+mod cluster;
 mod cron_reference;
 mod daemon;
 mod db;

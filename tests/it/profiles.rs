@@ -123,6 +123,14 @@ fn profiles_generic_documents_every_key() {
         "timezone",
         "retry_min",
         "retry_max",
+        // [cluster]
+        "dcs",
+        "endpoints",
+        "scope",
+        "priority",
+        "ttl",
+        "loop_wait",
+        "retry_timeout",
     ];
     for k in keys {
         let written = text.lines().any(|l| {

@@ -27,6 +27,7 @@ struct RawConfig {
     hooks: RawHooks,
     #[serde(default)]
     daemon: RawDaemon,
+    cluster: Option<cluster::RawCluster>,
 }
 
 #[derive(Deserialize)]
@@ -177,11 +178,15 @@ impl From<usize> for KeyOrIndex {
     }
 }
 
+pub(super) mod cluster;
 mod peers;
 mod sections;
 use sections::{build_check_master, build_db, build_node, build_services, build_sync};
 
-const DURATION_KEYS: [&str; 6] = [
+const DURATION_KEYS: [&str; 9] = [
+    "ttl",
+    "loop_wait",
+    "retry_timeout",
     "interval",
     "timeout",
     "hold_down",
@@ -420,6 +425,10 @@ pub(super) fn build(text: &str, file: &Path) -> Res<Config> {
             on_failback: raw.hooks.on_failback,
         },
         daemon: build_daemon(&ctx, raw.daemon)?,
+        cluster: raw
+            .cluster
+            .map(|c| cluster::build_cluster(&ctx, c))
+            .transpose()?,
     })
 }
 

@@ -21,6 +21,7 @@ mod tests;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+pub use build::cluster::Cluster;
 pub use error::{ConfigError, Diagnostic};
 pub use link::{Compress, DEFAULT_COMPRESS_LEVEL, MAX_COMPRESS_LEVEL, parse_rate};
 pub use values::{deadline_secs, parse_duration};
@@ -44,6 +45,8 @@ pub struct Config {
     pub check_master: Option<CheckMaster>,
     pub hooks: Hooks,
     pub daemon: Daemon,
+    /// `[cluster]`: leadership on etcd instead of the two-node master check.
+    pub cluster: Option<Cluster>,
 }
 
 /// `[node]`: who this node is and how to reach its peer.

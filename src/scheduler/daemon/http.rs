@@ -136,7 +136,7 @@ fn route(path: &str, query: &str, view: &Mutex<View>, surface: Surface) -> Reply
         ("/metrics", Surface::Full) => Reply {
             code: "200 OK",
             ctype: "text/plain; version=0.0.4; charset=utf-8",
-            body: status::prometheus(&report(view)),
+            body: status::prometheus(&report(view)) + &crate::cluster::status::prometheus(&cfg),
         },
         ("/status", Surface::Full) => {
             let json = serde_json::to_string_pretty(&report(view)).unwrap_or_default();

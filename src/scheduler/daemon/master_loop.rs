@@ -16,8 +16,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Starts the loop when the config has a `[check_master]` section.
+/// Starts the loop when the config has a `[check_master]` section; with a `[cluster]`
+/// section, the etcd leader loop instead ([`crate::cluster::leader`]).
 pub fn spawn(cfg: &Config, stop: Arc<AtomicBool>) -> Option<JoinHandle<()>> {
+    if cfg.cluster.is_some() {
+        if cfg.check_master.is_some() {
+            tracing::warn!("[check_master] is ignored: [cluster] decides the leader");
+        }
+        return crate::cluster::leader::spawn(cfg, stop);
+    }
     cfg.check_master.as_ref()?;
     let cfg = cfg.clone();
     Some(std::thread::spawn(move || run(cfg, stop)))
