@@ -225,8 +225,21 @@ impl Lab {
             .collect();
         let (svc, shared) = (self.dir.path().join("svc.sh"), self.dir.path());
         let cmd = |a: &str| format!("sh {} {a} n{} {}", svc.display(), i + 1, shared.display());
+        // Every node lists the two others as [[peer]]s (local peers: the serve child
+        // writes into the other node's root with that node's own config and role), and
+        // has one watched push job: only the leader (master) runs it.
+        std::fs::create_dir_all(d.join("root/data")).unwrap();
+        let peers: String = (1..N)
+            .map(|k| {
+                let o = (i + k) % N + 1;
+                format!(
+                    "[[peer]]\nname = \"n{o}\"\naddress = \"local\"\npeer_config = \"../n{o}/hasync.toml\"\npeer_root = \"../n{o}/root\"\n"
+                )
+            })
+            .collect();
         let text = format!(
-            "[node]\nrole = \"slave\"\npeer = \"local\"\nstate_dir = \"state\"\nsentinel_dir = \"state\"\n\n\
+            "[node]\nrole = \"slave\"\nroot = \"root\"\nstate_dir = \"state\"\nsentinel_dir = \"state\"\n\n\
+             {peers}\n[[sync]]\nname = \"data\"\npaths = [\"/data\"]\nschedule = \"watch\"\n\n\
              [services]\nstart = [\"{}\"]\nstop = [\"{}\"]\nstatus = \"{}\"\ntimeout = \"5s\"\n\n\
              [cluster]\ndcs = \"etcd\"\nendpoints = [{}]\nscope = \"t{}\"\nname = \"n{}\"\n\
              ttl = \"4s\"\nloop_wait = \"1s\"\nretry_timeout = \"1500ms\"\n",
@@ -240,6 +253,36 @@ impl Lab {
         let p = d.join("hasync.toml");
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    /// A file written on leader `l` reaches both other nodes (its watched push job, one
+    /// run per [[peer]]), and nothing flows the other way.
+    fn leader_pushes_to_the_others(&self, l: usize, name: &str) {
+        std::fs::write(self.node_dir(l).join("root/data").join(name), name).unwrap();
+        for o in (0..N).filter(|&o| o != l) {
+            let p = self.node_dir(o).join("root/data").join(name);
+            crate::util::wait_for(
+                30,
+                || p.exists(),
+                || {
+                    format!(
+                        "{name} did not reach n{} from leader n{}; {}",
+                        o + 1,
+                        l + 1,
+                        self.dump()
+                    )
+                },
+            );
+        }
+        let stray = self.node_dir((l + 1) % N).join("root/data/stray");
+        std::fs::write(&stray, "x").unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(
+            !self.node_dir(l).join("root/data/stray").exists(),
+            "a standby pushed"
+        );
+        // (The leader's next run may have deleted it already: a mirror with delete.)
+        let _ = std::fs::remove_file(stray);
     }
 
     fn start_daemon(&mut self, i: usize) {
@@ -442,6 +485,8 @@ fn leadership_on_etcd_between_three_namespaces() {
         lab.dump()
     );
 
+    lab.leader_pushes_to_the_others(l, "one");
+
     // 2. kill -9 the leader, 10 times.
     let mut times: Vec<u64> = (0..10).map(|_| kill_trial(&mut lab)).collect();
     times.sort();
@@ -453,6 +498,10 @@ fn leadership_on_etcd_between_three_namespaces() {
         max <= TTL_MS + LOOP_MS,
         "a takeover took {max} ms > ttl + loop_wait: {times:?}"
     );
+
+    // The sync direction follows the leader: the last one pushes to both others.
+    let l = lab.one_leader(20);
+    lab.leader_pushes_to_the_others(l, "two");
 
     // 3. The leader cut off from the etcd majority: it stops before the new leader starts.
     let l = lab.one_leader(20);
