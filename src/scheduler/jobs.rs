@@ -307,6 +307,18 @@ pub fn skip_reason(cfg: &Config, job: &SyncJob) -> Option<String> {
                     .into(),
             )
         }
+        // [cluster] with [[peer]] tables: a standby pulls from the leader only.
+        (Role::Slave, Direction::Pull) if cfg.cluster.is_some() && cfg.node.peer_name.is_some() => {
+            let leader = crate::cluster::load(&cfg.node.state_dir)
+                .ok()
+                .flatten()
+                .and_then(|f| f.leader);
+            match leader {
+                Some(l) if cfg.node.peer_name.as_deref() == Some(l.as_str()) => None,
+                Some(l) => Some(format!("pull jobs pull from the cluster's leader ({l})")),
+                None => Some("the cluster has no leader to pull from".into()),
+            }
+        }
         (Role::Master, Direction::Push) | (Role::Slave, Direction::Pull) => None,
         (Role::Master, Direction::Pull) => Some("pull jobs run on the slave".into()),
         (Role::Slave, Direction::Push) => Some("push jobs run on the master".into()),
@@ -500,4 +512,43 @@ pub fn finish_run(
         }
     }
     Ok(st)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_standby_pulls_from_the_leader_only() {
+        let d = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[node]\nrole = \"slave\"\nstate_dir = \"{}\"\n\
+             [[peer]]\nname = \"b\"\naddress = \"root@10.0.0.2\"\n\
+             [[peer]]\nname = \"c\"\naddress = \"root@10.0.0.3\"\n\
+             [[sync]]\nname = \"in\"\npaths = [\"/in\"]\ndirection = \"pull\"\n\
+             [cluster]\ndcs = \"etcd\"\nendpoints = [\"http://10.0.0.1:2379\"]\nname = \"a\"\n",
+            d.path().display()
+        );
+        let cfg = crate::node::config::parse(&text, Path::new("/x/h.toml")).unwrap();
+        let per = cfg.per_peer();
+        let why = |c: &Config| skip_reason(c, &c.sync[0]);
+        assert_eq!(
+            why(&per[0]).as_deref(),
+            Some("the cluster has no leader to pull from")
+        );
+        let f = crate::cluster::ClusterFile {
+            leader: Some("c".into()),
+            ..Default::default()
+        };
+        std::fs::write(
+            crate::cluster::cluster_file(d.path()),
+            serde_json::to_vec(&f).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            why(&per[0]).as_deref(),
+            Some("pull jobs pull from the cluster's leader (c)")
+        );
+        assert_eq!(why(&per[1]), None);
+    }
 }
