@@ -144,6 +144,7 @@ fn hasync_sync_reaches_the_live_standby_while_the_dead_one_hangs() {
         chrono::DateTime::parse_from_rfc3339(j["runs"][0]["end"].as_str().unwrap()).unwrap()
     };
     let gap = end("files@c") - end("files@b");
+    println!("fan-out: hasync sync took {took:?}; b's run ended {gap} before c's");
     assert!(gap.num_milliseconds() > 3000, "b ended only {gap} before c");
     // --peer picks one: fast, and c is not contacted.
     std::fs::write(f.dir.join("a-root/spool/second"), b"two").unwrap();
@@ -231,6 +232,7 @@ fn the_daemon_keeps_the_live_standby_in_step_and_status_shows_both_peers() {
             || format!("{name}: {}", daemon_log()),
         );
         let took = t0.elapsed();
+        println!("fan-out: {name} reached b in {took:?} while c hangs");
         assert!(
             took < Duration::from_secs(3),
             "{name} took {took:?} to reach b (the dead peer must not delay it)"
