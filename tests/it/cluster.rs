@@ -14,21 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::netns::ip;
 use crate::util::bin;
 
 const TTL_MS: u64 = 4000;
 const LOOP_MS: u64 = 1000;
 const N: usize = 3;
-
-fn ip(args: &[&str]) {
-    let o = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        o.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -74,24 +65,14 @@ impl Drop for Lab {
 }
 
 fn require() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "the cluster tests need root (network namespaces); run scripts/test as root"
+    crate::netns::require_tools(
+        "cluster",
+        &[
+            ("ip", "iproute2"),
+            ("etcd", "etcd-server"),
+            ("etcdctl", "etcd-client"),
+        ],
     );
-    for (cmd, pkg) in [
-        ("ip", "iproute2"),
-        ("etcd", "etcd-server"),
-        ("etcdctl", "etcd-client"),
-    ] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {cmd}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(
-            found,
-            "the cluster tests need `{cmd}`: install {pkg} (scripts/test does)"
-        );
-    }
 }
 
 impl Lab {
@@ -283,6 +264,15 @@ impl Lab {
         );
         // (The leader's next run may have deleted it already: a mirror with delete.)
         let _ = std::fs::remove_file(stray);
+    }
+
+    /// Adds or deletes (`op`) blackhole routes between the hasync addresses of nodes `a`
+    /// and `b`, both ways; their etcd addresses stay reachable.
+    fn blackhole(&self, a: usize, b: usize, op: &str) {
+        for (from, to) in [(a, b), (b, a)] {
+            let dst = format!("{}/32", peer_addr(to));
+            ip(&["-n", &self.ns[from], "route", op, "blackhole", &dst]);
+        }
     }
 
     fn start_daemon(&mut self, i: usize) {
@@ -552,22 +542,7 @@ fn leadership_on_etcd_between_three_namespaces() {
     //    still reaching etcd: the leader stays, nobody else starts.
     let l = lab.one_leader(10);
     let s = (l + 1) % N;
-    ip(&[
-        "-n",
-        &lab.ns[l],
-        "route",
-        "add",
-        "blackhole",
-        &format!("{}/32", peer_addr(s)),
-    ]);
-    ip(&[
-        "-n",
-        &lab.ns[s],
-        "route",
-        "add",
-        "blackhole",
-        &format!("{}/32", peer_addr(l)),
-    ]);
+    lab.blackhole(l, s, "add");
     let cut = lab
         .in_ns(l, Path::new("ping"))
         .args(["-c1", "-W1", &peer_addr(s)])
@@ -584,22 +559,7 @@ fn leadership_on_etcd_between_three_namespaces() {
         "a start during the peer cut: {}",
         lab.dump()
     );
-    ip(&[
-        "-n",
-        &lab.ns[l],
-        "route",
-        "del",
-        "blackhole",
-        &format!("{}/32", peer_addr(s)),
-    ]);
-    ip(&[
-        "-n",
-        &lab.ns[s],
-        "route",
-        "del",
-        "blackhole",
-        &format!("{}/32", peer_addr(l)),
-    ]);
+    lab.blackhole(l, s, "del");
 
     // 5. switchover --to: refusals, then the move (old stops first).
     let bad = lab.hasync(s, &["switchover", "--to", "nobody"]);

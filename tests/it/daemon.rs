@@ -144,14 +144,6 @@ fn setup(d: &Path, body: &str) -> PathBuf {
 const WATCH_JOB: &str =
     "[[sync]]\nname = \"w\"\npaths = [\"/data\"]\nschedule = \"watch\"\nsafety_pass = \"manual\"\n";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub fn http_get(port: u16, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();

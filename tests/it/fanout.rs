@@ -7,7 +7,7 @@
 //! JSON, metrics) shows both peers; and, over the test's real sshd, that two SSH standbys
 //! both converge.
 
-use crate::util::{hasync, json, snapshot, text, wait_for};
+use crate::util::{free_port, hasync, json, snapshot, text, wait_for};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -28,14 +28,6 @@ fn silent_port() -> u16 {
         }
     });
     port
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Master `a` with standbys `b` (alive, local) and `c` (silent), in `dir`.

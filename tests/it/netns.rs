@@ -16,27 +16,35 @@ pub const WITNESS: &str = "10.2.0.1";
 
 /// Panics with a clear message unless the lab can run here.
 pub fn require() {
+    require_tools(
+        "master-check",
+        &[
+            ("ip", "iproute2"),
+            ("ping", "iputils-ping"),
+            ("python3", "python3"),
+        ],
+    );
+}
+
+/// Panics unless this runs as root (network namespaces) with every `(command, package)`.
+pub fn require_tools(what: &str, tools: &[(&str, &str)]) {
     assert!(
         rustix::process::geteuid().is_root(),
-        "the master-check tests need root (network namespaces); run scripts/test as root"
+        "the {what} tests need root (network namespaces); run scripts/test as root"
     );
-    for (cmd, pkg) in [
-        ("ip", "iproute2"),
-        ("ping", "iputils-ping"),
-        ("python3", "python3"),
-    ] {
+    for (cmd, pkg) in tools {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {cmd}")])
             .output()
             .is_ok_and(|o| o.status.success());
         assert!(
             found,
-            "the master-check tests need `{cmd}`: install {pkg} (scripts/test does)"
+            "the {what} tests need `{cmd}`: install {pkg} (scripts/test does)"
         );
     }
 }
 
-fn ip(args: &[&str]) {
+pub fn ip(args: &[&str]) {
     let o = Command::new("ip").args(args).output().expect("run ip");
     assert!(
         o.status.success(),

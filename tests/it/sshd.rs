@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -143,14 +143,6 @@ fn wait_ready(pid: u32, port: u16, timeout: Duration) -> bool {
     false
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Sshd {
     pub fn start() -> Sshd {
         Sshd::start_with(SshdOptions::default())
@@ -179,7 +171,7 @@ impl Sshd {
         let log = dir.path().join("sshd.log");
         let mut last_log = String::new();
         for _attempt in 0..5 {
-            let port = free_port();
+            let port = crate::util::free_port();
             let conf = dir.path().join("sshd_config");
             let mut c = format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\n\

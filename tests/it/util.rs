@@ -14,6 +14,15 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hasync"))
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn hasync() -> Command {
     let mut c = Command::new(bin());
     c.env_remove("HASYNC_CONFIG").env("HASYNC_LOG", "warn");

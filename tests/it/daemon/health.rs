@@ -6,7 +6,8 @@
 //! listener. A real HAProxy (`option httpchk GET /primary`) sits in front of both, and
 //! the status page is rendered by a real headless chromium.
 
-use super::{free_port, mirrored};
+use super::mirrored;
+use crate::util::free_port;
 use crate::util::*;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
