@@ -14,7 +14,7 @@ use crate::sync::SyncError;
 use crate::sync::fsops::{SafeRoot, TreeRoot};
 use crate::sync::receive::{ReceiverConfig, receive_tree};
 use crate::sync::send::{fail, send_tree};
-use crate::wire::message::{PROTO_MAJOR, PROTO_MINOR};
+use crate::wire::message::{MINOR_EAGER_ROLE, PROTO_MAJOR, PROTO_MINOR};
 use crate::wire::throttle::{Rate, Throttled};
 use crate::wire::{self, FrameReader, FrameWriter, Msg, ServerRole, recv, send};
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -203,6 +203,14 @@ pub fn serve<R: Read + Send, W: Write + Send>(
             software: wire::software(),
         },
     )?;
+    if peer_minor >= MINOR_EAGER_ROLE {
+        // 2.7: this node's role goes with HelloOk; the client checks it while its own
+        // `Role` is on the way (answered only by a refusal).
+        match policy.me() {
+            Ok(me) => send(&mut wr, &Msg::Role(me))?,
+            Err(message) => return Err(fail(&mut wr, SyncError::Fenced(message))),
+        }
+    }
     flush(&mut wr)?;
     if let Some(done) = &policy.handshake_done {
         done.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -225,8 +233,10 @@ pub fn serve<R: Read + Send, W: Write + Send>(
                     }
                 };
                 peer = p;
-                send(&mut wr, &ans)?;
-                flush(&mut wr)?;
+                if peer_minor < MINOR_EAGER_ROLE {
+                    send(&mut wr, &ans)?;
+                    flush(&mut wr)?;
+                }
                 continue;
             }
             Ok(Msg::Link { compress, bwlimit }) => {
@@ -315,7 +325,10 @@ pub fn serve<R: Read + Send, W: Write + Send>(
                 &mut wr,
                 &root,
                 &open.options,
-                policy.cfg,
+                ReceiverConfig {
+                    peer_minor,
+                    ..policy.cfg
+                },
                 &mut silent,
                 false,
             ),

@@ -15,7 +15,7 @@ use crate::node::role::{self, NodeRole};
 use crate::transport::{Closer, Transport};
 use crate::tree::report::{Reporter, Stats};
 use crate::wire::message::{
-    MINOR_COMPRESS, MINOR_ONE_FILE_SYSTEM, MINOR_ROLES, PROTO_MAJOR, PROTO_MINOR,
+    MINOR_COMPRESS, MINOR_EAGER_ROLE, MINOR_ONE_FILE_SYSTEM, MINOR_ROLES, PROTO_MAJOR, PROTO_MINOR,
 };
 use crate::wire::throttle::{Rate, Throttled};
 use crate::wire::{
@@ -138,10 +138,15 @@ impl Client {
                 .map_err(|e| SyncError::Usage(format!("cannot tell this node's role: {e}")))?,
             None => role::unknown_node(),
         };
-        send(&mut self.wr, &Msg::Role(me.clone())).map_err(SyncError::from)?;
-        self.wr
-            .flush()
-            .map_err(|e| SyncError::Peer(e.to_string()))?;
+        // A 2.7 serve sent its `Role` with `HelloOk` and answers ours only to refuse it
+        // (the refusal is then the answer to our next request); an older one answers it.
+        let eager = self.peer_minor >= MINOR_EAGER_ROLE;
+        if !eager {
+            send(&mut self.wr, &Msg::Role(me.clone())).map_err(SyncError::from)?;
+            self.wr
+                .flush()
+                .map_err(|e| SyncError::Peer(e.to_string()))?;
+        }
         let peer = match self.recv_hello()? {
             Msg::Role(p) => p,
             Msg::Error { code, message } => {
@@ -156,6 +161,9 @@ impl Client {
             }
         };
         role::check_peer(&me, &peer).map_err(SyncError::Fenced)?;
+        if eager {
+            send(&mut self.wr, &Msg::Role(me.clone())).map_err(SyncError::from)?;
+        }
         if let Some(c) = me_cfg
             && me.role != Some(Role::Master)
             && peer.epoch > me.epoch
@@ -222,11 +230,15 @@ impl Client {
         e
     }
 
+    /// Send `Link` and `Open`. With `wait` read the answer; without, the caller goes
+    /// on at once (a push sends its manifest in the same round trip) and its first
+    /// `recv` takes the `OpenOk`, or hands back the refusal ([`FrameReader::expect_open_ok`]).
     fn open(
         &mut self,
         role: ServerRole,
         root: &[u8],
         opts: &SessionOptions,
+        wait: bool,
     ) -> Result<(), SyncError> {
         if opts.one_file_system && self.peer_minor < MINOR_ONE_FILE_SYSTEM {
             return Err(SyncError::Usage(format!(
@@ -251,6 +263,10 @@ impl Client {
         self.wr
             .flush()
             .map_err(|e| SyncError::Peer(e.to_string()))?;
+        if !wait {
+            self.rd.expect_open_ok();
+            return Ok(());
+        }
         match recv(&mut self.rd)? {
             Msg::OpenOk => Ok(()),
             Msg::Error { code, message } => Err(SyncError::from_wire(code, message)),
@@ -314,7 +330,12 @@ impl Client {
         rep: &mut dyn Reporter,
     ) -> Result<Stats, SyncError> {
         self.measured(|c| {
-            c.open(ServerRole::Receive, dest.as_os_str().as_bytes(), opts)?;
+            c.open(
+                ServerRole::Receive,
+                dest.as_os_str().as_bytes(),
+                opts,
+                false,
+            )?;
             let minor = c.peer_minor;
             let root = TreeRoot::Named(src.to_path_buf());
             send_tree(&mut c.rd, &mut c.wr, &root, opts, rep, true, minor)
@@ -329,9 +350,12 @@ impl Client {
         opts: &SessionOptions,
         rep: &mut dyn Reporter,
     ) -> Result<Stats, SyncError> {
-        let cfg = self.cfg;
+        let cfg = ReceiverConfig {
+            peer_minor: self.peer_minor,
+            ..self.cfg
+        };
         self.measured(|c| {
-            c.open(ServerRole::Send, src.as_os_str().as_bytes(), opts)?;
+            c.open(ServerRole::Send, src.as_os_str().as_bytes(), opts, true)?;
             let root = TreeRoot::Named(dest.to_path_buf());
             receive_tree(&mut c.rd, &mut c.wr, &root, opts, cfg, rep, true)
         })

@@ -108,9 +108,13 @@ pub fn send_tree<R: Read + Send, W: Write>(
     }
     phases.mark("scan");
     let names = opts.owners && !opts.numeric_ids && peer_minor >= MINOR_OWNER_NAMES;
-    send_manifest(wr, &entries, scan_errors.len() as u64, form, names)?;
-    wr.flush()
-        .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))?;
+    let sent = send_manifest(wr, &entries, scan_errors.len() as u64, form, names).and_then(|()| {
+        wr.flush()
+            .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))
+    });
+    if let Err(e) = sent {
+        return Err(refusal(rd).unwrap_or(e));
+    }
     phases.mark("manifest");
     let total: u64 = (0..entries.len()).map(|i| entries.size(i)).sum();
     rep.total(total);
@@ -119,9 +123,11 @@ pub fn send_tree<R: Read + Send, W: Write>(
     let outstanding = AtomicUsize::new(0);
     std::thread::scope(|s| {
         let (tx, rx) = mpsc::channel::<Event>();
+        let (hints, hinted) = mpsc::channel::<u32>();
         let n_entries = entries.len();
-        let (rep, outstanding) = (&rep, &outstanding);
-        let reader = s.spawn(move || read_loop(rd, tx, rep, outstanding, n_entries));
+        let (rep, outstanding, safe_ref, entries_ref) = (&rep, &outstanding, &safe, &entries);
+        s.spawn(move || prefetch_all(safe_ref, entries_ref, hinted));
+        let reader = s.spawn(move || read_loop(rd, tx, hints, rep, outstanding, n_entries));
         let served = serve_wants(wr, &safe, &entries, rx, rep, outstanding);
         phases.mark("serve");
         let done = reader
@@ -134,6 +140,19 @@ pub fn send_tree<R: Read + Send, W: Write>(
             (Ok(()), Ok(stats)) => Ok(stats),
         }
     })
+}
+
+/// After a write failed with the peer's answer to a pipelined `Open` still unread: that
+/// answer, when it is the refusal (the peer ended the session), says more than the
+/// broken pipe.
+fn refusal<R: Read>(rd: &mut FrameReader<R>) -> Option<SyncError> {
+    if !rd.open_pending() {
+        return None;
+    }
+    match recv(rd) {
+        Ok(Msg::Error { code, message }) => Some(SyncError::from_wire(code, message)),
+        _ => None,
+    }
 }
 
 /// One warning per entry whose mtime the peer's protocol cannot carry (a peer
@@ -219,18 +238,47 @@ fn send_manifest<W: Write>(
     Ok(())
 }
 
+/// The receiver's `Signing` hints: start reading our copy of each named file while the
+/// receiver signs its own (the diff then finds it in the page cache). A hint names an
+/// entry at most once ([`read_loop`]); one that is not a file is ignored.
+fn prefetch_all(safe: &SafeRoot, entries: &Entries, hinted: mpsc::Receiver<u32>) {
+    for idx in hinted {
+        let i = idx as usize;
+        if entries.kind(i) != Kind::File {
+            continue;
+        }
+        if let Ok(f) = safe.open_file(&entries.get(i).path) {
+            let len = std::num::NonZeroU64::new(entries.size(i));
+            let _ = rustix::fs::fadvise(&f, 0, len, rustix::fs::Advice::WillNeed);
+        }
+    }
+}
+
 fn read_loop<R: Read>(
     rd: &mut FrameReader<R>,
     tx: mpsc::Sender<Event>,
+    hints: mpsc::Sender<u32>,
     rep: &Mutex<&mut dyn Reporter>,
     outstanding: &AtomicUsize,
     n_entries: usize,
 ) -> Result<Stats, SyncError> {
     // Per entry: 0 never asked, 1 asked with a signature (one whole retry allowed), 2 done.
     let mut asked = vec![0u8; n_entries];
+    let mut hinted = vec![false; n_entries];
     let mut ended = false;
     loop {
         match recv(rd)? {
+            Msg::Signing { idx } => match hinted.get_mut(idx as usize) {
+                Some(h) if !*h => {
+                    *h = true;
+                    let _ = hints.send(idx);
+                }
+                _ => {
+                    return Err(SyncError::Peer(format!(
+                        "protocol error: the receiver announced entry {idx} twice or out of range"
+                    )));
+                }
+            },
             Msg::Want(_) | Msg::WantsEnd if ended => {
                 return Err(SyncError::Peer(
                     "protocol error: the receiver sent a request after WantsEnd".into(),

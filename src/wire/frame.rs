@@ -130,6 +130,9 @@ pub struct FrameReader<R: Read> {
     /// Set once compression was negotiated: `Zstd` frames are refused before.
     z: Option<Box<Decompressor>>,
     zin: Vec<u8>,
+    /// An `Open` was sent without waiting for its answer: [`super::recv`] takes the
+    /// `OpenOk` out of the stream (or hands back the `Error` that replaced it).
+    pub(super) open_pending: bool,
 }
 
 impl<R: Read> FrameReader<R> {
@@ -141,7 +144,19 @@ impl<R: Read> FrameReader<R> {
             raw_bytes: 0,
             z: None,
             zin: Vec::new(),
+            open_pending: false,
         }
+    }
+
+    /// The peer's answer to an `Open` sent just now is still to come: the next message
+    /// must be `OpenOk` (skipped by [`super::recv`]) or an `Error` (returned).
+    pub fn expect_open_ok(&mut self) {
+        self.open_pending = true;
+    }
+
+    /// Whether the answer to a pipelined `Open` was not read yet.
+    pub fn open_pending(&self) -> bool {
+        self.open_pending
     }
 
     /// Accept compressed frames from now on (the session negotiated compression).

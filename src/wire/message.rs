@@ -20,10 +20,16 @@ pub const PROTO_MAJOR: u16 = 2;
 /// optional `one_file_system` flag (sent only when set: an older serve refuses trailing
 /// bytes); 2.5: the role fence (`Role` after the handshake: each side's role, epoch and
 /// failover state) and `Open`'s optional `copy_back` flag; 2.6: `Link` (compression and
-/// bandwidth limit of a session) and zstd frames (`wire/compress.rs`).
-pub const PROTO_MINOR: u16 = 6;
+/// bandwidth limit of a session) and zstd frames (`wire/compress.rs`); 2.7: the serve
+/// sends its `Role` right after `HelloOk`, unasked, and answers the client's `Role` only
+/// to refuse it (one round trip fewer per connection); the receiver's `Signing` hint.
+pub const PROTO_MINOR: u16 = 7;
 /// The first minor version that exchanges `Role` after `HelloOk` and reads `copy_back`.
 pub const MINOR_ROLES: u16 = 5;
+/// The first minor version whose serve sends its `Role` with `HelloOk`, unasked.
+pub const MINOR_EAGER_ROLE: u16 = 7;
+/// The first minor version whose sender reads `Signing`.
+pub const MINOR_SIGNING: u16 = 7;
 /// The first minor version whose serve reads `Link` and compressed frames.
 pub const MINOR_COMPRESS: u16 = 6;
 /// The first minor version whose serve understands the DB patch messages.
@@ -163,6 +169,12 @@ pub enum Msg {
         idx: u32,
         reason: String,
     },
+    /// The receiver is about to sign its old copy of entry `idx` for a delta (2.7;
+    /// receiver -> sender, no answer, a hint): the sender starts reading its own copy
+    /// meanwhile, so the two reads overlap instead of following each other.
+    Signing {
+        idx: u32,
+    },
     Item(Item),
     Done(Stats),
     Bye,
@@ -230,6 +242,8 @@ pub(crate) mod tag {
     pub const OWNER_NAMES: u8 = 15;
     pub const WANT: u8 = 12;
     pub const WANTS_END: u8 = 13;
+    /// 2.7.
+    pub const SIGNING: u8 = 16;
     pub const FILE_BEGIN: u8 = 20;
     pub const DATA: u8 = 21;
     pub const COPY: u8 = 22;
@@ -277,6 +291,7 @@ impl Msg {
             Msg::Done(_) => "Done",
             Msg::Bye => "Bye",
             Msg::Link { .. } => "Link",
+            Msg::Signing { .. } => "Signing",
             Msg::DbStage => "DbStage",
             Msg::DbStaged { .. } => "DbStaged",
             Msg::DbReplay(_) => "DbReplay",
@@ -402,6 +417,10 @@ impl Msg {
                 }
             }
             Msg::Bye => e = Enc::tag(tag::BYE),
+            Msg::Signing { idx } => {
+                e = Enc::tag(tag::SIGNING);
+                e.u32(*idx);
+            }
             Msg::Link { compress, bwlimit } => {
                 e = Enc::tag(tag::LINK);
                 e.u8(*compress).u64(*bwlimit);
@@ -559,6 +578,7 @@ impl Msg {
                 Msg::Done(Stats::from_counters(vals))
             }
             tag::BYE => Msg::Bye,
+            tag::SIGNING => Msg::Signing { idx: d.u32("idx")? },
             tag::LINK => {
                 let compress = d.u8("compress")?;
                 if compress as i32 > super::compress::MAX_LEVEL {

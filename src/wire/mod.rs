@@ -21,9 +21,21 @@ use std::io::{Read, Write};
 /// Read and decode one message.
 pub fn recv<R: Read>(r: &mut FrameReader<R>) -> Result<Msg, ProtocolError> {
     // File data is read into its own buffer: no copy on the way to the disk.
-    match r.read_frame_or_body(message::tag::DATA, message::MAX_DATA_CHUNK)? {
-        frame::Frame::Payload(p) => Msg::decode(p),
-        frame::Frame::Body(b) => Ok(Msg::Data(b)),
+    let m = match r.read_frame_or_body(message::tag::DATA, message::MAX_DATA_CHUNK)? {
+        frame::Frame::Payload(p) => Msg::decode(p)?,
+        frame::Frame::Body(b) => Msg::Data(b),
+    };
+    if !r.open_pending {
+        return Ok(m);
+    }
+    r.open_pending = false;
+    match m {
+        Msg::OpenOk => recv(r),
+        Msg::Error { .. } => Ok(m),
+        other => Err(frame::malformed(format!(
+            "expected OpenOk or Error after Open, got {}",
+            other.name()
+        ))),
     }
 }
 
@@ -68,4 +80,44 @@ pub fn check_version(major: u16, software: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(msgs: &[Msg]) -> FrameReader<std::io::Cursor<Vec<u8>>> {
+        let mut bytes = Vec::new();
+        let mut w = FrameWriter::new(&mut bytes);
+        for m in msgs {
+            send(&mut w, m).unwrap();
+        }
+        drop(w);
+        FrameReader::new(std::io::Cursor::new(bytes))
+    }
+
+    /// After a pipelined `Open`, `recv` takes the `OpenOk` out of the stream, hands back
+    /// the `Error` that replaced it, and refuses anything else.
+    #[test]
+    fn a_pipelined_open_answer_is_taken_out_of_the_stream() {
+        let mut r = stream(&[Msg::OpenOk, Msg::WantsEnd, Msg::OpenOk]);
+        r.expect_open_ok();
+        assert!(matches!(recv(&mut r), Ok(Msg::WantsEnd)));
+        assert!(!r.open_pending());
+        assert!(
+            matches!(recv(&mut r), Ok(Msg::OpenOk)),
+            "only the first is skipped"
+        );
+        let refusal = Msg::Error {
+            code: message::code::FENCED,
+            message: "refused".into(),
+        };
+        let mut r = stream(std::slice::from_ref(&refusal));
+        r.expect_open_ok();
+        assert_eq!(recv(&mut r).unwrap(), refusal);
+        let mut r = stream(&[Msg::WantsEnd]);
+        r.expect_open_ok();
+        let e = recv(&mut r).unwrap_err().to_string();
+        assert!(e.contains("expected OpenOk"), "{e}");
+    }
 }

@@ -490,6 +490,10 @@ fn an_older_peer_gets_the_fixed_width_manifest_a_current_one_the_compact() {
             software: "hasync 0.0 (older)".into(),
         });
         assert!(matches!(p.recv(), Some(Msg::HelloOk { .. })));
+        if minor >= hasync::wire::message::MINOR_EAGER_ROLE {
+            // A 2.7 serve sends its role with HelloOk, unasked.
+            assert!(matches!(p.recv(), Some(Msg::Role(_))));
+        }
         p.send(&Msg::Open(Open {
             role: ServerRole::Send,
             root: s.root.as_os_str().as_encoded_bytes().to_vec(),
@@ -534,4 +538,86 @@ fn an_older_peer_gets_the_fixed_width_manifest_a_current_one_the_compact() {
     assert_eq!(old.2, new.2);
     assert_eq!(old.2.len(), 5, "{:?}", old.2);
     assert!(new.1 < old.1, "compact {} vs fixed {} bytes", new.1, old.1);
+}
+
+/// `Signing` (2.7) is a hint: each entry may be announced once, a hint for something
+/// that is not a file reads nothing, and a hinted file is then sent as usual.
+#[test]
+fn signing_hints_are_bounded_and_harmless() {
+    let s = sandbox();
+    let (mut p, entries) = Peer::pull(&s.root);
+    let a = idx(&entries, "a");
+    p.send(&Msg::Signing { idx: a });
+    p.send(&Msg::Signing { idx: a });
+    assert_has(&p.expect_refusal(&s.secret), "announced entry");
+    let (mut p, entries) = Peer::pull(&s.root);
+    p.send(&Msg::Signing {
+        idx: entries.len() as u32 + 3,
+    });
+    assert_has(&p.expect_refusal(&s.secret), "out of range");
+    // A hint for the symlink to the secret, then a whole file: the session ends well.
+    let (mut p, entries) = Peer::pull(&s.root);
+    p.send(&Msg::Signing {
+        idx: idx(&entries, "link"),
+    });
+    p.send(&Msg::Signing { idx: a });
+    p.send(&want(a, None));
+    p.send(&Msg::WantsEnd);
+    let mut data = 0;
+    loop {
+        match p.recv() {
+            Some(Msg::Data(d)) => data += d.len(),
+            Some(Msg::FileEnd { .. }) => break,
+            Some(Msg::Error { message, .. }) => panic!("serve refused: {message}"),
+            Some(_) => {}
+            None => panic!("serve ended the session"),
+        }
+    }
+    assert_eq!(data, 200_000);
+    assert_no_secret(&p.seen, &s.secret);
+    p.send(&Msg::Done(Default::default()));
+    p.send(&Msg::Bye);
+    drop(p.wr.take());
+    let status = p.child.wait().unwrap();
+    p.watchdog_stop.store(true, Ordering::SeqCst);
+    assert!(status.success());
+}
+
+/// The handshake of each minor version: a 2.7 client gets the serve's `Role` with
+/// `HelloOk` and no answer to its own; a 2.5/2.6 client gets it as the answer to its
+/// `Role`; an older one never sees a `Role`.
+#[test]
+fn the_serve_role_comes_with_hello_ok_for_a_current_client_and_when_asked_for_an_older_one() {
+    let s = sandbox();
+    let open = |p: &mut Peer| {
+        p.send(&Msg::Open(Open {
+            role: ServerRole::Send,
+            root: s.root.as_os_str().as_encoded_bytes().to_vec(),
+            options: SessionOptions::default(),
+        }));
+    };
+    for minor in [0, 6, hasync::wire::message::PROTO_MINOR] {
+        let mut p = Peer::start();
+        p.send(&Msg::Hello {
+            major: hasync::wire::message::PROTO_MAJOR,
+            minor,
+            software: "hasync (test)".into(),
+        });
+        assert!(matches!(p.recv(), Some(Msg::HelloOk { .. })));
+        if minor >= hasync::wire::message::MINOR_EAGER_ROLE {
+            assert!(matches!(p.recv(), Some(Msg::Role(_))), "minor {minor}");
+        }
+        if minor >= 5 {
+            p.send(&Msg::Role(hasync::node::role::unknown_node()));
+            if minor < hasync::wire::message::MINOR_EAGER_ROLE {
+                assert!(matches!(p.recv(), Some(Msg::Role(_))), "minor {minor}");
+            }
+        }
+        open(&mut p);
+        let next = p.recv();
+        assert!(matches!(next, Some(Msg::OpenOk)), "minor {minor}: {next:?}");
+        drop(p.wr.take());
+        let _ = p.child.wait();
+        p.watchdog_stop.store(true, Ordering::SeqCst);
+    }
 }

@@ -256,10 +256,23 @@ fn bwlimit_caps_push_and_pull_over_ssh_within_5_percent_without_bursts() {
     );
 }
 
-/// A fake serve that answers `Hello` as protocol 2.`minor` and records the next frame.
+/// A fake serve that answers `Hello` as protocol 2.`minor` (with its `Role` unasked
+/// from 2.7), records the next frame, then the tags of what follows without ever
+/// answering `Open` (up to `ManifestEnd`, or 3 s of silence).
 struct FakeServe {
     minor: u16,
     first: Arc<Mutex<Vec<u8>>>,
+    after: Arc<Mutex<Vec<u8>>>,
+}
+
+impl FakeServe {
+    fn new(minor: u16) -> FakeServe {
+        FakeServe {
+            minor,
+            first: Default::default(),
+            after: Default::default(),
+        }
+    }
 }
 
 struct NoCloser;
@@ -279,10 +292,10 @@ impl hasync::transport::Transport for FakeServe {
     ) -> Result<hasync::transport::Connection, hasync::transport::TransportError> {
         use hasync::wire::{FrameReader, FrameWriter, Msg, message};
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let (minor, first) = (self.minor, self.first.clone());
+        let (minor, first, after) = (self.minor, self.first.clone(), self.after.clone());
         std::thread::spawn(move || {
             let mut rd = FrameReader::new(b.try_clone().unwrap());
-            let mut wr = FrameWriter::new(b);
+            let mut wr = FrameWriter::new(b.try_clone().unwrap());
             assert!(matches!(hasync::wire::recv(&mut rd), Ok(Msg::Hello { .. })));
             let ok = Msg::HelloOk {
                 major: message::PROTO_MAJOR,
@@ -290,15 +303,36 @@ impl hasync::transport::Transport for FakeServe {
                 software: "hasync (fake)".into(),
             };
             hasync::wire::send(&mut wr, &ok).unwrap();
+            let me = Msg::Role(hasync::node::role::unknown_node());
+            let eager = minor >= message::MINOR_EAGER_ROLE;
+            if eager {
+                hasync::wire::send(&mut wr, &me).unwrap();
+            }
+            wr.flush().unwrap();
             let mut frame = rd.read_frame().unwrap().to_vec();
             // A 2.5 or later client sends its role first (the fence): answer as a
-            // serve without a config, and take the next frame.
+            // serve without a config (before 2.7), and take the next frame.
             if let Ok(Msg::Role(_)) = Msg::decode(&frame) {
-                let me = Msg::Role(hasync::node::role::unknown_node());
-                hasync::wire::send(&mut wr, &me).unwrap();
+                if !eager {
+                    hasync::wire::send(&mut wr, &me).unwrap();
+                    wr.flush().unwrap();
+                }
                 frame = rd.read_frame().unwrap().to_vec();
             }
             *first.lock().unwrap() = frame;
+            // What the client sends without an answer to its `Open` (compressed after a
+            // `Link` that asked for it).
+            rd.accept_compressed();
+            b.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+                .unwrap();
+            let mut tags = Vec::new();
+            while tags.last() != Some(&MANIFEST_END) {
+                match rd.read_frame() {
+                    Ok(f) => tags.push(f.first().copied().unwrap_or(0)),
+                    Err(_) => break,
+                }
+            }
+            *after.lock().unwrap() = tags;
             let err = Msg::Error {
                 code: message::code::PEER,
                 message: "fake serve: done".into(),
@@ -328,10 +362,7 @@ fn an_older_serve_gets_no_link_and_no_compression_a_current_one_is_told() {
     let dir = tempfile::tempdir().unwrap();
     Tree::new(&dir.path().join("src")).file("a.txt", b"a\n");
     for minor in [5, hasync::wire::message::MINOR_COMPRESS] {
-        let t = FakeServe {
-            minor,
-            first: Default::default(),
-        };
+        let t = FakeServe::new(minor);
         let mut c = hasync::sync::client::Client::connect(&t, &[]).unwrap();
         c.link.bwlimit = 4096;
         let r = c.push(
@@ -354,6 +385,76 @@ fn an_older_serve_gets_no_link_and_no_compression_a_current_one_is_told() {
             );
         }
     }
+}
+
+/// The tag of `ManifestEnd`.
+const MANIFEST_END: u8 = 11;
+
+/// Latency: a push sends its manifest right after `Open`, in the same round trip, to
+/// serves of every minor version (the fake never answers `Open`); a 2.7 serve's `Role`
+/// comes with `HelloOk`, and the client's own gets no answer (the fake would hang a
+/// client that waited for one). The refusal that replaces `OpenOk` is what the push
+/// reports.
+#[test]
+fn a_push_sends_its_manifest_without_waiting_for_open_ok() {
+    use hasync::wire::Msg;
+    let dir = tempfile::tempdir().unwrap();
+    Tree::new(&dir.path().join("src"))
+        .file("a.txt", b"a\n")
+        .file("sub/b.txt", b"b\n");
+    for minor in [5, 6, hasync::wire::message::PROTO_MINOR] {
+        let t = FakeServe::new(minor);
+        let mut c = hasync::sync::client::Client::connect(&t, &[]).unwrap();
+        let r = c.push(
+            &dir.path().join("src"),
+            Path::new("/nowhere"),
+            &Default::default(),
+            &mut hasync::tree::report::Silent,
+        );
+        let e = r.expect_err("the fake refuses").to_string();
+        assert!(e.contains("fake serve: done"), "2.{minor}: {e}");
+        let first = Msg::decode(&t.first.lock().unwrap()).unwrap();
+        assert!(
+            matches!(first, Msg::Link { .. } | Msg::Open(_)),
+            "2.{minor}: {first:?}"
+        );
+        let after = t.after.lock().unwrap().clone();
+        assert_eq!(
+            after.last(),
+            Some(&MANIFEST_END),
+            "2.{minor}: the client stopped before its manifest (tags {after:?})"
+        );
+    }
+}
+
+/// A refused `Open` with a manifest far bigger than a pipe's buffer behind it (the
+/// serve stops reading): the push reports the serve's reason, not a broken pipe.
+#[test]
+fn a_refused_push_with_a_big_manifest_reports_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let t = Tree::new(&src);
+    for i in 0..3000u64 {
+        let name: String = pseudo(40, i)
+            .iter()
+            .map(|b| (b'a' + b % 26) as char)
+            .collect();
+        t.file(&format!("d{}/{name}-{i}.conf", i % 7), b"x");
+    }
+    std::fs::write(dir.path().join("blocker"), b"a file").unwrap();
+    let out = hasync()
+        .arg("push")
+        .arg(&src)
+        .arg(dir.path().join("blocker/dest"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cannot create the destination") && err.contains("Not a directory"),
+        "{err}"
+    );
+    assert!(!err.to_lowercase().contains("broken pipe"), "{err}");
 }
 
 /// `.hasync-tmp.*` files under `root` (the partial places), with their sizes.

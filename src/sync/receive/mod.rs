@@ -71,11 +71,16 @@ const SCAN_QUEUE: usize = 4;
 pub struct ReceiverConfig {
     /// Flush rebuilt files to disk before they replace old ones.
     pub fsync: bool,
+    /// The sender's protocol minor version (whether it reads `Signing` hints).
+    pub peer_minor: u16,
 }
 
 impl Default for ReceiverConfig {
     fn default() -> Self {
-        ReceiverConfig { fsync: true }
+        ReceiverConfig {
+            fsync: true,
+            peer_minor: 0,
+        }
     }
 }
 
@@ -191,6 +196,7 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
         dirs: DirCache::new(),
         source: &source,
         owners,
+        hints: cfg.peer_minor >= crate::wire::message::MINOR_SIGNING,
     };
     // Partials of big files a cut run left are kept as delta bases (`resume.rs`).
     let (partials, stale_temps) = resume::Partials::split(&safe, stale_temps);
@@ -392,6 +398,8 @@ struct Local<'l> {
     dirs: DirCache,
     source: &'l Entries,
     owners: bool,
+    /// The sender reads `Signing` hints.
+    hints: bool,
 }
 
 impl Local<'_> {

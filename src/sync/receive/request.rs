@@ -38,7 +38,14 @@ pub(super) struct Ahead<'a> {
     pub prepared: &'a PrepQueue,
     /// Partials of a cut run: a new file with one is asked for as a delta against it.
     pub partials: &'a Partials,
+    /// The sender reads `Signing` hints (2.7).
+    pub hints: bool,
 }
+
+/// Files from this size on are announced with `Signing` before their signature is
+/// computed: the sender reads its copy meanwhile (below it, the hint costs more than
+/// the overlap gains).
+pub const SIGNING_HINT_MIN: u64 = 4 << 20;
 
 /// Temp files prepared ahead, and the files the receiving thread already took.
 pub(super) struct PrepQueue {
@@ -130,6 +137,10 @@ fn request_loop<W: Write>(
             // No usable old copy (vanished, unreadable): fall back to sending it whole.
             ahead.safe.open_file(old).ok().and_then(|f| {
                 let len = f.metadata().ok()?.len();
+                if ahead.hints && e.size.min(len) >= SIGNING_HINT_MIN {
+                    // A failed write shows again, and is reported, with the `Want`.
+                    let _ = hint(wr, idx);
+                }
                 let sig = delta::file_signature(&f, len).ok()?;
                 base = Some((f, len));
                 Some(sig)
@@ -171,6 +182,14 @@ fn prepare_all(ahead: Ahead, jobs: mpsc::Receiver<(u32, Option<(File, u64)>)>) {
             ahead.prepared.offer(idx, p);
         }
     }
+}
+
+/// Tell the sender that the signature of `idx` is being computed (`Signing`), at once.
+fn hint<W: Write>(wr: &Mutex<&mut FrameWriter<W>>, idx: u32) -> Result<(), SyncError> {
+    let mut w = wr.lock().unwrap_or_else(|e| e.into_inner());
+    send(&mut w, &Msg::Signing { idx })?;
+    w.flush()
+        .map_err(|e| SyncError::Peer(format!("cannot write to the peer: {e}")))
 }
 
 fn flush<W: Write>(wr: &Mutex<&mut FrameWriter<W>>) -> Result<(), SyncError> {

@@ -67,6 +67,7 @@ pub(super) fn run<R: Read, W: Write + Send>(
             signed: &signed,
             prepared: &prepared,
             partials,
+            hints: local.hints,
         };
         let requester = s.spawn(move || request_all(wr, ahead, files, slot_tx));
         let mut t = Transfers {
