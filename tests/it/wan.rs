@@ -439,7 +439,7 @@ fn a_refused_push_with_a_big_manifest_reports_the_reason() {
             .iter()
             .map(|b| (b'a' + b % 26) as char)
             .collect();
-        t.file(&format!("d{}/{name}-{i}.conf", i % 7), b"x");
+        t.file(format!("d{}/{name}-{i}.conf", i % 7), b"x");
     }
     std::fs::write(dir.path().join("blocker"), b"a file").unwrap();
     let out = hasync()
