@@ -14,7 +14,7 @@ use crate::sync::SyncError;
 use crate::sync::fsops::{SafeRoot, TreeRoot};
 use crate::sync::receive::{ReceiverConfig, receive_tree};
 use crate::sync::send::{fail, send_tree};
-use crate::wire::message::{MINOR_EAGER_ROLE, PROTO_MAJOR, PROTO_MINOR};
+use crate::wire::message::{MINOR_BATCH, MINOR_EAGER_ROLE, PROTO_MAJOR, PROTO_MINOR};
 use crate::wire::throttle::{Rate, Throttled};
 use crate::wire::{self, FrameReader, FrameWriter, Msg, ServerRole, recv, send};
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -142,10 +142,12 @@ fn link<R: Read, W: Write>(
     rate: &Rate,
     compress: u8,
     bwlimit: u64,
+    peer_minor: u16,
 ) {
     if compress > 0 {
         rd.accept_compressed();
     }
+    wr.set_batching(peer_minor >= MINOR_BATCH);
     wr.set_compression((compress > 0).then_some(compress as i32));
     rate.set(bwlimit);
 }
@@ -240,7 +242,7 @@ pub fn serve<R: Read + Send, W: Write + Send>(
                 continue;
             }
             Ok(Msg::Link { compress, bwlimit }) => {
-                link(&mut rd, &mut wr, &rate, compress, bwlimit);
+                link(&mut rd, &mut wr, &rate, compress, bwlimit, peer_minor);
                 continue;
             }
             Ok(m @ (Msg::DbStage | Msg::DbReplay(_) | Msg::DbCheck(_))) => {

@@ -15,7 +15,8 @@ use crate::node::role::{self, NodeRole};
 use crate::transport::{Closer, Transport};
 use crate::tree::report::{Reporter, Stats};
 use crate::wire::message::{
-    MINOR_COMPRESS, MINOR_EAGER_ROLE, MINOR_ONE_FILE_SYSTEM, MINOR_ROLES, PROTO_MAJOR, PROTO_MINOR,
+    MINOR_BATCH, MINOR_COMPRESS, MINOR_EAGER_ROLE, MINOR_ONE_FILE_SYSTEM, MINOR_ROLES, PROTO_MAJOR,
+    PROTO_MINOR,
 };
 use crate::wire::throttle::{Rate, Throttled};
 use crate::wire::{
@@ -297,6 +298,7 @@ impl Client {
         if level.is_some() {
             self.rd.accept_compressed();
         }
+        self.wr.set_batching(self.peer_minor >= MINOR_BATCH);
         self.wr.set_compression(level);
         Ok(())
     }

@@ -28,6 +28,14 @@ use zstd::zstd_safe::{self, CCtx, CParameter, DCtx, DParameter, InBuffer, OutBuf
 
 /// The tag of a compressed frame.
 pub const TAG_ZSTD: u8 = 71;
+/// The tag of a compressed batch (2.7): several frames (`u32 length | payload` each)
+/// compressed in the stream with one flush at the end.
+pub const TAG_BATCH: u8 = 72;
+/// A batch is closed once this many payload bytes went in.
+pub const BATCH_MAX: usize = 128 * 1024;
+/// Frames from this size on are compressed on their own (a `Zstd` frame), as before
+/// 2.7: their flush costs nothing next to them, and a file's running ratio is measured.
+pub const BATCH_ALONE: usize = 64 * 1024;
 /// Frames smaller than this go raw. Small enough that the receiver's `Item`s (code,
 /// path) compress against the previous ones: the bytes back to the sender of a first
 /// copy are mostly those.
@@ -60,6 +68,21 @@ pub struct Compressor {
     /// Payload bytes of the file's compressed frames before and after.
     file_in: u64,
     file_out: u64,
+    /// Payload bytes fed to the open batch (its output is in `out`); 0: none open.
+    pending: usize,
+}
+
+fn zstd_error(c: zstd_safe::ErrorCode) -> std::io::Error {
+    std::io::Error::other(format!("zstd: {}", zstd_safe::get_error_name(c)))
+}
+
+/// What [`Compressor::add`] did with a frame.
+pub enum Added {
+    /// In the open batch.
+    Queued,
+    /// Not batched: the caller closes the batch, then sends the frame on its own
+    /// ([`Compressor::frame`] decides compressed or raw).
+    Alone,
 }
 
 impl Compressor {
@@ -78,6 +101,7 @@ impl Compressor {
             file_probed: false,
             file_in: 0,
             file_out: 0,
+            pending: 0,
         };
         c.set_level(level);
         c
@@ -93,14 +117,65 @@ impl Compressor {
             .set_parameter(CParameter::CompressionLevel(level.clamp(1, MAX_LEVEL)));
     }
 
-    /// The compressed form of the payload `tag | body`, or `None` to send it raw.
-    pub fn frame(&mut self, tag: u8, body: &[u8]) -> Option<&[u8]> {
+    /// Put the payload `tag | body` into the open batch (2.7), when it is small and
+    /// worth compressing: every small frame is, `FileBegin` and `FileEnd` included (in a
+    /// batch they cost no flush), but not a file's `Data` that its probe found
+    /// incompressible. The caller closes the batch with [`Compressor::end_batch`].
+    /// A zstd error (memory, in practice) leaves the stream unusable: it ends the
+    /// connection.
+    pub fn add(&mut self, tag: u8, body: &[u8]) -> std::io::Result<Added> {
+        self.new_file(tag);
+        let len = 1 + body.len();
+        if len >= BATCH_ALONE || self.pending + 4 + len > BATCH_MAX {
+            return Ok(Added::Alone);
+        }
+        let probe = match tag {
+            DATA if self.file_raw => return Ok(Added::Alone),
+            DATA => !std::mem::replace(&mut self.file_probed, true),
+            _ => body.len() >= PROBE_MIN,
+        };
+        if probe && !self.compresses(body) {
+            self.file_raw |= tag == DATA;
+            return Ok(Added::Alone);
+        }
+        if self.pending == 0 {
+            self.out.clear();
+        }
+        let head = [&(len as u32).to_be_bytes()[..], &[tag]].concat();
+        self.feed(&head, body).map_err(zstd_error)?;
+        self.pending += 4 + len;
+        Ok(Added::Queued)
+    }
+
+    /// Payload bytes in the open batch.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Close the open batch: the body of its `Batch` frame, or `None` if none is open.
+    pub fn end_batch(&mut self) -> std::io::Result<Option<&[u8]>> {
+        if self.pending == 0 {
+            return Ok(None);
+        }
+        self.pending = 0;
+        self.finish_flush().map_err(zstd_error)?;
+        Ok(Some(&self.out))
+    }
+
+    /// A `FileBegin` starts a file: its probe and running ratio start again.
+    fn new_file(&mut self, tag: u8) {
         if tag == FILE_BEGIN {
             self.file_raw = false;
             self.file_probed = false;
             self.file_in = 0;
             self.file_out = 0;
         }
+    }
+
+    /// The compressed form of the payload `tag | body`, or `None` to send it raw.
+    pub fn frame(&mut self, tag: u8, body: &[u8]) -> Option<&[u8]> {
+        debug_assert_eq!(self.pending, 0, "a batch is open");
+        self.new_file(tag);
         // Too small to pay, or so big that its compressed form might not fit a frame.
         if 1 + body.len() < MIN_COMPRESS
             || 1 + body.len() > MAX_FRAME - MAX_FRAME / 64
@@ -148,6 +223,12 @@ impl Compressor {
     /// any byte was produced.
     fn compress(&mut self, head: &[u8], body: &[u8]) -> Result<(), zstd_safe::ErrorCode> {
         self.out.clear();
+        self.feed(head, body)?;
+        self.finish_flush()
+    }
+
+    /// Feed `head` then `body` to the stream; what it outputs is appended to `self.out`.
+    fn feed(&mut self, head: &[u8], body: &[u8]) -> Result<(), zstd_safe::ErrorCode> {
         self.out
             .reserve(zstd_safe::compress_bound(head.len() + body.len()) + 64);
         for part in [head, body] {
@@ -163,6 +244,11 @@ impl Compressor {
                 )?;
             }
         }
+        Ok(())
+    }
+
+    /// Flush the stream into `self.out`: what was fed so far decodes on its own.
+    fn finish_flush(&mut self) -> Result<(), zstd_safe::ErrorCode> {
         loop {
             self.grow();
             let mut inb = InBuffer::around(&[]);
@@ -342,6 +428,7 @@ mod tests {
         w.write_tagged(tag::DATA, &body).unwrap();
         w.write_frame(&[tag::WANTS_END]).unwrap();
         let (bytes, raw) = (w.bytes, w.raw_bytes);
+        drop(w);
         assert_eq!(raw, 4 + 6 + 4 + 1 + 200_000 + 4 + 1);
         assert!(bytes * 2 < raw, "{bytes} of {raw}");
         assert_eq!(bytes, out.len() as u64);
@@ -358,5 +445,126 @@ mod tests {
         }
         assert_eq!(r.read_frame().unwrap(), &[tag::WANTS_END]);
         assert_eq!((r.bytes, r.raw_bytes), (bytes, raw));
+    }
+
+    /// The frames of a first copy (per file `FileBegin`, `Data`, `FileEnd`), some files
+    /// of random bytes, an empty frame and a big `Data` frame, written with batching
+    /// and without, to `Vec`s; with the `--json` counters of each writer.
+    fn session(batching: bool) -> (Vec<u8>, u64, u64, Vec<Vec<u8>>) {
+        use crate::wire::frame::FrameWriter;
+        use crate::wire::message::tag;
+        let mut frames: Vec<Vec<u8>> = Vec::new();
+        for i in 0..60u64 {
+            let data = if i % 10 == 9 {
+                random(8000, i)
+            } else {
+                text(6000, i)
+            };
+            frames.push([&[tag::FILE_BEGIN][..], &i.to_be_bytes()].concat());
+            frames.push([&[tag::DATA][..], &data].concat());
+            frames.push([&[tag::FILE_END][..], &random(32, 100 + i)].concat());
+        }
+        frames.push(Vec::new());
+        frames.push([&[tag::DATA][..], &text(200_000, 5)].concat());
+        frames.push(vec![tag::WANTS_END]);
+        let mut out = Vec::new();
+        let mut w = FrameWriter::new(&mut out);
+        w.set_batching(batching);
+        w.set_compression(Some(DEFAULT_LEVEL));
+        for (n, f) in frames.iter().enumerate() {
+            w.write_frame(f).unwrap();
+            if n == 100 {
+                w.flush().unwrap();
+            }
+        }
+        w.flush().unwrap();
+        let (bytes, raw) = (w.bytes, w.raw_bytes);
+        drop(w);
+        (out, bytes, raw, frames)
+    }
+
+    #[test]
+    fn batches_read_back_in_order_and_cost_fewer_bytes_than_a_flush_per_frame() {
+        use crate::wire::frame::{Frame, FrameReader};
+        use crate::wire::message::tag;
+        let (single, single_bytes, raw, _) = session(false);
+        let (out, bytes, raw_b, frames) = session(true);
+        assert_eq!(raw, raw_b);
+        assert_eq!(bytes, out.len() as u64);
+        assert_eq!(single_bytes, single.len() as u64);
+        assert!(
+            bytes < single_bytes,
+            "batched {bytes} bytes, one flush per frame {single_bytes}"
+        );
+        let (mut pos, mut batches, mut outer) = (0, 0, 0);
+        while pos < out.len() {
+            let len = u32::from_be_bytes(out[pos..pos + 4].try_into().unwrap()) as usize;
+            batches += (len > 0 && out[pos + 4] == TAG_BATCH) as usize;
+            outer += 1;
+            pos += 4 + len;
+        }
+        assert!(
+            batches > 0 && outer < frames.len() / 2,
+            "{outer} frames, {batches} batches"
+        );
+        let mut r = FrameReader::new(&out[..]);
+        r.accept_compressed();
+        for (n, f) in frames.iter().enumerate() {
+            let got = match r.read_frame_or_body(tag::DATA, 1 << 20).unwrap() {
+                Frame::Body(b) => [&[tag::DATA][..], &b].concat(),
+                Frame::Payload(p) => p.to_vec(),
+            };
+            assert_eq!(&got, f, "frame {n}");
+        }
+        assert!(r.read_frame().is_err(), "nothing after the last frame");
+        assert_eq!((r.bytes, r.raw_bytes), (bytes, raw));
+        // A reader that did not negotiate compression refuses a batch.
+        let mut r = FrameReader::new(&out[..]);
+        let refused = (0..frames.len()).any(|_| r.read_frame().is_err());
+        assert!(refused);
+    }
+
+    /// A batch frame whose decoded content is `inner`, compressed by a fresh stream.
+    fn batch_of(inner: &[u8]) -> Vec<u8> {
+        let mut z = Vec::with_capacity(zstd_safe::compress_bound(inner.len()));
+        zstd_safe::compress(&mut z, inner, 3).unwrap();
+        let mut f = ((1 + z.len()) as u32).to_be_bytes().to_vec();
+        f.push(TAG_BATCH);
+        f.extend_from_slice(&z);
+        f
+    }
+
+    #[test]
+    fn hostile_batches_are_refused() {
+        use crate::wire::frame::FrameReader;
+        let frame = |payload: &[u8]| {
+            let mut v = (payload.len() as u32).to_be_bytes().to_vec();
+            v.extend_from_slice(payload);
+            v
+        };
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (
+                [frame(&[13]), (1000u32).to_be_bytes().to_vec(), vec![13]].concat(),
+                "bad frame length",
+            ),
+            ([frame(&[13]), vec![0, 0]].concat(), "truncated"),
+            ([frame(&[13]), frame(&[])].concat(), "bad frame length"),
+            ([frame(&[13]), frame(&[TAG_ZSTD, 1, 2])].concat(), "inside"),
+            (frame(&[TAG_BATCH, 1]), "inside"),
+        ];
+        for (inner, what) in cases {
+            let wire = batch_of(&inner);
+            let mut r = FrameReader::new(&wire[..]);
+            r.accept_compressed();
+            let mut err = None;
+            for _ in 0..3 {
+                if let Err(e) = r.read_frame() {
+                    err = Some(e.to_string());
+                    break;
+                }
+            }
+            let e = err.unwrap_or_else(|| panic!("accepted: {what}"));
+            assert!(e.contains(what), "{what}: {e}");
+        }
     }
 }

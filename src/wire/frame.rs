@@ -6,7 +6,7 @@
 //! count against what is left in the frame and against the caller's bound, so
 //! a hostile peer can make us allocate at most one frame's worth of memory.
 
-use super::compress::{Compressor, Decompressor, TAG_ZSTD};
+use super::compress::{Added, Compressor, Decompressor, TAG_BATCH, TAG_ZSTD};
 use std::io::{self, Read, Write};
 
 /// Largest frame accepted or sent (payload bytes).
@@ -31,6 +31,11 @@ pub(crate) fn malformed(what: impl Into<String>) -> ProtocolError {
     ProtocolError::Malformed(what.into())
 }
 
+/// A batch of at least this many payload bytes goes on to the peer at once, not when
+/// the buffer below fills: a sender that has many requests queued (and so does not
+/// flush) starts the link after its first batch, not after 256 KiB of compressed data.
+const BATCH_PUSH: usize = 32 * 1024;
+
 /// Writes frames to a byte stream. Callers flush when they are about to wait.
 pub struct FrameWriter<W: Write> {
     inner: W,
@@ -43,6 +48,8 @@ pub struct FrameWriter<W: Write> {
     z: Option<Box<Compressor>>,
     /// Compress from now on (the level of the last `set_compression`).
     z_on: bool,
+    /// The peer reads batches (2.7): small frames share one flush ([`TAG_BATCH`]).
+    batching: bool,
 }
 
 impl<W: Write> FrameWriter<W> {
@@ -53,7 +60,13 @@ impl<W: Write> FrameWriter<W> {
             raw_bytes: 0,
             z: None,
             z_on: false,
+            batching: false,
         }
+    }
+
+    /// The peer reads compressed batches (protocol 2.7): set before compression starts.
+    pub fn set_batching(&mut self, on: bool) {
+        self.batching = on;
     }
 
     /// Compress the frames to come at `level`, or stop (`None`). Only once the peer
@@ -78,6 +91,7 @@ impl<W: Write> FrameWriter<W> {
         match payload.split_first() {
             Some((&tag, body)) => self.write_tagged(tag, body),
             None => {
+                self.end_batch()?;
                 self.inner.write_all(&0u32.to_be_bytes())?;
                 self.bytes += 4;
                 self.raw_bytes += 4;
@@ -91,6 +105,13 @@ impl<W: Write> FrameWriter<W> {
         let len = 1 + body.len();
         assert!(len <= MAX_FRAME, "frame too large: {len}");
         self.raw_bytes += 4 + len as u64;
+        if self.z_on && self.batching {
+            if self.batch(tag, body)? {
+                return Ok(());
+            }
+        } else {
+            self.end_batch()?;
+        }
         if self.z_on
             && let Some(z) = self.z.as_mut()
             && let Some(packed) = z.frame(tag, body)
@@ -109,13 +130,59 @@ impl<W: Write> FrameWriter<W> {
         Ok(())
     }
 
+    /// Queue the frame in the open batch (true), else close the batch so that the
+    /// frame can go on its own, in order (false).
+    fn batch(&mut self, tag: u8, body: &[u8]) -> io::Result<bool> {
+        let Some(z) = self.z.as_mut() else {
+            return Ok(false);
+        };
+        if let Added::Queued = z.add(tag, body)? {
+            return Ok(true);
+        }
+        if z.pending() == 0 {
+            return Ok(false);
+        }
+        // Full, or the frame goes alone: close the batch, then try a new one.
+        self.end_batch()?;
+        let z = self.z.as_mut().expect("checked above");
+        Ok(matches!(z.add(tag, body)?, Added::Queued))
+    }
+
+    /// Write the open batch, if any, as one `Batch` frame.
+    fn end_batch(&mut self) -> io::Result<()> {
+        let Some(z) = self.z.as_mut() else {
+            return Ok(());
+        };
+        let big = z.pending() >= BATCH_PUSH;
+        if let Some(packed) = z.end_batch()? {
+            let zlen = 1 + packed.len();
+            self.inner.write_all(&(zlen as u32).to_be_bytes())?;
+            self.inner.write_all(&[TAG_BATCH])?;
+            self.inner.write_all(packed)?;
+            self.bytes += 4 + zlen as u64;
+            if big {
+                self.inner.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Close the open batch and flush: everything written so far goes to the peer.
     pub fn flush(&mut self) -> io::Result<()> {
+        self.end_batch()?;
         self.inner.flush()
     }
 
     /// Write bytes with no framing (tests of malformed input only).
     pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.inner.write_all(bytes)
+    }
+}
+
+impl<W: Write> Drop for FrameWriter<W> {
+    /// Frames queued in a batch reach the inner writer (whose own drop may flush them).
+    fn drop(&mut self) {
+        let _ = self.end_batch();
     }
 }
 
@@ -133,6 +200,9 @@ pub struct FrameReader<R: Read> {
     /// An `Open` was sent without waiting for its answer: [`super::recv`] takes the
     /// `OpenOk` out of the stream (or hands back the `Error` that replaced it).
     pub(super) open_pending: bool,
+    /// The decoded frames of the last `Batch` (2.7), served from `batch_pos` on.
+    batch: Vec<u8>,
+    batch_pos: usize,
 }
 
 impl<R: Read> FrameReader<R> {
@@ -145,6 +215,8 @@ impl<R: Read> FrameReader<R> {
             z: None,
             zin: Vec::new(),
             open_pending: false,
+            batch: Vec::new(),
+            batch_pos: 0,
         }
     }
 
@@ -168,15 +240,62 @@ impl<R: Read> FrameReader<R> {
 
     /// Read the next frame's payload. A clean end of stream before a frame starts is `Closed`.
     pub fn read_frame(&mut self) -> Result<&[u8], ProtocolError> {
+        if self.next_batched()? {
+            return Ok(&self.buf);
+        }
         let len = self.read_len()?;
         self.buf.clear();
         read_body(&mut self.inner, len, &mut self.buf)?;
         self.bytes += 4 + len as u64;
-        if self.buf.first() == Some(&TAG_ZSTD) {
-            self.unpack()?;
+        match self.buf.first() {
+            Some(&TAG_ZSTD) => self.unpack()?,
+            Some(&TAG_BATCH) => {
+                self.unbatch()?;
+                return Ok(&self.buf);
+            }
+            _ => {}
         }
         self.raw_bytes += 4 + self.buf.len() as u64;
         Ok(&self.buf)
+    }
+
+    /// Decode the `Batch` frame in `self.buf` and put its first frame there.
+    fn unbatch(&mut self) -> Result<(), ProtocolError> {
+        let Some(z) = self.z.as_mut() else {
+            return Err(ProtocolError::Unexpected(
+                "a compressed batch, but this session did not ask for compression".into(),
+            ));
+        };
+        std::mem::swap(&mut self.buf, &mut self.zin);
+        z.frame(&self.zin[1..], &mut self.batch)?;
+        self.batch_pos = 0;
+        self.next_batched()?;
+        Ok(())
+    }
+
+    /// Move the next frame of the current batch, if any is left, into `self.buf`.
+    /// Each is `u32 length | payload` like on the wire; an empty, truncated or
+    /// compressed one refuses the batch.
+    fn next_batched(&mut self) -> Result<bool, ProtocolError> {
+        let rest = &self.batch[self.batch_pos.min(self.batch.len())..];
+        if rest.is_empty() {
+            return Ok(false);
+        }
+        let Some((head, rest)) = rest.split_first_chunk::<4>() else {
+            return Err(malformed("truncated frame header in a compressed batch"));
+        };
+        let len = u32::from_be_bytes(*head) as usize;
+        if len == 0 || len > rest.len() {
+            return Err(malformed("bad frame length in a compressed batch"));
+        }
+        if matches!(rest[0], TAG_ZSTD | TAG_BATCH) {
+            return Err(malformed("a compressed frame inside a compressed batch"));
+        }
+        self.buf.clear();
+        self.buf.extend_from_slice(&rest[..len]);
+        self.batch_pos += 4 + len;
+        self.raw_bytes += 4 + len as u64;
+        Ok(true)
     }
 
     /// Replace the `Zstd` frame in `self.buf` by the payload it carries.
@@ -188,7 +307,7 @@ impl<R: Read> FrameReader<R> {
         };
         std::mem::swap(&mut self.buf, &mut self.zin);
         z.frame(&self.zin[1..], &mut self.buf)?;
-        if self.buf[0] == TAG_ZSTD {
+        if matches!(self.buf[0], TAG_ZSTD | TAG_BATCH) {
             return Err(malformed("a compressed frame inside a compressed frame"));
         }
         Ok(())
@@ -198,6 +317,9 @@ impl<R: Read> FrameReader<R> {
     /// `max` bytes after the tag) comes back as its own buffer, without the tag
     /// and without a copy: the way file data is received.
     pub fn read_frame_or_body(&mut self, tag: u8, max: usize) -> Result<Frame<'_>, ProtocolError> {
+        if self.next_batched()? {
+            return self.decoded(tag, max);
+        }
         let len = self.read_len()?;
         self.buf.clear();
         if len == 0 {
@@ -206,20 +328,16 @@ impl<R: Read> FrameReader<R> {
             return Ok(Frame::Payload(&self.buf));
         }
         read_body(&mut self.inner, 1, &mut self.buf)?;
-        if self.buf[0] == TAG_ZSTD {
+        if matches!(self.buf[0], TAG_ZSTD | TAG_BATCH) {
             read_body(&mut self.inner, len - 1, &mut self.buf)?;
             self.bytes += 4 + len as u64;
-            self.unpack()?;
-            self.raw_bytes += 4 + self.buf.len() as u64;
-            if self.buf[0] != tag {
-                return Ok(Frame::Payload(&self.buf));
+            if self.buf[0] == TAG_BATCH {
+                self.unbatch()?;
+            } else {
+                self.unpack()?;
+                self.raw_bytes += 4 + self.buf.len() as u64;
             }
-            if self.buf.len() - 1 > max {
-                return Err(malformed("frame body too large"));
-            }
-            let mut body = crate::tree::bufpool::take(self.buf.len() - 1);
-            body.extend_from_slice(&self.buf[1..]);
-            return Ok(Frame::Body(body));
+            return self.decoded(tag, max);
         }
         if self.buf[0] != tag {
             read_body(&mut self.inner, len - 1, &mut self.buf)?;
@@ -234,6 +352,19 @@ impl<R: Read> FrameReader<R> {
         read_body(&mut self.inner, len - 1, &mut body)?;
         self.bytes += 4 + len as u64;
         self.raw_bytes += 4 + len as u64;
+        Ok(Frame::Body(body))
+    }
+
+    /// A decoded payload in `self.buf`, as [`Self::read_frame_or_body`] returns it.
+    fn decoded(&mut self, tag: u8, max: usize) -> Result<Frame<'_>, ProtocolError> {
+        if self.buf[0] != tag {
+            return Ok(Frame::Payload(&self.buf));
+        }
+        if self.buf.len() - 1 > max {
+            return Err(malformed("frame body too large"));
+        }
+        let mut body = crate::tree::bufpool::take(self.buf.len() - 1);
+        body.extend_from_slice(&self.buf[1..]);
         Ok(Frame::Body(body))
     }
 
@@ -477,6 +608,7 @@ mod tests {
         let mut w = FrameWriter::new(&mut out);
         w.write_frame(b"hello").unwrap();
         w.write_frame(b"").unwrap();
+        drop(w);
         let mut r = FrameReader::new(&out[..]);
         assert_eq!(r.read_frame().unwrap(), b"hello");
         assert_eq!(r.read_frame().unwrap(), b"");
@@ -503,6 +635,7 @@ mod tests {
         w.write_frame(b"").unwrap();
         w.write_tagged(7, &[0; 11]).unwrap();
         w.write_raw(&[0, 0, 0, 9, 7, 1, 2]).unwrap(); // 8 body bytes announced, 2 sent
+        drop(w);
         let mut r = FrameReader::new(&out[..]);
         assert!(matches!(r.read_frame_or_body(7, 10), Ok(Frame::Body(b)) if b == b"body"));
         assert!(matches!(r.read_frame_or_body(7, 10), Ok(Frame::Payload(p)) if p == b"\x08other"));

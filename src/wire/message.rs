@@ -22,12 +22,15 @@ pub const PROTO_MAJOR: u16 = 2;
 /// failover state) and `Open`'s optional `copy_back` flag; 2.6: `Link` (compression and
 /// bandwidth limit of a session) and zstd frames (`wire/compress.rs`); 2.7: the serve
 /// sends its `Role` right after `HelloOk`, unasked, and answers the client's `Role` only
-/// to refuse it (one round trip fewer per connection); the receiver's `Signing` hint.
+/// to refuse it (one round trip fewer per connection); the receiver's `Signing` hint;
+/// compressed batches (`Batch`: small frames share one zstd flush).
 pub const PROTO_MINOR: u16 = 7;
 /// The first minor version that exchanges `Role` after `HelloOk` and reads `copy_back`.
 pub const MINOR_ROLES: u16 = 5;
 /// The first minor version whose serve sends its `Role` with `HelloOk`, unasked.
 pub const MINOR_EAGER_ROLE: u16 = 7;
+/// The first minor version that reads compressed batches (`wire/compress.rs`).
+pub const MINOR_BATCH: u16 = 7;
 /// The first minor version whose sender reads `Signing`.
 pub const MINOR_SIGNING: u16 = 7;
 /// The first minor version whose serve reads `Link` and compressed frames.
