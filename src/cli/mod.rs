@@ -44,7 +44,7 @@ Exit codes:
 
 /// `hasync --version`: the release and the wire protocol it speaks (both nodes of a
 /// pair must share the protocol's major version).
-const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (wire protocol 2.6)");
+const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (wire protocol 2.7)");
 
 /// Keep the standby node of an HA pair in step with its master.
 #[derive(Parser, Debug)]
