@@ -141,7 +141,8 @@ impl Compressor {
         if self.pending == 0 {
             self.out.clear();
         }
-        let head = [&(len as u32).to_be_bytes()[..], &[tag]].concat();
+        let mut head = [tag; 5];
+        head[..4].copy_from_slice(&(len as u32).to_be_bytes());
         self.feed(&head, body).map_err(zstd_error)?;
         self.pending += 4 + len;
         Ok(Added::Queued)

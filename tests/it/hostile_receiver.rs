@@ -117,23 +117,37 @@ impl Peer {
     }
 
     fn hello(&mut self) {
+        self.hello_as(0);
+    }
+
+    /// `Hello` as protocol 2.`minor`; `HelloOk`, and from 2.7 the serve's `Role` with it.
+    fn hello_as(&mut self, minor: u16) {
         self.send(&Msg::Hello {
             major: hasync::wire::message::PROTO_MAJOR,
-            minor: 0,
+            minor,
             software: "hostile receiver".into(),
         });
         assert!(matches!(self.recv(), Some(Msg::HelloOk { .. })));
+        if minor >= hasync::wire::message::MINOR_EAGER_ROLE {
+            // A 2.7 serve sends its role with HelloOk, unasked.
+            assert!(matches!(self.recv(), Some(Msg::Role(_))), "minor {minor}");
+        }
+    }
+
+    /// `Open{Send}` of `root` (a pull), not waiting for the answer.
+    fn open_send(&mut self, root: &Path) {
+        self.send(&Msg::Open(Open {
+            role: ServerRole::Send,
+            root: root.as_os_str().as_encoded_bytes().to_vec(),
+            options: SessionOptions::default(),
+        }));
     }
 
     /// Hello, `Open{Send}` of `root`, and the whole manifest.
     fn pull(root: &Path) -> (Peer, Vec<Entry>) {
         let mut p = Peer::start();
         p.hello();
-        p.send(&Msg::Open(Open {
-            role: ServerRole::Send,
-            root: root.as_os_str().as_encoded_bytes().to_vec(),
-            options: SessionOptions::default(),
-        }));
+        p.open_send(root);
         assert!(matches!(p.recv(), Some(Msg::OpenOk)), "open refused");
         let mut entries = Vec::new();
         loop {
@@ -484,21 +498,8 @@ fn an_older_peer_gets_the_fixed_width_manifest_a_current_one_the_compact() {
     let mut seen = Vec::new();
     for minor in [0, hasync::wire::message::PROTO_MINOR] {
         let mut p = Peer::start();
-        p.send(&Msg::Hello {
-            major: hasync::wire::message::PROTO_MAJOR,
-            minor,
-            software: "hasync 0.0 (older)".into(),
-        });
-        assert!(matches!(p.recv(), Some(Msg::HelloOk { .. })));
-        if minor >= hasync::wire::message::MINOR_EAGER_ROLE {
-            // A 2.7 serve sends its role with HelloOk, unasked.
-            assert!(matches!(p.recv(), Some(Msg::Role(_))));
-        }
-        p.send(&Msg::Open(Open {
-            role: ServerRole::Send,
-            root: s.root.as_os_str().as_encoded_bytes().to_vec(),
-            options: SessionOptions::default(),
-        }));
+        p.hello_as(minor);
+        p.open_send(&s.root);
         assert!(matches!(p.recv(), Some(Msg::OpenOk)));
         let (mut tags, mut bytes, mut entries) = (Vec::new(), 0, Vec::new());
         loop {
@@ -589,31 +590,16 @@ fn signing_hints_are_bounded_and_harmless() {
 #[test]
 fn the_serve_role_comes_with_hello_ok_for_a_current_client_and_when_asked_for_an_older_one() {
     let s = sandbox();
-    let open = |p: &mut Peer| {
-        p.send(&Msg::Open(Open {
-            role: ServerRole::Send,
-            root: s.root.as_os_str().as_encoded_bytes().to_vec(),
-            options: SessionOptions::default(),
-        }));
-    };
     for minor in [0, 6, hasync::wire::message::PROTO_MINOR] {
         let mut p = Peer::start();
-        p.send(&Msg::Hello {
-            major: hasync::wire::message::PROTO_MAJOR,
-            minor,
-            software: "hasync (test)".into(),
-        });
-        assert!(matches!(p.recv(), Some(Msg::HelloOk { .. })));
-        if minor >= hasync::wire::message::MINOR_EAGER_ROLE {
-            assert!(matches!(p.recv(), Some(Msg::Role(_))), "minor {minor}");
-        }
+        p.hello_as(minor);
         if minor >= 5 {
             p.send(&Msg::Role(hasync::node::role::unknown_node()));
             if minor < hasync::wire::message::MINOR_EAGER_ROLE {
                 assert!(matches!(p.recv(), Some(Msg::Role(_))), "minor {minor}");
             }
         }
-        open(&mut p);
+        p.open_send(&s.root);
         let next = p.recv();
         assert!(matches!(next, Some(Msg::OpenOk)), "minor {minor}: {next:?}");
         drop(p.wr.take());
