@@ -4,6 +4,7 @@ use super::output::{Console, summary};
 use super::{Cli, CliError};
 use hasync::node::config::{Compress, MAX_COMPRESS_LEVEL, parse_rate};
 use hasync::sync::client::{Client, LinkOptions};
+use hasync::sync::scan::EarlyScan;
 use hasync::transport::Transport;
 use hasync::transport::local::LocalTransport;
 use hasync::wire::SessionOptions;
@@ -222,11 +223,16 @@ pub fn run(cli: &Cli, args: &PushArgs, dir: Direction) -> Result<i32, CliError> 
         !cli.quiet && !args.json,
     );
     let link = link_options(args)?;
+    // A push scans its source while the connection is set up.
+    let early = match dir {
+        Direction::Push => EarlyScan::start(&local_dir, &opts),
+        Direction::Pull => None,
+    };
     let mut client = Client::connect(transport.as_ref(), &[])?;
     client.cfg.fsync = !args.no_fsync;
     client.link = link;
     let result = match dir {
-        Direction::Push => client.push(&local_dir, &peer_dir, &opts, &mut console),
+        Direction::Push => client.push_scanned(&local_dir, &peer_dir, &opts, &mut console, early),
         Direction::Pull => client.pull(&peer_dir, &local_dir, &opts, &mut console),
     };
     console.finish();

@@ -21,6 +21,7 @@ use crate::node::config::{Config, Direction, Hooks, Peer, Role, Schedule, SyncJo
 use crate::scheduler::state::{self, JobLock, JobState, Run};
 use crate::sync::SyncError;
 use crate::sync::client::Client;
+use crate::sync::scan::EarlyScan;
 use crate::transport::Transport;
 use crate::tree::report::{Item, Reporter, Stats};
 use crate::wire::SessionOptions;
@@ -359,7 +360,12 @@ pub fn run_sync_paths(
             break;
         }
         rep.path(&job.name, &local, &peer);
+        let mut early = None;
         if client.is_none() {
+            // A push scans its source while the connection is set up.
+            if matches!(job.direction, Direction::Push) {
+                early = EarlyScan::start(&local, &opts);
+            }
             match Client::connect_as(transport, &[], Some(cfg)) {
                 Ok(c) => *client = Some(c),
                 Err(e) => {
@@ -378,7 +384,7 @@ pub fn run_sync_paths(
             bwlimit: job.bwlimit.unwrap_or(cfg.node.bwlimit),
         };
         let res = match job.direction {
-            Direction::Push => c.push(&local, &peer, &opts, rep),
+            Direction::Push => c.push_scanned(&local, &peer, &opts, rep, early),
             Direction::Pull => c.pull(&peer, &local, &opts, rep),
         };
         match res {

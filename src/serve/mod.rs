@@ -13,7 +13,7 @@ use crate::node::role::{self, NodeRole, Request};
 use crate::sync::SyncError;
 use crate::sync::fsops::{SafeRoot, TreeRoot};
 use crate::sync::receive::{ReceiverConfig, receive_tree};
-use crate::sync::send::{fail, send_tree};
+use crate::sync::send::{Source, fail, send_tree};
 use crate::wire::message::{MINOR_BATCH, MINOR_EAGER_ROLE, PROTO_MAJOR, PROTO_MINOR};
 use crate::wire::throttle::{Rate, Throttled};
 use crate::wire::{self, FrameReader, FrameWriter, Msg, ServerRole, recv, send};
@@ -316,7 +316,10 @@ pub fn serve<R: Read + Send, W: Write + Send>(
             ServerRole::Send => send_tree(
                 &mut rd,
                 &mut wr,
-                &root,
+                Source {
+                    root: &root,
+                    early: None,
+                },
                 &open.options,
                 &mut silent,
                 false,

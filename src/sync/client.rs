@@ -9,7 +9,8 @@
 use super::SyncError;
 use super::fsops::TreeRoot;
 use super::receive::{ReceiverConfig, receive_tree};
-use super::send::send_tree;
+use super::scan::EarlyScan;
+use super::send::{Source, send_tree};
 use crate::node::config::{Compress, Config, Role};
 use crate::node::role::{self, NodeRole};
 use crate::transport::{Closer, Transport};
@@ -331,6 +332,20 @@ impl Client {
         opts: &SessionOptions,
         rep: &mut dyn Reporter,
     ) -> Result<Stats, SyncError> {
+        self.push_scanned(src, dest, opts, rep, None)
+    }
+
+    /// [`Client::push`], with the source's scan when it was started before the
+    /// connection ([`EarlyScan::start`]; a scan of another root or other options is
+    /// not used).
+    pub fn push_scanned(
+        &mut self,
+        src: &Path,
+        dest: &Path,
+        opts: &SessionOptions,
+        rep: &mut dyn Reporter,
+        early: Option<EarlyScan>,
+    ) -> Result<Stats, SyncError> {
         self.measured(|c| {
             c.open(
                 ServerRole::Receive,
@@ -340,7 +355,8 @@ impl Client {
             )?;
             let minor = c.peer_minor;
             let root = TreeRoot::Named(src.to_path_buf());
-            send_tree(&mut c.rd, &mut c.wr, &root, opts, rep, true, minor)
+            let source = Source { root: &root, early };
+            send_tree(&mut c.rd, &mut c.wr, source, opts, rep, true, minor)
         })
     }
 

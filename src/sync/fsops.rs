@@ -388,6 +388,17 @@ pub fn create_temp_symlink(
     Ok(name)
 }
 
+/// Open the file `name` in `dir` (not followed) to flush it: one of our temp files.
+pub fn open_file_at(dir: &impl AsFd, name: &[u8]) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+    Ok(rustix::fs::openat(
+        dir.as_fd(),
+        name_os(name),
+        flags,
+        Mode::empty(),
+    )?)
+}
+
 /// Atomically replace `to` with `from`, both in `dir`.
 pub fn rename(dir: &impl AsFd, from: &[u8], to: &[u8]) -> io::Result<()> {
     rustix::fs::renameat(dir.as_fd(), name_os(from), dir.as_fd(), name_os(to))?;

@@ -11,7 +11,7 @@
 use super::SyncError;
 use crate::sync::delta;
 use crate::sync::fsops::{SafeRoot, TreeRoot};
-use crate::sync::scan::{Excludes, hash_file, scan_tree};
+use crate::sync::scan::{EarlyScan, Excludes, hash_file, scan_tree};
 use crate::tree::entries::Entries;
 use crate::tree::manifest::{Entry, Kind, Mtime};
 use crate::tree::path::RelPath;
@@ -35,22 +35,32 @@ enum Event {
     WantsEnd,
 }
 
-/// Send the tree at `root` to a receiver. `is_client` says whether this side's
+/// The tree a sender sends: its root and, when a thread began scanning it before
+/// the session (a push, while it connected), that scan.
+pub struct Source<'a> {
+    pub root: &'a TreeRoot,
+    pub early: Option<EarlyScan>,
+}
+
+/// Send the tree at `source` to a receiver. `is_client` says whether this side's
 /// reporter is the user's (else scan errors are sent to the receiver as items);
 /// `peer_minor` is the receiver's protocol minor version (which manifest encoding
 /// it reads).
 pub fn send_tree<R: Read + Send, W: Write>(
     rd: &mut FrameReader<R>,
     wr: &mut FrameWriter<W>,
-    root: &TreeRoot,
+    source: Source<'_>,
     opts: &SessionOptions,
     rep: &mut dyn Reporter,
     is_client: bool,
     peer_minor: u16,
 ) -> Result<Stats, SyncError> {
     let mut phases = super::Phases::new("sender");
+    let root = source.root;
     let excludes = Excludes::new(&opts.excludes).map_err(SyncError::Usage)?;
-    let found = match scan_tree(root, &excludes, opts.one_file_system) {
+    let early = source.early.and_then(|e| e.take(root, opts));
+    let scanned = early.unwrap_or_else(|| scan_tree(root, &excludes, opts.one_file_system));
+    let found = match scanned {
         Ok(Some(s)) => s,
         Ok(None) => {
             let e = SyncError::Guard(format!(

@@ -218,14 +218,29 @@ impl Drop for Committer {
     }
 }
 
-/// Makes every file of `group` durable: one `syncfs` per file system the group wrote to
-/// (a mount nested in the destination is a file system of its own, which the root's
-/// `syncfs` would not flush), found from each file's directory; consecutive files
-/// of one directory cost one `fstat`.
-fn flush(group: &[Ready]) -> io::Result<Vec<u64>> {
+/// Groups of at most this many files are flushed file by file (`fsync`), bigger ones
+/// with one `syncfs` per file system: a `syncfs` also writes out everything else dirty
+/// on that file system (a source written just before the run, on the same disk, cost
+/// a 1 GiB delta run 1.1-1.5 s), while a few `fsync`s flush only what we wrote. Many
+/// small files (a first copy) make big groups, where one `syncfs` beats an `fsync` each.
+const FSYNC_EACH: usize = 8;
+
+/// Makes every file of `group` durable. A small group: one `fsync` per file (see
+/// [`FSYNC_EACH`]); else one `syncfs` per file system the group wrote to (a mount nested
+/// in the destination is a file system of its own, which the root's `syncfs` would
+/// not flush), found from each file's directory; consecutive files of one directory
+/// cost one `fstat`. Returns the devices written to and how they were flushed.
+fn flush(group: &[Ready]) -> io::Result<(Vec<u64>, &'static str)> {
+    let each = group.len() <= FSYNC_EACH;
     let mut done = Vec::new();
     let mut last: Option<*const OwnedFd> = None;
     for r in group {
+        if each {
+            match &r.temp {
+                Temp::Anonymous(f) => f.sync_all()?,
+                Temp::Named(n) => rustix::fs::fsync(fsops::open_file_at(&r.dir, n)?)?,
+            }
+        }
         let ptr = Arc::as_ptr(&r.dir);
         if last == Some(ptr) {
             continue;
@@ -233,11 +248,13 @@ fn flush(group: &[Ready]) -> io::Result<Vec<u64>> {
         last = Some(ptr);
         let dev = rustix::fs::fstat(&*r.dir)?.st_dev;
         if !done.contains(&dev) {
-            rustix::fs::syncfs(&*r.dir)?;
+            if !each {
+                rustix::fs::syncfs(&*r.dir)?;
+            }
             done.push(dev);
         }
     }
-    Ok(done)
+    Ok((done, if each { "fsync" } else { "syncfs" }))
 }
 
 /// The installer thread's state.
@@ -258,19 +275,19 @@ impl Installer {
             let n = group.len();
             let t1 = Instant::now();
             let stopping = self.stop.load(Ordering::SeqCst);
-            let (devices, sync_err) = match self.fsync && !stopping {
+            let ((devices, how), sync_err) = match self.fsync && !stopping {
                 true => match flush(&group) {
                     Ok(d) => (d, None),
-                    Err(e) => (Vec::new(), Some(e)),
+                    Err(e) => ((Vec::new(), "-"), Some(e)),
                 },
-                false => (Vec::new(), None),
+                false => ((Vec::new(), "-"), None),
             };
             let t2 = Instant::now();
             self.install(group, sync_err);
             let ms = |d: Duration| d.as_secs_f64() * 1000.0;
             tracing::debug!(
                 "installed a group of {n} files: gathered in {:.1} ms, flushed in {:.1} ms \
-                 (devices {devices:?}), renamed in {:.1} ms",
+                 by {how} (devices {devices:?}), renamed in {:.1} ms",
                 ms(t1 - t0),
                 ms(t2 - t1),
                 ms(t2.elapsed())
@@ -366,6 +383,45 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    fn ready(root: &SafeRoot, name: &str) -> Ready {
+        let mut t = fsops::create_temp(root.fd_clone(), name.as_bytes()).unwrap();
+        t.file.write_all(b"data").unwrap();
+        let (_, item) = path_item(name, ">f");
+        let temp = match t.name {
+            Some(n) => Temp::Named(n),
+            None => Temp::Anonymous(t.file),
+        };
+        Ready {
+            dir: t.dir,
+            temp,
+            final_name: name.as_bytes().to_vec(),
+            item,
+            size: 4,
+            replaces: false,
+        }
+    }
+
+    #[test]
+    fn a_small_group_is_flushed_file_by_file_a_big_one_by_file_system() {
+        let d = tempfile::tempdir().unwrap();
+        let root = SafeRoot::open(d.path()).unwrap();
+        let small: Vec<Ready> = (0..FSYNC_EACH)
+            .map(|i| ready(&root, &format!("s{i}")))
+            .collect();
+        use std::os::unix::fs::MetadataExt;
+        let dev = std::fs::metadata(d.path()).unwrap().dev();
+        assert_eq!(flush(&small).unwrap(), (vec![dev], "fsync"));
+        let big: Vec<Ready> = (0..=FSYNC_EACH)
+            .map(|i| ready(&root, &format!("b{i}")))
+            .collect();
+        assert_eq!(flush(&big).unwrap(), (vec![dev], "syncfs"));
+        for r in small.iter().chain(&big) {
+            r.install().unwrap();
+        }
+        assert_eq!(names(d.path()).len(), 2 * FSYNC_EACH + 1);
+        assert_eq!(std::fs::read(d.path().join("s0")).unwrap(), b"data");
     }
 
     #[test]
