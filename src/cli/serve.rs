@@ -159,7 +159,23 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> Result<i32, CliError> {
     report_rss();
     res?;
     record_received(record_dir.as_deref(), &received);
+    // The session is over: end our side of the connection (the client waits for its
+    // end, not for our exit), then let the old inodes finish being freed.
+    close_stdio();
+    hasync::sync::receive::wait_detached();
     Ok(0)
+}
+
+/// Point stdout and stderr at /dev/null: the client sees the end of the connection
+/// now, while this process still frees the old copies of what it received.
+fn close_stdio() {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = rustix::stdio::dup2_stdout(&null);
+        let _ = rustix::stdio::dup2_stderr(&null);
+    }
 }
 
 /// After a session that ended well: note in `state_dir/received.json` what it brought

@@ -422,7 +422,7 @@ impl Client {
         drop(self.wr);
         drop(self.rd);
         match self.closer.take() {
-            Some(c) => c.finish().map_err(SyncError::from),
+            Some(c) => c.finish_clean().map_err(SyncError::from),
             None => Ok(()),
         }
     }

@@ -53,6 +53,11 @@ pub trait Closer: Send {
     fn finish(self: Box<Self>) -> Result<(), TransportError>;
     /// The peer's stderr collected so far (for error messages when the stream broke).
     fn stderr(&self) -> String;
+    /// [`Closer::finish`] after a clean goodbye (`Bye`): a transport may stop waiting
+    /// once the peer ended its output, without waiting for its exit.
+    fn finish_clean(self: Box<Self>) -> Result<(), TransportError> {
+        self.finish()
+    }
 }
 
 /// Something that can start a `hasync serve` peer and connect to it.

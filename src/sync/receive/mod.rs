@@ -32,7 +32,10 @@
 //! waiting on anything else. The requester and preparer end inside phase 3 (scoped).
 //! Teardown order, enforced by [`Installers`]: the committer goes first (it joins
 //! the installer, which drops its handle on the releasers' queue), then the releasers
-//! are joined; on failure the committer removes every temp file not yet renamed.
+//! are joined; when the session succeeded they are detached after `Done` instead
+//! (freeing old inodes changes nothing the sender waits for; see
+//! [`release::wait_detached`]); on failure the committer removes every temp file not
+//! yet renamed.
 
 mod apply;
 mod commit;
@@ -54,6 +57,7 @@ use crate::tree::report::{Item, Reporter, Stats};
 use crate::wire::{FrameReader, FrameWriter, Msg, SessionOptions, recv_entries, send};
 use commit::Committer;
 use release::Releaser;
+pub use release::wait_detached;
 use std::io::{Read, Write};
 use std::sync::{Mutex, mpsc};
 
@@ -228,9 +232,18 @@ pub fn receive_tree<R: Read + Send, W: Write + Send>(
     phases.mark("commit");
     local.dir_meta(&mut out, &plan.dir_meta)?;
     phases.mark("dir meta");
-    drop(installers);
-    phases.mark("release");
-    finish(&wr, out.stats)
+    // Every file is in place: `Done` goes now, and the old inodes still being freed
+    // (100 ms or more for a replaced 256 MiB file) are left to the detached releasers
+    // (`hasync serve` waits for them after closing its end: `release::wait_detached`).
+    let Installers {
+        committer,
+        releaser,
+    } = installers;
+    drop(committer);
+    let done = finish(&wr, out.stats);
+    phases.mark("done");
+    releaser.detach();
+    done
 }
 
 /// Phase 1: the manifest, merged into the plan as it arrives with our own scan

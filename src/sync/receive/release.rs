@@ -55,6 +55,28 @@ impl Releaser {
     pub fn sender(&self) -> mpsc::Sender<OwnedFd> {
         self.tx.clone().expect("the releaser is running")
     }
+
+    /// Let the threads finish freeing on their own (the session is over and told the
+    /// peer so): [`wait_detached`] waits for them. Freeing a replaced 256 MiB file
+    /// took ~110 ms here (a TRIM on a `discard` mount), which the peer need not wait for.
+    pub fn detach(mut self) {
+        self.tx = None;
+        let mut lingering = LINGERING.lock().unwrap_or_else(|e| e.into_inner());
+        lingering.retain(|t| !t.is_finished());
+        lingering.append(&mut self.threads);
+    }
+}
+
+/// Threads of detached pools still freeing (finished ones are dropped at each detach).
+static LINGERING: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
+
+/// Wait until every detached pool freed what it was sent (a serve calls this after
+/// closing its end of the connection; at exit the kernel would do the freeing anyway).
+pub fn wait_detached() {
+    let threads = std::mem::take(&mut *LINGERING.lock().unwrap_or_else(|e| e.into_inner()));
+    for t in threads {
+        let _ = t.join();
+    }
 }
 
 impl Default for Releaser {
@@ -102,5 +124,30 @@ mod tests {
             .filter(|t| t.starts_with(d.path()))
             .count();
         assert_eq!(held, 0);
+    }
+
+    #[test]
+    fn a_detached_pool_frees_everything_by_wait_detached() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Releaser::new();
+        let tx = r.sender();
+        for i in 0..20 {
+            let p = d.path().join(format!("f{i}"));
+            std::fs::write(&p, b"x").unwrap();
+            let f = std::fs::File::open(&p).unwrap();
+            std::fs::remove_file(&p).unwrap();
+            tx.send(OwnedFd::from(f)).unwrap();
+        }
+        drop(tx);
+        r.detach();
+        wait_detached();
+        let held = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+            .filter(|t| t.to_string_lossy().ends_with(" (deleted)"))
+            .filter(|t| t.starts_with(d.path()))
+            .count();
+        assert_eq!(held, 0);
+        assert!(LINGERING.lock().unwrap().is_empty());
     }
 }
