@@ -100,6 +100,16 @@ impl Drop for Releaser {
 mod tests {
     use super::*;
 
+    /// Descriptors of deleted files under `dir` that this process still holds.
+    fn deleted_held(dir: &std::path::Path) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+            .filter(|t| t.to_string_lossy().ends_with(" (deleted)"))
+            .filter(|t| t.starts_with(dir))
+            .count()
+    }
+
     #[test]
     fn every_descriptor_sent_is_closed_when_the_pool_is_dropped() {
         let d = tempfile::tempdir().unwrap();
@@ -117,12 +127,7 @@ mod tests {
         drop(tx);
         drop(r);
         // Our process holds no descriptor of a deleted file any more.
-        let held = std::fs::read_dir("/proc/self/fd")
-            .unwrap()
-            .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
-            .filter(|t| t.to_string_lossy().ends_with(" (deleted)"))
-            .filter(|t| t.starts_with(d.path()))
-            .count();
+        let held = deleted_held(d.path());
         assert_eq!(held, 0);
     }
 
@@ -141,12 +146,7 @@ mod tests {
         drop(tx);
         r.detach();
         wait_detached();
-        let held = std::fs::read_dir("/proc/self/fd")
-            .unwrap()
-            .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
-            .filter(|t| t.to_string_lossy().ends_with(" (deleted)"))
-            .filter(|t| t.starts_with(d.path()))
-            .count();
+        let held = deleted_held(d.path());
         assert_eq!(held, 0);
         assert!(LINGERING.lock().unwrap().is_empty());
     }

@@ -496,6 +496,17 @@ impl SshCloser {
     }
 }
 
+impl SshCloser {
+    /// The error of a peer that did not finish within [`FINISH_TIMEOUT`].
+    fn timed_out(&self) -> TransportError {
+        TransportError::Other(format!(
+            "the peer on {} did not finish within {}s",
+            self.shared.describe,
+            FINISH_TIMEOUT.as_secs()
+        ))
+    }
+}
+
 impl Closer for SshCloser {
     fn finish(mut self: Box<Self>) -> Result<(), TransportError> {
         let result = {
@@ -506,11 +517,7 @@ impl Closer for SshCloser {
                     None => Ok(()),
                 }
             } else {
-                Err(TransportError::Other(format!(
-                    "the peer on {} did not finish within {}s",
-                    self.shared.describe,
-                    FINISH_TIMEOUT.as_secs()
-                )))
+                Err(self.timed_out())
             }
         };
         self.shutdown();
@@ -538,11 +545,7 @@ impl Closer for SshCloser {
             } else if st.eof {
                 Ok(())
             } else {
-                Err(TransportError::Other(format!(
-                    "the peer on {} did not finish within {}s",
-                    self.shared.describe,
-                    FINISH_TIMEOUT.as_secs()
-                )))
+                Err(self.timed_out())
             }
         };
         self.shutdown();
