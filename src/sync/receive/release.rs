@@ -110,21 +110,22 @@ mod tests {
             .count()
     }
 
-    #[test]
-    fn every_descriptor_sent_is_closed_when_the_pool_is_dropped() {
-        let d = tempfile::tempdir().unwrap();
-        let r = Releaser::new();
-        let tx = r.sender();
-        let mut paths = Vec::new();
-        for i in 0..50 {
-            let p = d.path().join(format!("f{i}"));
+    /// Create `n` files in `dir`, open each, delete its name and send the descriptor.
+    fn send_deleted(dir: &std::path::Path, tx: &mpsc::Sender<OwnedFd>, n: usize) {
+        for i in 0..n {
+            let p = dir.join(format!("f{i}"));
             std::fs::write(&p, b"x").unwrap();
             let f = std::fs::File::open(&p).unwrap();
             std::fs::remove_file(&p).unwrap();
             tx.send(OwnedFd::from(f)).unwrap();
-            paths.push(p);
         }
-        drop(tx);
+    }
+
+    #[test]
+    fn every_descriptor_sent_is_closed_when_the_pool_is_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Releaser::new();
+        send_deleted(d.path(), &r.sender(), 50);
         drop(r);
         // Our process holds no descriptor of a deleted file any more.
         let held = deleted_held(d.path());
@@ -135,15 +136,7 @@ mod tests {
     fn a_detached_pool_frees_everything_by_wait_detached() {
         let d = tempfile::tempdir().unwrap();
         let r = Releaser::new();
-        let tx = r.sender();
-        for i in 0..20 {
-            let p = d.path().join(format!("f{i}"));
-            std::fs::write(&p, b"x").unwrap();
-            let f = std::fs::File::open(&p).unwrap();
-            std::fs::remove_file(&p).unwrap();
-            tx.send(OwnedFd::from(f)).unwrap();
-        }
-        drop(tx);
+        send_deleted(d.path(), &r.sender(), 20);
         r.detach();
         wait_detached();
         let held = deleted_held(d.path());
