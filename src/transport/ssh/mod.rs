@@ -9,6 +9,7 @@
 mod location;
 mod session;
 mod stream;
+mod tcp;
 
 pub use location::{SshTarget, command_line, parse_location, shell_quote};
 pub use session::{Auth, load_identity};

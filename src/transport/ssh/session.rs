@@ -1,6 +1,7 @@
 //! Opening an SSH session: TCP, handshake, host-key check against a pinned
 //! known_hosts file, and authentication (key file, agent, or password).
 
+use super::tcp::QuickAckStream;
 use super::{SshError, SshOptions, SshTarget};
 use russh::client;
 use russh::keys::{
@@ -203,7 +204,6 @@ fn config(opts: &SshOptions) -> client::Config {
         inactivity_timeout: Some(opts.idle_timeout),
         keepalive_interval: Some(opts.keepalive),
         keepalive_max: 3,
-        nodelay: true,
         ..Default::default()
     }
 }
@@ -238,7 +238,10 @@ async fn open_inner(
         state: state.clone(),
     };
     let cfg = Arc::new(config(opts));
-    let result = client::connect(cfg, (target.host.as_str(), target.port), handler).await;
+    let result = match QuickAckStream::connect(&target.host, target.port).await {
+        Ok(stream) => client::connect_stream(cfg, stream, handler).await,
+        Err(e) => Err(russh::Error::IO(e)),
+    };
     let verdict = lock(&state).verdict.clone();
     let mut handle = match (result, verdict.clone()) {
         (Ok(h), Some(HostKeyVerdict::Known | HostKeyVerdict::Learned)) => h,
