@@ -143,12 +143,13 @@ pub enum ManifestError {
     Target(RelPath),
 }
 
-/// Sort order used on the wire: parents before children, siblings by name bytes.
-/// Comparing component by component gives exactly a depth-first pre-order.
+/// Sort order used on the wire: parents before children, siblings by name bytes,
+/// that is comparing component by component (a depth-first pre-order). Computed as
+/// a byte comparison where `/` sorts before every other byte: at the first byte
+/// where the paths differ, a `/` (or the end) means that path's component ended
+/// first, so it is the smaller one, as with components.
 pub fn wire_order(a: &RelPath, b: &RelPath) -> std::cmp::Ordering {
-    a.as_bytes()
-        .split(|&c| c == b'/')
-        .cmp(b.as_bytes().split(|&c| c == b'/'))
+    wire_order_bytes(a.as_bytes(), b.as_bytes())
 }
 
 /// Check a received manifest (see the module docs).
@@ -166,23 +167,27 @@ pub fn validate(entries: &[Entry]) -> Result<(), ManifestError> {
 /// present, is on the stack of the entries enclosing it: one pass, no map.
 #[derive(Default)]
 pub struct Validator {
-    /// The entries enclosing the current one, outermost first.
-    stack: Vec<(Vec<u8>, Kind)>,
-    prev: Option<RelPath>,
+    /// The path of the last entry: every entry enclosing it is a prefix of it.
+    last: Vec<u8>,
+    /// The entries enclosing the last one and itself, outermost first: the length
+    /// of each one's path in `last`, and its kind (no allocation per entry).
+    stack: Vec<(usize, Kind)>,
+    started: bool,
 }
 
 impl Validator {
     /// Check the next entry of the manifest.
     pub fn check(&mut self, e: &Entry) -> Result<(), ManifestError> {
-        let Some(prev) = &self.prev else {
+        if !self.started {
             if !e.path.is_root() || e.kind != Kind::Dir {
                 return Err(ManifestError::NoRoot);
             }
-            self.stack.push((Vec::new(), Kind::Dir));
-            self.prev = Some(e.path.clone());
+            self.started = true;
+            self.stack.push((0, Kind::Dir));
             return Ok(());
-        };
-        if wire_order(prev, &e.path) != std::cmp::Ordering::Less {
+        }
+        let path = e.path.as_bytes();
+        if wire_order_bytes(&self.last, path) != std::cmp::Ordering::Less {
             return Err(ManifestError::Order(e.path.clone()));
         }
         if e.mode & !0o7777 != 0 {
@@ -191,27 +196,38 @@ impl Validator {
         if e.kind == Kind::Symlink && (e.target.is_empty() || e.target.contains(&0)) {
             return Err(ManifestError::Target(e.path.clone()));
         }
-        let path = e.path.as_bytes();
         let parent = match path.iter().rposition(|&b| b == b'/') {
             Some(i) => &path[..i],
             None => &path[..0],
         };
-        while let Some((top, _)) = self.stack.last()
-            && !encloses(top, parent)
+        while let Some(&(len, _)) = self.stack.last()
+            && !encloses(&self.last[..len], parent)
         {
             self.stack.pop();
         }
         match self.stack.last() {
-            Some((top, Kind::Dir)) if top == parent => {}
-            Some((top, _)) if top == parent => {
+            Some(&(len, Kind::Dir)) if &self.last[..len] == parent => {}
+            Some(&(len, _)) if &self.last[..len] == parent => {
                 return Err(ManifestError::BeneathNonDir(e.path.clone()));
             }
             _ => return Err(ManifestError::NoParent(e.path.clone())),
         }
-        self.stack.push((path.to_vec(), e.kind));
-        self.prev = Some(e.path.clone());
+        // What is left on the stack encloses `path`: its paths are prefixes of it too.
+        self.last.clear();
+        self.last.extend_from_slice(path);
+        self.stack.push((path.len(), e.kind));
         Ok(())
     }
+}
+
+/// [`wire_order`] of raw path bytes.
+fn wire_order_bytes(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let n = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let key = |s: &[u8]| {
+        s.get(n)
+            .map(|&c| if c == b'/' { 0 } else { u16::from(c) + 1 })
+    };
+    key(a).cmp(&key(b))
 }
 
 /// Whether `outer` is `inner` or one of its ancestors (the root encloses all).
@@ -278,5 +294,71 @@ mod tests {
         let a = RelPath::from_wire(b"a/b").unwrap();
         let b = RelPath::from_wire(b"a-b").unwrap();
         assert_eq!(wire_order(&a, &b), std::cmp::Ordering::Less);
+    }
+
+    /// The byte comparison gives exactly the component-by-component order of its
+    /// definition, on every pair of paths built from names that are prefixes of
+    /// each other and sort around `/` (`-` and `.` below it, `0` and `a` above).
+    #[test]
+    fn order_is_componentwise_on_every_pair() {
+        let by_components =
+            |a: &[u8], b: &[u8]| a.split(|&c| c == b'/').cmp(b.split(|&c| c == b'/'));
+        let names: [&[u8]; 7] = [b"a", b"a-", b"a.b", b"a0", b"aa", b"b", b"\xff"];
+        let mut paths: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..3 {
+            let mut next = Vec::new();
+            for p in &paths {
+                for n in names {
+                    let mut q = p.clone();
+                    if !q.is_empty() {
+                        q.push(b'/');
+                    }
+                    q.extend_from_slice(n);
+                    next.push(q);
+                }
+            }
+            paths.extend(next);
+            paths.sort();
+            paths.dedup();
+        }
+        assert!(paths.len() > 300);
+        for a in &paths {
+            for b in &paths {
+                let (ra, rb) = (
+                    RelPath::from_wire(a).unwrap(),
+                    RelPath::from_wire(b).unwrap(),
+                );
+                assert_eq!(wire_order(&ra, &rb), by_components(a, b), "{ra} vs {rb}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_entry_beneath_a_file_or_after_its_subtree_closed_is_refused() {
+        let ok = [
+            e("", Kind::Dir),
+            e("a", Kind::Dir),
+            e("a/b", Kind::Dir),
+            e("a/b/c", Kind::File),
+            e("a/d", Kind::File),
+            e("e", Kind::File),
+        ];
+        validate(&ok).unwrap();
+        let under_file = [e("", Kind::Dir), e("f", Kind::File), e("f/x", Kind::File)];
+        assert!(matches!(
+            validate(&under_file),
+            Err(ManifestError::BeneathNonDir(_))
+        ));
+        // "a/b" closed when "a/d" came: "a/b/z" after it is out of order.
+        let reopened = [
+            e("", Kind::Dir),
+            e("a", Kind::Dir),
+            e("a/b", Kind::Dir),
+            e("a/d", Kind::File),
+            e("a/b/z", Kind::File),
+        ];
+        assert!(validate(&reopened).is_err());
+        let orphan = [e("", Kind::Dir), e("a", Kind::Dir), e("a/b/c", Kind::File)];
+        assert!(matches!(validate(&orphan), Err(ManifestError::NoParent(_))));
     }
 }

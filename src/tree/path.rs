@@ -47,8 +47,23 @@ impl RelPath {
 
     /// Validate bytes received from a peer (or built locally) as a relative path.
     pub fn from_wire(bytes: &[u8]) -> Result<Self, PathError> {
+        Self::check(bytes)?;
+        Ok(RelPath(bytes.to_vec()))
+    }
+
+    /// [`RelPath::from_wire`] of bytes already in a vector of their own (no copy); on
+    /// an error the bytes come back, for the message.
+    pub fn from_wire_vec(bytes: Vec<u8>) -> Result<Self, (PathError, Vec<u8>)> {
+        match Self::check(&bytes) {
+            Ok(()) => Ok(RelPath(bytes)),
+            Err(e) => Err((e, bytes)),
+        }
+    }
+
+    /// The rules of [`RelPath::from_wire`].
+    fn check(bytes: &[u8]) -> Result<(), PathError> {
         if bytes.is_empty() {
-            return Ok(RelPath::root());
+            return Ok(());
         }
         if bytes.len() > MAX_PATH {
             return Err(PathError::TooLong);
@@ -67,7 +82,7 @@ impl RelPath {
                 _ => {}
             }
         }
-        Ok(RelPath(bytes.to_vec()))
+        Ok(())
     }
 
     /// Bytes that were a `RelPath` before (kept in a [`crate::tree::entries::Entries`]
@@ -123,7 +138,10 @@ impl RelPath {
 
     /// `self/name`.
     pub fn join(&self, name: &[u8]) -> RelPath {
-        let mut v = self.0.clone();
+        // One allocation of the exact size (a clone then two pushes reallocated twice:
+        // a fifth of the user time of a scan).
+        let mut v = Vec::with_capacity(self.0.len() + 1 + name.len());
+        v.extend_from_slice(&self.0);
         if !v.is_empty() {
             v.push(b'/');
         }

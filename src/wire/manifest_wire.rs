@@ -242,8 +242,8 @@ fn decode_compact(d: &mut Dec, prev: Option<&Entry>) -> Result<Entry, ProtocolEr
     let mut raw = Vec::with_capacity(shared + suffix_len);
     raw.extend_from_slice(&prev_path[..shared]);
     raw.extend_from_slice(d.fixed_slice(suffix_len, "entry path")?);
-    let path = RelPath::from_wire(&raw)
-        .map_err(|e| malformed(format!("entry path {}: {e}", escape_bytes(&raw))))?;
+    let path = RelPath::from_wire_vec(raw)
+        .map_err(|(e, raw)| malformed(format!("entry path {}: {e}", escape_bytes(&raw))))?;
     let size = d.uvar("size")?;
     let prev_secs = prev.map_or(0, |p| p.mtime.secs);
     let secs = prev_secs.wrapping_add(unzigzag(d.uvar("mtime")?));
