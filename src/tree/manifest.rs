@@ -220,9 +220,14 @@ impl Validator {
     }
 }
 
+/// How many leading bytes `a` and `b` have in common.
+pub(crate) fn shared_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 /// [`wire_order`] of raw path bytes.
 fn wire_order_bytes(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    let n = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let n = shared_prefix(a, b);
     let key = |s: &[u8]| {
         s.get(n)
             .map(|&c| if c == b'/' { 0 } else { u16::from(c) + 1 })

@@ -35,7 +35,7 @@
 
 use super::frame::{Dec, Enc, ProtocolError, malformed};
 use super::message::tag;
-use crate::tree::manifest::{Entry, Kind, Mtime};
+use crate::tree::manifest::{Entry, Kind, Mtime, shared_prefix};
 use crate::tree::path::{MAX_PATH, RelPath, escape_bytes};
 
 /// The first protocol minor version that understands `MANIFEST_COMPACT`.
@@ -163,10 +163,6 @@ fn zigzag(v: i64) -> u64 {
 
 fn unzigzag(v: u64) -> i64 {
     (v >> 1) as i64 ^ -((v & 1) as i64)
-}
-
-fn shared_prefix(a: &[u8], b: &[u8]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 fn encode_compact(e: &mut Enc, x: &Entry, prev: Option<&Entry>, form: Form) {
